@@ -1,0 +1,24 @@
+"""effnet: EfficientNet and compound model scaling as data, modules and tools."""
+
+from effnet.build import EfficientNet, Profile, create_model, profile
+from effnet.describe import BlockSpec, NetworkSpec, get_description, model_names, parse_blocks
+from effnet.errors import UserError
+from effnet.scale import compound_coefficients, scale_compound, scale_network
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockSpec",
+    "EfficientNet",
+    "NetworkSpec",
+    "Profile",
+    "UserError",
+    "compound_coefficients",
+    "create_model",
+    "get_description",
+    "model_names",
+    "parse_blocks",
+    "profile",
+    "scale_compound",
+    "scale_network",
+]

@@ -1,0 +1,190 @@
+"""The network module built from a description, and :func:`create_model`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from effnet.build.blocks import BLOCK_TYPES
+from effnet.build.layers import ConvNormAct, NormSettings
+from effnet.describe.network import NetworkSpec
+from effnet.describe.zoo import get_description
+from effnet.errors import UserError
+
+
+class EfficientNet(nn.Module):
+    """A ConvNet built from a :class:`NetworkSpec`: stem → stages of blocks → head → classifier.
+
+    With ``features_only`` the forward pass returns the feature maps at strides 2, 4, 8, 16 and 32
+    (the last one of each stride), for detection and segmentation backbones.
+    """
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        features_only: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise UserError(f"num_classes must be a whole number ≥ 0, got {num_classes!r}")
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise UserError(f"in_chans must be a whole number ≥ 1, got {in_chans!r}")
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.features_only = features_only
+        norm = NormSettings(spec.activation, spec.bn_eps, spec.bn_momentum, spec.padding)
+
+        size = spec.resolution
+        self.stem = ConvNormAct(in_chans, spec.stem_channels, spec.stem_kernel, spec.stem_stride, norm, input_size=size)
+        size = math.ceil(size / spec.stem_stride)
+        reduction = spec.stem_stride
+        feature_at: dict[int, tuple[int, int]] = {reduction: (-1, spec.stem_channels)}
+        if spec.stem_pool:
+            self.stem_pool: nn.Module = nn.MaxPool2d(3, 2, 1)
+            size = math.ceil(size / 2)
+            reduction *= 2
+        else:
+            self.stem_pool = nn.Identity()
+
+        total = spec.num_blocks
+        index = 0
+        stages = []
+        for stage_index, block in enumerate(spec.blocks):
+            layers = []
+            block_type = BLOCK_TYPES[block.kind]
+            for repeat in range(block.repeats):
+                first = repeat == 0
+                layers.append(
+                    block_type(
+                        block.in_channels if first else block.out_channels,
+                        block.out_channels,
+                        block.kernel,
+                        block.stride if first else 1,
+                        block.expand_ratio,
+                        block.se_ratio,
+                        block.skip,
+                        norm,
+                        drop_path=spec.drop_path_rate * index / total,
+                        input_size=size,
+                    )
+                )
+                if first:
+                    size = math.ceil(size / block.stride)
+                    reduction *= block.stride
+                index += 1
+            stages.append(nn.Sequential(*layers))
+            feature_at[reduction] = (stage_index, block.out_channels)
+        self.stages = nn.ModuleList(stages)
+        #: (stage index or -1 for the stem, channels, reduction) of each feature map returned.
+        self.feature_info = [
+            {"stage": feature_at[r][0], "channels": feature_at[r][1], "reduction": r} for r in sorted(feature_at)
+        ]
+        self._feature_stages = [info["stage"] for info in self.feature_info]
+
+        last = spec.blocks[-1].out_channels
+        if features_only:
+            self.head: nn.Module = nn.Identity()
+            self.classifier: nn.Module = nn.Identity()
+            self.num_features = last
+        else:
+            self.head = ConvNormAct(last, spec.head_channels, 1, 1, norm) if spec.head_channels else nn.Identity()
+            self.num_features = spec.num_features
+            self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.grad_checkpointing = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation: conv N(0, √(2/fan_out)), dense U(±1/√classes)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                bound = 1.0 / math.sqrt(module.out_features)
+                nn.init.uniform_(module.weight, -bound, bound)
+                nn.init.zeros_(module.bias)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in backward instead of keeping them."""
+        self.grad_checkpointing = enable
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and x.requires_grad:
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(stage, x, use_reentrant=False)
+        return stage(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem, stages and head: the final feature map before pooling."""
+        x = self.stem_pool(self.stem(x))
+        for stage in self.stages:
+            x = self._run_stage(stage, x)
+        return self.head(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool, dropout and classifier."""
+        x = self.pool(x).flatten(1)
+        return self.classifier(self.dropout(x))
+
+    def forward_feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps at strides 2, 4, 8, 16 and 32."""
+        x = self.stem(x)
+        maps: list[torch.Tensor] = []
+        if -1 in self._feature_stages:
+            maps.append(x)
+        x = self.stem_pool(x)
+        for index, stage in enumerate(self.stages):
+            x = self._run_stage(stage, x)
+            if index in self._feature_stages:
+                maps.append(x)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.features_only:
+            return self.forward_feature_maps(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def resolve_description(name_or_description: str | NetworkSpec) -> NetworkSpec:
+    """A description from a model name, a description, or a JSON description file."""
+    if isinstance(name_or_description, NetworkSpec):
+        return name_or_description
+    if isinstance(name_or_description, str) and name_or_description.endswith(".json"):
+        return NetworkSpec.load(name_or_description)
+    if isinstance(name_or_description, str):
+        return get_description(name_or_description)
+    raise UserError(f"expected a model name or a NetworkSpec, got {type(name_or_description).__name__}")
+
+
+def create_model(
+    name_or_description: str | NetworkSpec,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    padding: str | None = None,
+    features_only: bool = False,
+    **overrides: Any,
+) -> EfficientNet:
+    """Build a model by name (``efficientnet_b0``…``b8``, ``l2``, ``lite0``…``lite4``, other
+    baselines) or from a description. ``overrides`` change description fields, e.g.
+    ``drop_path_rate=0.0``, ``dropout=0.5``, ``resolution=320``, ``bn_eps=1e-5``."""
+    spec = resolve_description(name_or_description)
+    if padding is not None:
+        overrides["padding"] = padding
+    if overrides:
+        spec = spec.with_(**overrides)
+    return EfficientNet(spec, num_classes=num_classes, in_chans=in_chans, features_only=features_only)

@@ -1,0 +1,41 @@
+"""The ``effnet`` command: one entry point, one subcommand per task."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from effnet.cli.args import Parser
+from effnet.errors import UserError
+
+#: Modules that add subcommands, each with a ``register(subparsers)`` function.
+COMMAND_MODULES = [
+    "effnet.cli.describe_cmds",
+]
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="effnet", description="EfficientNet and compound model scaling.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user mistakes print one line on stderr and return 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"effnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"effnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""A whole network as data: stem, stages of blocks, head and the settings the builder needs."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from effnet.describe.blocks import BlockSpec, format_blocks, parse_blocks
+from effnet.errors import UserError
+
+ACTIVATIONS = ("silu", "relu", "relu6", "hard_swish", "gelu")
+PADDINGS = ("same", "symmetric")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A declarative description of a ConvNet that :func:`effnet.create_model` builds.
+
+    ``width``, ``depth`` and ``resolution_multiplier`` record the scaling already applied to the
+    baseline (informational; the channels, repeats and resolution are already scaled).
+    """
+
+    name: str
+    blocks: tuple[BlockSpec, ...]
+    stem_channels: int = 32
+    stem_kernel: int = 3
+    stem_stride: int = 2
+    stem_pool: bool = False
+    head_channels: int = 1280
+    activation: str = "silu"
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.01
+    padding: str = "same"
+    dropout: float = 0.2
+    drop_path_rate: float = 0.2
+    resolution: int = 224
+    width: float = 1.0
+    depth: float = 1.0
+    resolution_multiplier: float = 1.0
+    fix_stem_head: bool = False
+    fix_first_last_repeats: bool = False
+    channel_divisor: int = 8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.blocks, (list, str)):
+            object.__setattr__(
+                self,
+                "blocks",
+                tuple(parse_blocks(self.blocks))
+                if isinstance(self.blocks, str) or (self.blocks and isinstance(self.blocks[0], str))
+                else tuple(self.blocks),
+            )
+        check_network(self)
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def block_strings(self) -> list[str]:
+        return format_blocks(self.blocks)
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(block.repeats for block in self.blocks)
+
+    @property
+    def total_stride(self) -> int:
+        stride = self.stem_stride * (2 if self.stem_pool else 1)
+        for block in self.blocks:
+            stride *= block.stride
+        return stride
+
+    @property
+    def num_features(self) -> int:
+        """Channels entering the classifier."""
+        return self.head_channels or self.blocks[-1].out_channels
+
+    def with_(self, **changes: Any) -> NetworkSpec:
+        """A validated copy with some fields changed."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise UserError(f"unknown description field(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    # -- serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["blocks"] = self.block_strings
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:
+        if not isinstance(data, dict):
+            raise UserError("a network description must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"unknown description field(s): {', '.join(sorted(unknown))}")
+        if "blocks" not in data or "name" not in data:
+            raise UserError("a network description needs at least 'name' and 'blocks'")
+        values = dict(data)
+        values["blocks"] = parse_blocks(values["blocks"])
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise UserError(f"bad network description: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> NetworkSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"network description is not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> NetworkSpec:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise UserError(f"cannot read description file {path}: {err.strerror}") from None
+        return cls.from_json(text)
+
+
+def check_network(spec: NetworkSpec) -> None:
+    """Raise UserError naming the field when a description cannot be built."""
+    if not spec.blocks:
+        raise UserError("a network needs at least one block")
+    if spec.activation not in ACTIVATIONS:
+        raise UserError(f"activation {spec.activation!r} is unknown (known: {', '.join(ACTIVATIONS)})")
+    if spec.padding not in PADDINGS:
+        raise UserError(f"padding {spec.padding!r} is unknown (known: {', '.join(PADDINGS)})")
+    for name in ("stem_channels", "stem_kernel", "stem_stride", "resolution", "channel_divisor"):
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"description field {name} must be a whole number ≥ 1, got {value!r}")
+    if spec.stem_kernel % 2 == 0:
+        raise UserError(f"description field stem_kernel must be odd, got {spec.stem_kernel}")
+    if not isinstance(spec.head_channels, int) or spec.head_channels < 0:
+        raise UserError(f"description field head_channels must be ≥ 0, got {spec.head_channels!r}")
+    for name in ("dropout", "drop_path_rate"):
+        value = getattr(spec, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < 1:
+            raise UserError(f"description field {name} must be within [0, 1), got {value!r}")
+    for name in ("bn_eps", "bn_momentum", "width", "depth", "resolution_multiplier"):
+        value = getattr(spec, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise UserError(f"description field {name} must be a positive number, got {value!r}")
+    if spec.resolution < spec.total_stride:
+        raise UserError(f"resolution {spec.resolution} is smaller than the network's total stride {spec.total_stride}")

@@ -1,0 +1,142 @@
+"""Compound scaling as pure functions: description in, scaled description out.
+
+The official rounding: channels are multiplied by the width and rounded to a multiple of 8,
+never more than 10% below the exact value; repeats become ceil(depth × repeats).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from effnet.describe.network import NetworkSpec
+from effnet.errors import UserError
+
+#: The paper's coefficients, found by grid search at φ = 1 on B0.
+ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
+#: Scaled resolutions are rounded to a multiple of this many pixels.
+RESOLUTION_STEP = 4
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Multipliers for depth, width and resolution."""
+
+    depth: float
+    width: float
+    resolution: float
+
+    @property
+    def macs_factor(self) -> float:
+        """How much the multiply-adds grow, ideally: d · w² · r²."""
+        return self.depth * self.width**2 * self.resolution**2
+
+
+def _check_positive(name: str, value: float, minimum: float = 0.0, strict: bool = True) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+        bound = f"> {minimum}" if strict else f"≥ {minimum}"
+        raise UserError(f"{name} must be a finite number {bound}, got {value}")
+    return value
+
+
+def compound_coefficients(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA) -> Coefficients:
+    """d = α^φ, w = β^φ, r = γ^φ for any real φ ≥ 0."""
+    phi = _check_positive("phi", phi, 0.0, strict=False)
+    alpha = _check_positive("alpha", alpha)
+    beta = _check_positive("beta", beta)
+    gamma = _check_positive("gamma", gamma)
+    return Coefficients(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
+
+
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Official channel rounding: nearest multiple of ``divisor``, at most 10% below exact."""
+    exact = channels * width
+    new = max(divisor, int(exact + divisor / 2) // divisor * divisor)
+    if new < 0.9 * exact:
+        new += divisor
+    return int(new)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """Official repeat rounding: ceil(depth × repeats)."""
+    return int(math.ceil(depth * repeats))
+
+
+def scale_network(
+    spec: NetworkSpec,
+    *,
+    depth: float = 1.0,
+    width: float = 1.0,
+    resolution: float = 1.0,
+    image_size: int | None = None,
+    dropout: float | None = None,
+    name: str | None = None,
+) -> NetworkSpec:
+    """Scale a description by depth, width and resolution multipliers (any one alone, too).
+
+    ``image_size`` sets the resolution in pixels instead of multiplying it.
+    Lite-style descriptions (``fix_stem_head``, ``fix_first_last_repeats``) keep their stem, head
+    and first and last stage repeats, as the official Lite models do.
+    """
+    depth = _check_positive("depth", depth)
+    width = _check_positive("width", width)
+    resolution = _check_positive("resolution", resolution)
+    divisor = spec.channel_divisor
+
+    def chans(c: int) -> int:
+        return round_filters(c, width, divisor) if width != 1.0 else c
+
+    last = len(spec.blocks) - 1
+    blocks = []
+    for index, block in enumerate(spec.blocks):
+        keep_repeats = spec.fix_first_last_repeats and index in (0, last)
+        in_ch = chans(block.in_channels)
+        if index == 0 and spec.fix_stem_head:
+            in_ch = spec.stem_channels
+        blocks.append(
+            block.with_(
+                repeats=block.repeats if keep_repeats else round_repeats(block.repeats, depth),
+                in_channels=in_ch,
+                out_channels=chans(block.out_channels),
+            )
+        )
+    if image_size is None:
+        size = spec.resolution * resolution
+        image_size = max(RESOLUTION_STEP, int(round(size / RESOLUTION_STEP)) * RESOLUTION_STEP)
+        if resolution == 1.0:
+            image_size = spec.resolution
+    elif isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise UserError(f"image size must be a whole number of pixels ≥ 1, got {image_size!r}")
+    return spec.with_(
+        name=name or spec.name,
+        blocks=tuple(blocks),
+        stem_channels=spec.stem_channels if spec.fix_stem_head else chans(spec.stem_channels),
+        head_channels=(
+            spec.head_channels if spec.fix_stem_head or not spec.head_channels else chans(spec.head_channels)
+        ),
+        resolution=image_size,
+        width=spec.width * width,
+        depth=spec.depth * depth,
+        resolution_multiplier=spec.resolution_multiplier * (image_size / spec.resolution),
+        dropout=spec.dropout if dropout is None else dropout,
+    )
+
+
+def scale_compound(
+    spec: NetworkSpec,
+    phi: float,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    gamma: float = GAMMA,
+    *,
+    name: str | None = None,
+) -> NetworkSpec:
+    """Compound scaling: depth α^φ, width β^φ, resolution γ^φ."""
+    c = compound_coefficients(phi, alpha, beta, gamma)
+    return scale_network(
+        spec, depth=c.depth, width=c.width, resolution=c.resolution, name=name or f"{spec.name}-phi{phi:g}"
+    )
