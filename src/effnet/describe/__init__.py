@@ -1,5 +1,6 @@
 """Describe: networks as data (block strings, dataclasses, the published family)."""
 
+from effnet.describe import baselines as baselines  # registers ResNets and MobileNets
 from effnet.describe.blocks import BlockSpec, format_block, format_blocks, parse_block, parse_blocks
 from effnet.describe.network import NetworkSpec
 from effnet.describe.zoo import (
