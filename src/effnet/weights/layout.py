@@ -1,0 +1,180 @@
+"""Weight layouts: how another library names the tensors of an EfficientNet, mapped onto effnet's.
+
+A :class:`Layout` names the source module of each *part* of an effnet model (stem conv, a block's
+depthwise BN, the classifier, …) and, where the source stores tensors differently (Keras' HWIO
+kernels), converts them. :func:`convert_state_dict` walks the model, builds its complete new state
+dict from the source and lists every disagreement; nothing is loaded here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from effnet.build.blocks import MBConv
+from effnet.build.layers import ConvNormAct
+from effnet.errors import UserError
+
+
+@dataclass(frozen=True)
+class Part:
+    """One module of an effnet model that holds tensors, with where it sits in the network."""
+
+    prefix: str  # effnet module path, e.g. "stages.1.0.depthwise.bn"
+    role: str  # stem.conv, stem.bn, expand.conv, expand.bn, dw.conv, dw.bn, se.reduce, se.expand,
+    #            project.conv, project.bn, head.conv, head.bn, classifier
+    stage: int = -1
+    index: int = -1  # block index within the stage
+    flat: int = -1  # block index over the whole network
+    has_expand: bool = False
+    has_se: bool = False
+    present: bool = True  # False: the model has no such module (features_only, no classifier, excluded)
+
+
+def kind_of(module: nn.Module) -> str:
+    """conv, dwconv, bn or linear."""
+    if isinstance(module, nn.BatchNorm2d):
+        return "bn"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.Conv2d):
+        return "dwconv" if module.groups > 1 and module.groups == module.in_channels else "conv"
+    raise TypeError(f"no weight layout for {type(module).__name__}")
+
+
+def model_parts(model: nn.Module, *, exclude_classifier: bool = False) -> Iterator[Part]:
+    """The tensor-holding modules of an MBConv EfficientNet, in network order."""
+    yield Part("stem.conv", "stem.conv")
+    yield Part("stem.bn", "stem.bn")
+    flat = 0
+    for s, stage in enumerate(model.stages):
+        for j, block in enumerate(stage):
+            if not isinstance(block, MBConv):
+                raise UserError(
+                    f"only MBConv networks have foreign weight layouts; block {s}.{j} is {type(block).__name__}"
+                )
+            where = {"stage": s, "index": j, "flat": flat, "has_expand": block.expand is not None}
+            where["has_se"] = block.se is not None
+            base = f"stages.{s}.{j}"
+            if block.expand is not None:
+                yield Part(f"{base}.expand.conv", "expand.conv", **where)
+                yield Part(f"{base}.expand.bn", "expand.bn", **where)
+            yield Part(f"{base}.depthwise.conv", "dw.conv", **where)
+            yield Part(f"{base}.depthwise.bn", "dw.bn", **where)
+            if block.se is not None:
+                yield Part(f"{base}.se.reduce", "se.reduce", **where)
+                yield Part(f"{base}.se.expand", "se.expand", **where)
+            yield Part(f"{base}.project.conv", "project.conv", **where)
+            yield Part(f"{base}.project.bn", "project.bn", **where)
+            flat += 1
+    if model.spec.head_channels:
+        has_head = isinstance(model.head, ConvNormAct)
+        yield Part("head.conv", "head.conv", present=has_head)
+        yield Part("head.bn", "head.bn", present=has_head)
+    has_classifier = isinstance(model.classifier, nn.Linear) and not exclude_classifier
+    yield Part("classifier", "classifier", present=has_classifier)
+
+
+class Layout:
+    """A foreign state-dict layout. Subclasses name source modules; the defaults suit PyTorch ports."""
+
+    name = "?"
+    sep = "."
+    #: The padding the source's weights were trained with ("same", "symmetric"), None: either.
+    padding: str | None = None
+
+    def module_key(self, part: Part, model: nn.Module) -> str:
+        raise NotImplementedError
+
+    def param_keys(self, prefix: str, name: str, kind: str) -> tuple[str, ...]:
+        """Candidate source keys of one tensor (the first present is used)."""
+        return (f"{prefix}{self.sep}{name}",)
+
+    def convert(self, tensor: torch.Tensor, kind: str, name: str, target: torch.Tensor) -> torch.Tensor:
+        """The source tensor in effnet's layout."""
+        return tensor
+
+    def bn_eps(self, model: nn.Module) -> float:
+        """The BatchNorm epsilon the source computes with."""
+        return 1e-3
+
+    def ignored(self, key: str) -> bool:
+        """Source tensors that carry nothing effnet needs (e.g. Keras' normalization layer)."""
+        return False
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "×".join(str(d) for d in t.shape) or "scalar"
+
+
+def convert_state_dict(
+    model: nn.Module,
+    source: Mapping[str, torch.Tensor],
+    layout: Layout | None,
+    *,
+    exclude_classifier: bool = False,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The model's complete new state dict from ``source`` and every disagreement found, in order.
+
+    ``layout=None`` means effnet's own keys (any block kind)."""
+    target = model.state_dict()
+    problems: list[str] = []
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def take(key: str, skeys: tuple[str, ...], kind: str, name: str) -> None:
+        want = target[key]
+        found = next((k for k in skeys if k in source), None)
+        if found is None:
+            if name == "num_batches_tracked":
+                out[key] = want.clone()
+                return
+            problems.append(f"file has no tensor {skeys[0]!r} (model's {key}, {_shape(want)})")
+            return
+        used.add(found)
+        tensor = source[found]
+        if not isinstance(tensor, torch.Tensor):
+            problems.append(f"file entry {found!r} is not a tensor")
+            return
+        tensor = layout.convert(tensor, kind, name, want) if layout is not None else tensor
+        if tuple(tensor.shape) != tuple(want.shape):
+            problems.append(f"tensor {found!r} is {_shape(tensor)} in the file, model's {key} is {_shape(want)}")
+            return
+        out[key] = tensor.detach().to(dtype=want.dtype, device=want.device if want.device.type != "meta" else "cpu")
+
+    if layout is None:
+        skip = ("classifier.",) if exclude_classifier else ()
+        for key in target:
+            if key.startswith(skip):
+                out[key] = target[key].clone()
+                used.add(key)
+                continue
+            take(key, (key,), "", key.rsplit(".", 1)[-1])
+        if exclude_classifier:
+            used.update(k for k in source if k.startswith("classifier."))
+    else:
+        for part in model_parts(model, exclude_classifier=exclude_classifier):
+            sprefix = layout.module_key(part, model)
+            if not part.present:
+                used.update(k for k in source if k.startswith(sprefix + layout.sep))
+                try:
+                    kept = model.get_submodule(part.prefix)
+                except AttributeError:  # features_only: no head, no classifier
+                    continue
+                for name, tensor in kept.state_dict().items():
+                    out[f"{part.prefix}.{name}"] = tensor.clone()
+                continue
+            module = model.get_submodule(part.prefix)
+            kind = kind_of(module)
+            for name in module.state_dict():
+                take(f"{part.prefix}.{name}", layout.param_keys(sprefix, name, kind), kind, name)
+        for key in target:
+            if key not in out and not problems:
+                problems.append(f"model tensor {key} has no counterpart in the {layout.name} layout")
+    for key in source:
+        if key not in used and (layout is None or not layout.ignored(key)):
+            problems.append(f"file has tensor {key!r} that the model has no place for")
+    return out, problems

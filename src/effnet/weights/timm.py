@@ -1,0 +1,59 @@
+"""timm's EfficientNet layout (``conv_stem``, ``blocks.S.J.conv_dw``, ``conv_head``, ``classifier``).
+
+timm's ``tf_efficientnet_*`` / ``tf_efficientnet_lite*`` ports keep TensorFlow's 'same' padding and
+BatchNorm eps 1e-3; its own ``efficientnet_*`` / ``efficientnet_lite*`` use symmetric padding and eps
+1e-5. The two share their keys, so the model's padding says which one a file is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+from effnet.weights.layout import Layout, Part
+
+_FIXED = {
+    "stem.conv": "conv_stem",
+    "stem.bn": "bn1",
+    "head.conv": "conv_head",
+    "head.bn": "bn2",
+    "classifier": "classifier",
+}
+# Blocks with an expansion (InvertedResidual) and without (DepthwiseSeparableConv).
+_EXPANDED = {
+    "expand.conv": "conv_pw",
+    "expand.bn": "bn1",
+    "dw.conv": "conv_dw",
+    "dw.bn": "bn2",
+    "se.reduce": "se.conv_reduce",
+    "se.expand": "se.conv_expand",
+    "project.conv": "conv_pwl",
+    "project.bn": "bn3",
+}
+_SEPARABLE = {
+    "dw.conv": "conv_dw",
+    "dw.bn": "bn1",
+    "se.reduce": "se.conv_reduce",
+    "se.expand": "se.conv_expand",
+    "project.conv": "conv_pw",
+    "project.bn": "bn2",
+}
+
+
+class TimmLayout(Layout):
+    name = "timm"
+
+    def module_key(self, part: Part, model: nn.Module) -> str:
+        if part.role in _FIXED:
+            return _FIXED[part.role]
+        names = _EXPANDED if part.has_expand else _SEPARABLE
+        return f"blocks.{part.stage}.{part.index}.{names[part.role]}"
+
+    def bn_eps(self, model: nn.Module) -> float:
+        return 1e-3 if model.spec.padding == "same" else 1e-5
+
+
+def looks_like(keys: Iterable[str]) -> bool:
+    keys = set(keys)
+    return "conv_stem.weight" in keys and any(k.startswith("blocks.0.0.") for k in keys)
