@@ -1,0 +1,187 @@
+"""Training recipes as data: the paper's ImageNet recipe, and short-budget variants."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from effnet.errors import UserError
+
+OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
+SCHEDULES = ("step", "cosine", "constant")
+AUGMENTS = ("autoaugment", "randaugment", "none")
+AMP_MODES = ("auto", "bf16", "off")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of a training run. ``lr=None`` means ``base_lr × global batch / lr_base_batch``.
+
+    Model settings left at ``None`` (``dropout``, ``drop_path_rate``) keep the description's values.
+    """
+
+    name: str = "paper"
+    # optimiser (official main.py: RMSProp decay 0.9, momentum 0.9, epsilon 1e-3 inside the sqrt)
+    optimizer: str = "rmsprop_tf"
+    base_lr: float = 0.016
+    lr_base_batch: int = 256
+    lr: float | None = None
+    rmsprop_decay: float = 0.9
+    momentum: float = 0.9
+    eps: float = 1e-3
+    nesterov: bool = False
+    weight_decay: float = 1e-5  # on conv/linear weights only, never BatchNorm or biases
+    grad_clip: float | None = None
+    # schedule: linear warm-up, then ×decay_rate every decay_epochs (staircase) or cosine
+    schedule: str = "step"
+    warmup_epochs: float = 5.0
+    decay_epochs: float = 2.4
+    decay_rate: float = 0.97
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of the peak
+    # loss and averaging
+    label_smoothing: float = 0.1
+    ema_decay: float | None = 0.9999  # None: no EMA, the trained weights are evaluated and saved
+    ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n)) as tf.train.ExponentialMovingAverage
+    # model regularisation (None: the description's own values)
+    drop_path_rate: float | None = 0.2
+    dropout: float | None = None
+    bn_momentum: float | None = None  # PyTorch convention; the official 0.99 decay is 0.01
+    # augmentation (torchvision.transforms.v2), bicubic throughout
+    augment: str = "autoaugment"
+    randaugment_n: int = 2
+    randaugment_m: int = 10
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    crop_pct: float | None = None  # eval centre crop; None: size / (size + 32) as the official code
+    interpolation: str = "bicubic"
+    # run settings
+    amp: str = "auto"  # bf16 autocast where supported ("auto": on CUDA with bf16 support)
+    channels_last: bool | None = None  # None: on CUDA only
+    compile: bool = False
+    workers: int | None = None  # None: 0 for in-memory data, else min(8, cpus - 1)
+    sync_bn: bool = False
+    checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
+    keep_checkpoints: int = 2  # epoch checkpoints kept besides last.pt
+    eval_batch_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["crop_scale"] = list(self.crop_scale)
+        data["crop_ratio"] = list(self.crop_ratio)
+        return data
+
+    def peak_lr(self, global_batch: int) -> float:
+        """The learning rate after warm-up for a global batch size."""
+        return self.lr if self.lr is not None else self.base_lr * global_batch / self.lr_base_batch
+
+    def with_(self, **changes: Any) -> Recipe:
+        """A validated copy with some settings changed (unknown names are a UserError)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UserError(f"unknown recipe setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        for key in ("crop_scale", "crop_ratio"):
+            if key in changes and changes[key] is not None:
+                changes[key] = tuple(float(v) for v in changes[key])
+        recipe = replace(self, **changes)
+        check_recipe(recipe)
+        return recipe
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Raise UserError naming the setting when a recipe cannot be used."""
+
+    def choice(name: str, allowed: tuple[str, ...]) -> None:
+        if getattr(recipe, name) not in allowed:
+            raise UserError(f"recipe {name} {getattr(recipe, name)!r} is unknown (known: {', '.join(allowed)})")
+
+    choice("optimizer", OPTIMIZERS)
+    choice("schedule", SCHEDULES)
+    choice("augment", AUGMENTS)
+    choice("amp", AMP_MODES)
+    choice("interpolation", ("bicubic", "bilinear"))
+    positive = ["base_lr", "decay_epochs", "decay_rate", "eps"]
+    nonneg = ["weight_decay", "warmup_epochs", "label_smoothing", "momentum", "min_lr_ratio"]
+    for name in positive + nonneg:
+        value = getattr(recipe, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"recipe {name} must be a finite number, got {value!r}")
+        if (name in positive and value <= 0) or value < 0:
+            raise UserError(f"recipe {name} must be {'> 0' if name in positive else '≥ 0'}, got {value!r}")
+    if recipe.lr is not None and not (isinstance(recipe.lr, (int, float)) and recipe.lr > 0):
+        raise UserError(f"recipe lr must be > 0, got {recipe.lr!r}")
+    if not 0 <= recipe.label_smoothing < 1:
+        raise UserError(f"recipe label_smoothing must be within [0, 1), got {recipe.label_smoothing}")
+    if recipe.ema_decay is not None and not 0 < recipe.ema_decay < 1:
+        raise UserError(f"recipe ema_decay must be within (0, 1), got {recipe.ema_decay}")
+    if recipe.bn_momentum is not None and not 0 < recipe.bn_momentum <= 1:
+        raise UserError(f"recipe bn_momentum must be within (0, 1], got {recipe.bn_momentum}")
+    for name in ("drop_path_rate", "dropout"):
+        value = getattr(recipe, name)
+        if value is not None and not 0 <= value < 1:
+            raise UserError(f"recipe {name} must be within [0, 1), got {value}")
+    low, high = recipe.crop_scale
+    if not 0 < low <= high <= 1:
+        raise UserError(f"recipe crop_scale must satisfy 0 < low ≤ high ≤ 1, got {recipe.crop_scale}")
+    if recipe.crop_pct is not None and not 0 < recipe.crop_pct <= 1:
+        raise UserError(f"recipe crop_pct must be within (0, 1], got {recipe.crop_pct}")
+    if not 0 <= recipe.randaugment_m <= 30 or recipe.randaugment_n < 0:
+        raise UserError("recipe randaugment_m must be within [0, 30] and randaugment_n ≥ 0")
+    if recipe.workers is not None and recipe.workers < 0:
+        raise UserError(f"recipe workers must be ≥ 0, got {recipe.workers}")
+    if recipe.checkpoint_every_steps < 0:
+        raise UserError(f"recipe checkpoint_every_steps must be ≥ 0, got {recipe.checkpoint_every_steps}")
+
+
+#: The official EfficientNet ImageNet recipe (main.py defaults; see shared/REFERENCE.md).
+PAPER = Recipe()
+
+#: Short budgets on a CPU or small data: SGD + Nesterov, one warm-up epoch, cosine decay,
+#: light augmentation, a faster EMA.
+SMALL = Recipe(
+    name="small",
+    optimizer="sgd",
+    base_lr=0.2,
+    nesterov=True,
+    weight_decay=5e-5,
+    schedule="cosine",
+    warmup_epochs=1.0,
+    label_smoothing=0.1,
+    ema_decay=0.998,
+    drop_path_rate=0.05,
+    bn_momentum=0.1,
+    augment="none",
+    crop_scale=(0.35, 1.0),
+)
+
+#: Fine-tuning pretrained weights: a low learning rate, short warm-up, cosine decay.
+FINETUNE = Recipe(
+    name="finetune",
+    optimizer="sgd",
+    base_lr=0.04,
+    nesterov=True,
+    weight_decay=1e-5,
+    schedule="cosine",
+    warmup_epochs=0.5,
+    label_smoothing=0.1,
+    ema_decay=0.999,
+    drop_path_rate=0.1,
+    bn_momentum=0.1,
+    augment="none",
+    crop_scale=(0.35, 1.0),
+)
+
+RECIPES: dict[str, Recipe] = {"paper": PAPER, "small": SMALL, "finetune": FINETUNE}
+
+
+def get_recipe(name: str | Recipe = "paper", **overrides: Any) -> Recipe:
+    """A named recipe (``paper``, ``small``, ``finetune``) with some settings overridden."""
+    if isinstance(name, Recipe):
+        base = name
+    elif name in RECIPES:
+        base = RECIPES[name]
+    else:
+        raise UserError(f"unknown recipe {name!r} (known: {', '.join(RECIPES)})")
+    return base.with_(**overrides) if overrides else base
