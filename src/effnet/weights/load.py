@@ -194,12 +194,12 @@ def _load(model: EfficientNet, src: _Source, format: str, exclude_classifier: bo
     if not isinstance(model, EfficientNet):
         raise UserError(f"load_weights needs an effnet EfficientNet, got {type(model).__name__}")
     fmt = _resolve_format(src, format)
+    file_spec = None
     if fmt == "native":
         layout = None
         eps = model.spec.bn_eps
-        if is_native(src.metadata):
-            file_spec = info_from_metadata(src.metadata, src.label).spec
-            check_description(file_spec, model.spec, src.label)
+        file_spec = info_from_metadata(src.metadata, src.label).spec if is_native(src.metadata) else None
+        if file_spec is not None:
             eps = file_spec.bn_eps
     else:
         layout = LAYOUTS[fmt]
@@ -212,6 +212,8 @@ def _load(model: EfficientNet, src: _Source, format: str, exclude_classifier: bo
     state, problems = convert_state_dict(model, src.tensors, layout, exclude_classifier=exclude_classifier)
     if problems:
         raise UserError(_explain(model, src, layout, fmt, problems))
+    if fmt == "native" and file_spec is not None:
+        check_description(file_spec, model.spec, src.label)
     model.load_state_dict(state, strict=True)
     _set_bn_eps(model, eps)
     return model
@@ -268,9 +270,11 @@ def load_model(
     pre = PRETRAINED.get(str(path_or_name))
     fmt = _resolve_format(src, format)
     class_names: list[str] | None
-    if fmt == "native" and is_native(src.metadata) and model is None:
+    if fmt == "native" and is_native(src.metadata):
         info = info_from_metadata(src.metadata, src.label)
         spec, file_classes, in_chans = info.spec, info.num_classes, info.in_chans
+        if model is not None:  # the caller's architecture, checked against the file when loading
+            spec = resolve_description(model).with_(padding=info.spec.padding)
         class_names, preprocessing, extra = info.class_names, info.preprocessing, info.extra
     else:
         name = model if model is not None else (pre.model if pre is not None else None)
@@ -282,13 +286,12 @@ def load_model(
         padding = _padding_for(fmt, name if isinstance(name, str) else spec.name)
         if padding is not None and "padding" not in overrides:
             spec = spec.with_(padding=padding)
-        file_classes = None
         with torch.device("meta"):
-            probe = EfficientNet(spec, num_classes=1, features_only=False)
+            probe = EfficientNet(spec, num_classes=1)
         file_classes = _file_classes(src.tensors, LAYOUTS.get(fmt), probe) or 1000
         in_chans = 3
         class_names = imagenet_class_names() if file_classes == 1000 else None
-        preprocessing, extra = default_preprocessing(spec), {}
+        preprocessing, extra = default_preprocessing(spec), {"source_format": fmt}
     if overrides:
         spec = spec.with_(**overrides)
     classes = file_classes if num_classes is None else num_classes
