@@ -1,0 +1,156 @@
+"""``effnet nas``: search a baseline of your own (MnasNet / EfficientNet §4) on your data and budget."""
+
+from __future__ import annotations
+
+import argparse
+
+from effnet.cli.args import (
+    add_architecture,
+    add_json,
+    architecture_from_args,
+    big_number,
+    finite_float,
+    positive_float,
+    positive_int,
+)
+from effnet.cli.output import print_json, print_table
+from effnet.errors import UserError
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def cmd_nas(args: argparse.Namespace) -> int:
+    from effnet.nas.objective import Objective
+    from effnet.nas.runner import search_architectures
+    from effnet.nas.space import space_from_reference
+
+    reference = architecture_from_args(args)
+    space = space_from_reference(
+        reference,
+        ops=args.ops,
+        kernels=args.kernels,
+        se_ratios=args.se,
+        filter_multipliers=args.filters,
+        layer_offsets=args.layers,
+    )
+    if args.latency and args.target_macs is not None:
+        raise UserError("give --target-latency-ms with --latency, not --target-macs")
+    if args.latency:
+        target = args.target_latency_ms
+        if target is None:
+            raise UserError("--latency needs --target-latency-ms (the latency budget on this machine)")
+    else:
+        if args.target_latency_ms is not None:
+            raise UserError("--target-latency-ms needs --latency")
+        target = args.target_macs if args.target_macs is not None else 400e6
+    objective = Objective(
+        kind=args.objective,
+        target=target,
+        w=args.w,
+        metric="latency" if args.latency else "macs",
+        resolution=args.resolution,
+    )
+    result = search_architectures(
+        args.data,
+        strategy=args.strategy,
+        n_trials=args.n_trials,
+        epochs=args.epochs,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        space=space,
+        objective=objective,
+        storage=args.storage,
+        study_name=args.study_name,
+        output=args.output,
+        recipe=args.recipe,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        population=args.population,
+        sample_size=args.sample_size,
+        heartbeat=args.heartbeat,
+        progress=not args.json,
+        plot=not args.no_plot,
+    )
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    done = [t for t in result.trials if t["state"] == "COMPLETE"]
+    top = sorted(done, key=lambda t: -t["reward"])[: args.top]
+    print(
+        f"{len(done)} architectures evaluated ({result.strategy}, {objective.kind} objective, "
+        f"T = {objective.effective_target:,.0f} {'MACs' if objective.metric == 'macs' else 'ms'}"
+        f" at {objective.resolution} px, w = {objective.exponent:g})"
+    )
+    print_table(top, ["number", "accuracy", "macs", "params", "reward", "seconds"])
+    if result.best:
+        best = result.best
+        print(f"\nbest: trial {best['number']}, accuracy {best['accuracy']:.4f}, reward {best['reward']:.4f}")
+        print(f"blocks: {','.join(best['blocks'])}")
+    for name, path in result.files.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from effnet.nas.objective import OBJECTIVES
+    from effnet.nas.space import CONV_OPS
+    from effnet.nas.strategies import STRATEGIES
+
+    strategies = "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
+    p = sub.add_parser(
+        "nas",
+        help="search your own baseline: MnasNet's space, reward ACC×(MACs/T)^w, RL or other strategies",
+        description=(
+            "Multi-objective architecture search as for EfficientNet-B0: per stage of the reference, choose "
+            "conv op, kernel, squeeze-excitation, skip, filters and layers; train each proposal on the proxy "
+            "with the same budget; maximise ACC × (MACs/T)^w. Strategies — " + strategies + "."
+        ),
+    )
+    p.add_argument("--data", default="digits", help="image folder (train/ and val/ or test/) or 'digits' (default)")
+    p.add_argument("--strategy", choices=list(STRATEGIES), default="rl", help="search strategy (default rl)")
+    p.add_argument("--n-trials", type=positive_int, default=20, help="architectures the study should hold (default 20)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="proxy training epochs per architecture (default 1)")
+    p.add_argument("--resolution", type=positive_int, default=32, help="proxy resolution in pixels (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="proxy batch size (default 64)")
+    p.add_argument("--max-steps-per-epoch", type=positive_int, help="cap the proxy's steps per epoch")
+    p.add_argument("--recipe", default="small", help="training recipe for the proxy (default small)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the strategy and of every proxy run (default 0)")
+    p.add_argument("--storage", help="Optuna storage: SQLite file or URL, postgresql://… (default OUTPUT/study.db)")
+    p.add_argument("--study-name", help="study name (default nas-STRATEGY); the same name resumes it")
+    p.add_argument("--heartbeat", type=positive_int, help="seconds between trial heartbeats (stale after twice this)")
+    p.add_argument("--output", default="nas-output", help="folder for best.json, trials.csv, pareto.png")
+    add_architecture(p)
+    space = p.add_argument_group("search space (per stage of the reference)")
+    space.add_argument("--ops", type=_words, help=f"conv ops (default all: {','.join(CONV_OPS)})")
+    space.add_argument("--kernels", type=_ints, help="kernel sizes (default 3,5)")
+    space.add_argument("--se", type=_floats, help="squeeze-excitation ratios (default 0,0.25)")
+    space.add_argument("--filters", type=_floats, help="filter multipliers of the reference (default 0.75,1,1.25)")
+    space.add_argument("--layers", type=_ints, help="layer offsets to the reference (default -1,0,1)")
+    objective = p.add_argument_group("objective: ACC × (cost/T)^w")
+    objective.add_argument("--objective", choices=OBJECTIVES, default="soft", help="soft (default) or hard")
+    objective.add_argument("--target-macs", type=big_number, help="T in multiply-adds at 224 px (default 400M)")
+    objective.add_argument("--w", type=finite_float, help="exponent w (default -0.07 soft, -1 hard)")
+    objective.add_argument("--latency", action="store_true", help="use CPU latency measured here instead of MACs")
+    objective.add_argument("--target-latency-ms", type=positive_float, help="T in milliseconds with --latency")
+    p.add_argument("--population", type=positive_int, help="evolution/NSGA-II population, TPE start-up trials")
+    p.add_argument("--sample-size", type=positive_int, help="evolution tournament size")
+    p.add_argument("--top", type=positive_int, default=10, help="rows of the table (default 10)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw pareto.png")
+    add_json(p)
+    p.set_defaults(func=cmd_nas)

@@ -1,0 +1,111 @@
+"""The multi-objective reward of MnasNet and EfficientNet: ACC(m) × [cost(m) / T]^w."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from effnet.errors import UserError
+
+#: The paper's target: 400M multiply-adds at 224 px.
+TARGET_MACS = 400e6
+#: The paper's exponent.
+W = -0.07
+#: The resolution the target refers to.
+TARGET_RESOLUTION = 224
+OBJECTIVES = ("soft", "hard")
+METRICS = ("macs", "latency")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """ACC × (cost/T)^w, where cost is multiply-adds (default) or measured latency in milliseconds.
+
+    ``soft`` (MnasNet's α = β = w): the same exponent below and above T, so cheaper models gain.
+    ``hard`` (α = 0, β = w, w = −1 unless given): no penalty at or below T, ACC × (cost/T)^w above.
+    With multiply-adds, a proxy resolution below 224 scales T by (resolution / 224)², so the target
+    means the same network as at full size. ``target`` is T before that scaling.
+    """
+
+    kind: str = "soft"
+    target: float = TARGET_MACS
+    w: float | None = None
+    metric: str = "macs"
+    resolution: int = TARGET_RESOLUTION
+
+    def __post_init__(self) -> None:
+        if self.kind not in OBJECTIVES:
+            raise UserError(f"objective {self.kind!r} is unknown (known: {', '.join(OBJECTIVES)})")
+        if self.metric not in METRICS:
+            raise UserError(f"cost metric {self.metric!r} is unknown (known: {', '.join(METRICS)})")
+        if not math.isfinite(self.target) or self.target <= 0:
+            raise UserError(f"objective target must be > 0, got {self.target}")
+        if self.w is not None and (not math.isfinite(self.w) or self.w > 0):
+            raise UserError(f"objective exponent w must be ≤ 0 (a penalty), got {self.w}")
+        if self.resolution < 1:
+            raise UserError(f"proxy resolution must be ≥ 1, got {self.resolution}")
+
+    @property
+    def exponent(self) -> float:
+        """w: −0.07 for soft, −1 for hard unless given."""
+        if self.w is not None:
+            return float(self.w)
+        return W if self.kind == "soft" else -1.0
+
+    @property
+    def effective_target(self) -> float:
+        """T at the proxy resolution (multiply-adds shrink with the square of the resolution)."""
+        if self.metric == "macs" and self.resolution < TARGET_RESOLUTION:
+            return self.target * (self.resolution / TARGET_RESOLUTION) ** 2
+        return float(self.target)
+
+    def reward(self, accuracy: float, cost: float) -> float:
+        """The reward of a model with this accuracy (a fraction) and cost."""
+        if cost <= 0:
+            raise UserError(f"cost must be > 0, got {cost}")
+        ratio = cost / self.effective_target
+        if self.kind == "hard" and ratio <= 1:
+            return float(accuracy)
+        return float(accuracy) * ratio**self.exponent
+
+    def describe(self) -> dict[str, Any]:
+        """The objective as JSON-friendly data (``target_macs`` is T at the proxy resolution)."""
+        macs = self.metric == "macs"
+        return {
+            "objective": self.kind,
+            "metric": self.metric,
+            "target_macs": self.effective_target if macs else None,
+            "target_macs_at_224": self.target if macs else None,
+            "target_latency_ms": None if macs else self.target,
+            "w": self.exponent,
+            "resolution": self.resolution,
+        }
+
+
+def measure_latency_ms(
+    spec: Any, resolution: int, *, repeats: int = 10, warmup: int = 2, threads: int | None = None
+) -> float:
+    """Median CPU latency of one image through the model, in milliseconds (the machine at hand)."""
+    import torch
+
+    from effnet.build.model import create_model
+
+    model = create_model(spec, num_classes=10).eval()
+    x = torch.randn(1, 3, resolution, resolution)
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(old)
+    times.sort()
+    return times[len(times) // 2]
