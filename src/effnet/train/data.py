@@ -111,7 +111,7 @@ def load_digits_splits(val_fraction: float = 0.2) -> DataSplits:
         val=pick(val_idx),
         class_names=[str(c) for c in range(10)],
         in_memory=True,
-        recipe_defaults={"hflip": False, "crop_scale": (0.5, 1.0)},
+        recipe_defaults={"hflip": False, "crop_scale": (0.6, 1.0), "crop_pct": 1.0},
     )
 
 

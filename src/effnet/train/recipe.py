@@ -47,6 +47,7 @@ class Recipe:
     drop_path_rate: float | None = 0.2
     dropout: float | None = None
     bn_momentum: float | None = None  # PyTorch convention; the official 0.99 decay is 0.01
+    bn_warmup: bool = True  # BN momentum max(bn_momentum, 9 / (10 + step)), as the EMA's warm-up
     # augmentation (torchvision.transforms.v2), bicubic throughout
     augment: str = "autoaugment"
     randaugment_n: int = 2
@@ -154,6 +155,7 @@ SMALL = Recipe(
     bn_momentum=0.1,
     augment="none",
     crop_scale=(0.35, 1.0),
+    crop_pct=1.0,
 )
 
 #: Fine-tuning pretrained weights: a low learning rate, short warm-up, cosine decay.
@@ -171,6 +173,7 @@ FINETUNE = Recipe(
     bn_momentum=0.1,
     augment="none",
     crop_scale=(0.35, 1.0),
+    crop_pct=1.0,
 )
 
 RECIPES: dict[str, Recipe] = {"paper": PAPER, "small": SMALL, "finetune": FINETUNE}

@@ -217,6 +217,7 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, self.recipe, self.steps_per_epoch, self.steps_per_epoch * config.epochs
         )
+        self._batchnorms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
 
         # progress of the run, all of it in the checkpoint
@@ -392,6 +393,8 @@ class Trainer:
         else:
             self.net.train()
         self.sampler.set_position(self.epoch, self.step_in_epoch * config.batch_size)
+        if recipe.bn_warmup:
+            self._warm_up_batchnorm()
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -425,6 +428,8 @@ class Trainer:
                 self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update(self.net)
+                if recipe.bn_warmup:
+                    self._warm_up_batchnorm()
                 self.step_in_epoch += 1
                 self.global_step += 1
                 self.epoch_loss_sum += value
@@ -442,6 +447,13 @@ class Trainer:
                 if every and self.global_step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
                     self.save_checkpoint(epoch_end=False)
                     tick = time.perf_counter()
+
+    def _warm_up_batchnorm(self) -> None:
+        """Running BatchNorm statistics follow the batches fast at first, then at the model's momentum,
+        so short runs do not evaluate with statistics still close to their initial 0 and 1."""
+        momentum = max(self.spec.bn_momentum, 9.0 / (10.0 + self.global_step))
+        for module in self._batchnorms:
+            module.momentum = momentum
 
     def _diverged(self, value: float) -> None:
         where = f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}"
