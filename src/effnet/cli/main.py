@@ -11,6 +11,7 @@ from effnet.errors import UserError
 #: Modules that add subcommands, each with a ``register(subparsers)`` function.
 COMMAND_MODULES = [
     "effnet.cli.describe_cmds",
+    "effnet.cli.search_cmds",
     "effnet.cli.nas_cmds",
     "effnet.cli.weights_cmds",
 ]

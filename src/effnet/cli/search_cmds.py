@@ -1,0 +1,182 @@
+"""``effnet search-scaling``, ``study-scaling``, ``plan`` and ``pipeline``: the paper's method as commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from effnet.cli.args import (
+    add_architecture,
+    add_json,
+    architecture_from_args,
+    big_number,
+    finite_float,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+)
+from effnet.cli.output import billions, print_json, print_record, print_table
+from effnet.errors import UserError
+from effnet.scale.compound import ALPHA, BETA, GAMMA
+
+
+def float_range(text: str) -> tuple[float, float]:
+    """``LOW,HIGH``."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH")
+    low, high = (finite_float(p) for p in parts)
+    return low, high
+
+
+def float_list(text: str) -> list[float]:
+    """Comma-separated positive numbers."""
+    try:
+        values = [positive_float(p) for p in text.split(",") if p.strip()]
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value")
+    return values
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.json and sys.stderr.isatty()
+
+
+# -- shared options -------------------------------------------------------------------------------
+def add_proxy(p: argparse.ArgumentParser, *, epochs: int = 2, resolution: int = 32) -> None:
+    g = p.add_argument_group("proxy training (the same budget for every trial)")
+    g.add_argument("--data", default="digits", help="'digits' (built in) or an image folder with train/ and val/")
+    g.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs per trial (default {epochs})")
+    g.add_argument(
+        "--resolution",
+        type=positive_int,
+        default=resolution,
+        help=f"baseline proxy resolution, px (default {resolution})",
+    )
+    g.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--recipe", default="small", help="training recipe: small, paper, finetune (default small)")
+    g.add_argument("--max-steps-per-epoch", type=positive_int, help="cap on steps per epoch (default: whole epochs)")
+
+
+def add_study_storage(p: argparse.ArgumentParser, *, default_name: str, default_output: str) -> None:
+    g = p.add_argument_group("study storage (resumable; share a PostgreSQL URL across workers)")
+    g.add_argument("--output", default=default_output, help=f"output folder (default {default_output})")
+    g.add_argument(
+        "--storage", help="SQLite file or SQLAlchemy URL (postgresql://user:pw@host/db); default OUTPUT/study.db"
+    )
+    g.add_argument("--study-name", default=default_name, help=f"study name in the storage (default {default_name})")
+    g.add_argument("--n-trials", type=positive_int, help="run at most this many trials in this process")
+    g.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=10,
+        help="seconds between heartbeats; a trial is stale after twice this",
+    )
+
+
+def add_grid(p: argparse.ArgumentParser, *, step: float = 0.05, max_points: int | None = None) -> None:
+    from effnet.search.grid import RANGES, TARGET, TOLERANCE
+
+    g = p.add_argument_group("grid (α, β, γ ≥ 1 with |α·β²·γ² − target| ≤ tolerance)")
+    g.add_argument("--grid-step", type=positive_float, default=step, help=f"grid step (default {step})")
+    g.add_argument("--target", type=positive_float, default=TARGET, help=f"α·β²·γ² target (default {TARGET:g})")
+    g.add_argument("--tolerance", type=nonnegative_float, default=TOLERANCE, help=f"(default {TOLERANCE:g})")
+    for name, (low, high) in RANGES.items():
+        g.add_argument(
+            f"--{name}-range", type=float_range, default=(low, high), help=f"LOW,HIGH (default {low},{high})"
+        )
+    g.add_argument(
+        "--max-points",
+        type=positive_int,
+        default=max_points,
+        help="train at most this many grid points, spread evenly over the grid (default: all)",
+    )
+
+
+def proxy_from_args(args: argparse.Namespace):
+    from effnet.search.proxy import Proxy
+
+    return Proxy(
+        data=args.data,
+        resolution=args.resolution,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        recipe=args.recipe,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+    )
+
+
+def grid_from_args(args: argparse.Namespace):
+    from effnet.search.grid import GridConfig
+
+    return GridConfig(
+        target=args.target,
+        tolerance=args.tolerance,
+        step=args.grid_step,
+        alpha=args.alpha_range,
+        beta=args.beta_range,
+        gamma=args.gamma_range,
+        max_points=args.max_points,
+    )
+
+
+# -- search-scaling -------------------------------------------------------------------------------
+def cmd_search_scaling(args: argparse.Namespace) -> int:
+    from effnet.search.grid import search_scaling
+
+    base = architecture_from_args(args)
+    result = search_scaling(
+        base,
+        proxy=proxy_from_args(args),
+        grid=grid_from_args(args),
+        storage=args.storage,
+        study_name=args.study_name,
+        output=args.output,
+        n_trials=args.n_trials,
+        pruner=args.pruner,
+        heartbeat=args.heartbeat,
+        progress=_progress(args),
+        plot=args.plot or "",
+    )
+    if args.json:
+        print_json(result)
+        return 0
+    rows = [
+        dict(r, accuracy=None if r["accuracy"] is None else round(100 * r["accuracy"], 2)) for r in result["trials"]
+    ]
+    print_table(
+        rows, ["alpha", "beta", "gamma", "constraint", "resolution", "accuracy", "macs", "params", "seconds", "state"]
+    )
+    best = result["best"]
+    if best:
+        print(
+            f"\nbest: α={best['alpha']:g} β={best['beta']:g} γ={best['gamma']:g}  "
+            f"accuracy {100 * best['accuracy']:.2f}%  {billions(best['macs'])} multiply-adds"
+        )
+    print(f"figure: {result['plot']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search-scaling",
+        help="grid-search α, β, γ at φ=1 on a proxy task (the paper's step 1)",
+        description="Grid-search the compound coefficients α (depth), β (width), γ (resolution) ≥ 1 with "
+        "α·β²·γ² ≈ target at φ = 1: every point trains once with the same budget. Resumable; several "
+        "workers may share one PostgreSQL study.",
+    )
+    add_architecture(p)
+    add_proxy(p)
+    add_grid(p)
+    add_study_storage(p, default_name="search-scaling", default_output="runs/search-scaling")
+    p.add_argument("--pruner", choices=("none", "median"), default="none", help="prune hopeless trials (default none)")
+    p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/search_scaling.png)")
+    add_json(p)
+    p.set_defaults(func=cmd_search_scaling)
+
+
+__all__ = ["ALPHA", "BETA", "GAMMA", "UserError", "big_number", "print_record", "register"]

@@ -1,0 +1,228 @@
+"""Step 1 of the paper: fix φ = 1 and grid-search α, β, γ ≥ 1 under α·β²·γ² ≈ target.
+
+Each grid point scales the baseline by depth α, width β and resolution γ at the proxy resolution,
+trains it with the same budget, and records validation accuracy, parameters, multiply-adds and
+time. Points are trained exactly once across workers and interruptions (:class:`PointQueue`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from effnet.describe.network import NetworkSpec
+from effnet.errors import UserError
+from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
+from effnet.search.queue import Point, PointQueue, check_settings
+from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, redact_url
+
+#: Defaults of the grid: the paper's constraint α·β²·γ² ≈ 2 on a 0.05 grid.
+TARGET = 2.0
+TOLERANCE = 0.1
+STEP = 0.05
+RANGES = {"alpha": (1.0, 2.0), "beta": (1.0, 1.5), "gamma": (1.0, 1.5)}
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Which (α, β, γ) points to train: every grid point with |α·β²·γ² − target| ≤ tolerance."""
+
+    target: float = TARGET
+    tolerance: float = TOLERANCE
+    step: float = STEP
+    alpha: tuple[float, float] = RANGES["alpha"]
+    beta: tuple[float, float] = RANGES["beta"]
+    gamma: tuple[float, float] = RANGES["gamma"]
+    #: Keep at most this many points, spread evenly over the sorted grid (None: all).
+    max_points: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise UserError(f"--grid-step must be > 0, got {self.step}")
+        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise UserError(f"--tolerance must be ≥ 0, got {self.tolerance}")
+        if not (math.isfinite(self.target) and self.target >= 1):
+            raise UserError(f"--target must be ≥ 1, got {self.target}")
+        for name in ("alpha", "beta", "gamma"):
+            low, high = getattr(self, name)
+            if not (1.0 <= low <= high) or not math.isfinite(high):
+                raise UserError(f"--{name}-range must be LOW,HIGH with 1 ≤ LOW ≤ HIGH, got {low},{high}")
+        if self.max_points is not None and self.max_points < 1:
+            raise UserError(f"--max-points must be ≥ 1, got {self.max_points}")
+
+
+def constraint(alpha: float, beta: float, gamma: float) -> float:
+    """The ideal multiply-add growth of one compound step: α·β²·γ²."""
+    return alpha * beta**2 * gamma**2
+
+
+def _values(low: float, high: float, step: float) -> list[float]:
+    count = int(math.floor((high - low) / step + 1e-9))
+    return [round(low + i * step, 10) for i in range(count + 1)]
+
+
+def scaling_grid(config: GridConfig | None = None) -> list[tuple[float, float, float]]:
+    """The (α, β, γ) grid points satisfying the constraint, sorted by α, β, γ."""
+    config = config or GridConfig()
+    points = [
+        (a, b, g)
+        for a in _values(*config.alpha, config.step)
+        for b in _values(*config.beta, config.step)
+        for g in _values(*config.gamma, config.step)
+        if abs(constraint(a, b, g) - config.target) <= config.tolerance + 1e-9
+    ]
+    if not points:
+        raise UserError(
+            f"no grid point has |α·β²·γ² − {config.target:g}| ≤ {config.tolerance:g}: "
+            "widen --tolerance or the ranges, or use a finer --grid-step"
+        )
+    if config.max_points is not None and config.max_points < len(points):
+        n = config.max_points
+        picks = [round(i * (len(points) - 1) / (n - 1)) for i in range(n)] if n > 1 else [len(points) // 2]
+        points = [points[i] for i in sorted(set(picks))]
+    return points
+
+
+def point_key(alpha: float, beta: float, gamma: float) -> str:
+    return f"a{alpha:.4g}_b{beta:.4g}_g{gamma:.4g}"
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """``median`` (stop a trial whose accuracy after an epoch is below the median of earlier trials) or ``none``."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UserError(f"unknown pruner {name!r} (known: median, none)")
+
+
+def reporting_callback(trial: optuna.Trial) -> Callable[[int, dict], None]:
+    """An ``on_epoch_end`` that reports accuracy to Optuna and prunes hopeless trials."""
+
+    def on_epoch_end(epoch: int, metrics: dict) -> None:
+        trial.report(float(metrics["top1"]), epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    return on_epoch_end
+
+
+def trial_record(trial: FrozenTrial | None, point: Point) -> dict[str, Any]:
+    """One trial as the JSON/CSV/table row: the point's parameters, results and state."""
+    row: dict[str, Any] = dict(point.params)
+    attrs = trial.user_attrs if trial is not None else {}
+    row.update(
+        {
+            "accuracy": trial.value if trial is not None and trial.state == TrialState.COMPLETE else None,
+            "macs": attrs.get("macs"),
+            "params": attrs.get("params"),
+            "seconds": attrs.get("seconds"),
+            "state": trial.state.name if trial is not None else "MISSING",
+        }
+    )
+    if trial is not None and trial.state == TrialState.PRUNED:
+        row["accuracy_at_prune"] = trial.value
+    for extra in ("constraint", "resolution", "macs_ratio", "top5", "error"):
+        if extra in attrs:
+            row[extra] = attrs[extra]
+    row["trial"] = trial.number if trial is not None else None
+    return row
+
+
+def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The most accurate finished row (fewer multiply-adds break ties)."""
+    done = [r for r in rows if r.get("accuracy") is not None]
+    return max(done, key=lambda r: (r["accuracy"], -(r.get("macs") or 0))) if done else None
+
+
+def progress_bar(total: int, done: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc=desc, unit="trial", file=sys.stderr, disable=not enabled)
+
+
+def search_scaling(
+    base: NetworkSpec,
+    *,
+    proxy: Proxy | None = None,
+    grid: GridConfig | None = None,
+    storage: str | Path | None = None,
+    study_name: str = "search-scaling",
+    output: str | Path = "runs/search-scaling",
+    n_trials: int | None = None,
+    pruner: str = "none",
+    heartbeat: int = DEFAULT_HEARTBEAT,
+    progress: bool = False,
+    plot: str | Path | None = "",
+) -> dict[str, Any]:
+    """Run (or resume, or join) the grid search; returns ``{"best", "trials", "plot", …}``.
+
+    ``plot`` is the PNG path ("" for ``<output>/search_scaling.png``, None for no figure).
+    """
+    proxy = proxy or Proxy()
+    grid = grid or GridConfig()
+    output = Path(output)
+    points = [Point(point_key(a, b, g), {"alpha": a, "beta": b, "gamma": g}) for a, b, g in scaling_grid(grid)]
+    proxy_base(base, proxy)  # resolution check before any storage is touched
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = open_study(storage, study_name, output=output, pruner=make_pruner(pruner), heartbeat=heartbeat)
+        settings = {
+            "kind": "search-scaling",
+            "base": base.to_dict(),
+            "proxy": proxy.settings(),
+            "grid": asdict(grid),
+            "pruner": pruner,
+        }
+        check_settings(study, settings)
+        queue = PointQueue(study, points)
+        ranges = {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}
+        base_macs: dict[str, int] = {}
+
+        def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
+            a, b, g = (trial.suggest_float(k, *ranges[k]) for k in ("alpha", "beta", "gamma"))
+            spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{point.key}")
+            result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
+            if "macs" not in base_macs:
+                from effnet.build.profile import profile
+                from effnet.train.data import load_splits
+
+                classes = load_splits(proxy.data).num_classes
+                base_macs["macs"] = profile(proxy_base(base, proxy), num_classes=classes).macs
+            result["constraint"] = round(constraint(a, b, g), 6)
+            result["macs_ratio"] = round(result["macs"] / base_macs["macs"], 4)
+            return result["accuracy"], result
+
+        finished = sum(
+            1 for t in queue.results().values() if t is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        )
+        bar = progress_bar(len(points), finished, "search-scaling", progress)
+        try:
+            queue.run(objective, n_trials=n_trials, on_trial=lambda _t: bar.update(1))
+        finally:
+            bar.close()
+        standing = queue.results()
+    rows = [trial_record(standing[p.key], p) for p in points]
+    result: dict[str, Any] = {
+        "best": best_of(rows),
+        "trials": rows,
+        "study": study_name,
+        "storage": redact_url(getattr(study._storage, "url", "")),
+        "base": base.name,
+        "proxy": proxy.settings(),
+        "grid": {**asdict(grid), "points": len(points)},
+    }
+    if plot is not None:
+        from effnet.search.plots import plot_search
+
+        path = Path(plot) if plot else output / "search_scaling.png"
+        result["plot"] = str(plot_search(rows, path, title=f"α/β/γ grid search on {base.name} (φ = 1)"))
+    return result
