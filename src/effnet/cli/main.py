@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "effnet.cli.search_cmds",
     "effnet.cli.nas_cmds",
     "effnet.cli.weights_cmds",
+    "effnet.cli.train_cmds",
 ]
 
 

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -68,6 +67,8 @@ class RunConfig:
     #: Called with (model, epoch) at the start of each epoch (fine-tuning freezes the backbone here).
     epoch_setup: Callable[[nn.Module, int], None] | None = None
     find_unused_parameters: bool = False
+    #: Input normalisation (0–1 pixels); None: the model family's (Lite: mean 127, std 128 of 0–255).
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     extra_report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,7 +190,7 @@ class Trainer:
         if self.recipe.compile:
             self.train_module = torch.compile(self.train_module)
 
-        mean, std = normalization(self.spec)
+        mean, std = config.mean_std or normalization(self.spec)
         self.mean, self.std = mean, std
         resolution = self.spec.resolution
         self.train_set = TransformedDataset(
@@ -572,14 +573,9 @@ def save_trained_weights(
     crop_pct: float,
     extra: dict[str, str],
 ) -> None:
-    """Write the evaluated weights in effnet's self-describing safetensors format, atomically."""
+    """Write the evaluated weights in effnet's self-describing safetensors format (atomically)."""
     from effnet.weights import Preprocessing, save_weights
 
     spec = model.spec  # type: ignore[attr-defined]
     pre = Preprocessing(resolution=spec.resolution, crop_pct=crop_pct, interpolation="bicubic", mean=mean, std=std)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_weights(model, tmp, class_names=class_names, preprocessing=pre, extra=extra)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_weights(model, path, class_names=class_names, preprocessing=pre, extra=extra)

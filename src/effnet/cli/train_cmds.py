@@ -1,0 +1,212 @@
+"""``effnet train`` and ``effnet finetune``: train a model on an image folder or the built-in digits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from effnet.cli.args import (
+    add_json,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from effnet.cli.output import print_json, print_record
+from effnet.errors import UserError
+
+#: Options that map one-to-one onto recipe settings: (flag, setting, type, help).
+RECIPE_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--lr", "lr", positive_float, "peak learning rate (default: base_lr × global batch / 256)"),
+    ("--warmup-epochs", "warmup_epochs", nonnegative_float, "linear warm-up epochs"),
+    ("--weight-decay", "weight_decay", nonnegative_float, "weight decay on conv/linear weights"),
+    ("--label-smoothing", "label_smoothing", nonnegative_float, "label smoothing"),
+    ("--ema-decay", "ema_decay", positive_float, "EMA decay of weights and BN statistics"),
+    ("--drop-path", "drop_path_rate", nonnegative_float, "stochastic depth rate"),
+    ("--dropout", "dropout", nonnegative_float, "dropout before the classifier (default: the model's)"),
+    ("--augment", "augment", str, "autoaugment | randaugment | none"),
+    ("--randaugment-m", "randaugment_m", nonnegative_int, "RandAugment magnitude M (N=2)"),
+    ("--optimizer", "optimizer", str, "rmsprop_tf | sgd | adamw"),
+    ("--schedule", "schedule", str, "step (×0.97 every 2.4 epochs) | cosine | constant"),
+    ("--workers", "workers", nonnegative_int, "data loading worker processes"),
+    ("--checkpoint-every", "checkpoint_every_steps", nonnegative_int, "also checkpoint every N steps"),
+    ("--amp", "amp", str, "auto (bf16 on GPUs that support it) | bf16 | off"),
+]
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a JSON value (``none`` for null); plain words are strings."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    if raw.strip().lower() in ("none", "null"):
+        return key, None
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, default_recipe: str) -> None:
+    parser.add_argument("--data", default="digits", metavar="DIR|digits", help="image folder or 'digits' (built in)")
+    parser.add_argument("--resolution", type=positive_int, metavar="PX", help="train and evaluate at this size")
+    parser.add_argument("--epochs", type=positive_int, default=default_epochs, help=f"default {default_epochs}")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="per process (default 64)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--recipe", default=default_recipe, help=f"paper | small | finetune (default {default_recipe})")
+    parser.add_argument("--output", metavar="DIR", help="write weights, checkpoints, metrics and logs here")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last.pt")
+    parser.add_argument("--max-steps-per-epoch", type=positive_int, metavar="N", help="cap each epoch's steps")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
+    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, setting, kind, text in RECIPE_OPTIONS:
+        parser.add_argument(flag, dest=f"recipe_{setting}", type=kind, metavar="X", help=text)
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        type=parse_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other recipe setting, e.g. --set crop_scale=[0.25,1] (repeatable)",
+    )
+    add_json(parser)
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = dict(args.settings)
+    for _, setting, _, _ in RECIPE_OPTIONS:
+        value = getattr(args, f"recipe_{setting}")
+        if value is not None:
+            overrides[setting] = value
+    if args.compile:
+        overrides["compile"] = True
+    if args.channels_last:
+        overrides["channels_last"] = True
+    if args.sync_bn:
+        overrides["sync_bn"] = True
+    if args.device:
+        overrides["device"] = args.device
+    return overrides
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    quiet = args.json or args.no_progress or not _is_main_process()
+
+    def epoch_line(epoch: int, metrics: dict) -> None:
+        if not quiet:
+            print(
+                f"epoch {epoch}/{args.epochs}: train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}"
+                f"  top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  {metrics['images_per_second']:.0f} img/s",
+                file=sys.stderr,
+            )
+
+    return dict(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        seed=args.seed,
+        recipe=args.recipe,
+        output=args.output,
+        resume=args.resume,
+        progress=not quiet and sys.stderr.isatty(),
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        on_epoch_end=epoch_line,
+        **_recipe_overrides(args),
+    )
+
+
+def _show(report: dict[str, Any], as_json: bool) -> None:
+    if not _is_main_process():
+        return
+    if as_json:
+        print_json(report)
+        return
+    shown = {k: v for k, v in report.items() if k not in ("history", "blocks", "class_names")}
+    for key in ("top1", "top5"):
+        shown[key] = f"{report[key]:.2%}"
+    print_record(shown)
+
+
+def _model_from_args(args: argparse.Namespace) -> Any:
+    from effnet.describe.blocks import parse_blocks
+    from effnet.describe.network import NetworkSpec
+
+    if args.blocks:
+        return NetworkSpec(name="custom", blocks=parse_blocks(args.blocks))
+    if args.description:
+        return NetworkSpec.load(args.description)
+    return args.model
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from effnet.train import train_model
+
+    report = train_model(_model_from_args(args), args.data, **_common(args))
+    _show(report, args.json)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from effnet.train import finetune_model
+
+    if args.blocks or args.description:
+        raise UserError("finetune takes --model NAME (the architecture of --weights), not --blocks/--description")
+    report = finetune_model(
+        args.weights,
+        args.data,
+        model=args.model,
+        format=args.format,
+        freeze_epochs=args.freeze_epochs,
+        **_common(args),
+    )
+    _show(report, args.json)
+    return 0
+
+
+def _add_model(parser: argparse.ArgumentParser, default: str | None) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--model", default=default, metavar="NAME|FILE.json", help=f"model name (default {default})")
+    group.add_argument("--blocks", metavar="STRINGS", help="comma-separated block strings of a custom network")
+    group.add_argument("--description", metavar="FILE", help="a network description JSON file")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a model from scratch (paper recipe by default; torchrun for many processes)",
+        description="Train a model on an image folder (DIR/train, DIR/val or DIR/test) or the built-in digits. "
+        "Run under `torchrun --nproc-per-node N -m effnet train …` for distributed data parallel.",
+    )
+    _add_model(train, "efficientnet_b0")
+    _add_run_options(train, default_epochs=10, default_recipe="paper")
+    train.set_defaults(func=cmd_train)
+
+    finetune = subparsers.add_parser(
+        "finetune",
+        help="fine-tune pretrained weights on new classes",
+        description="Replace the classifier of pretrained weights (any format effnet loads, or a pretrained name "
+        "such as lite0-imagenet) for the data's classes and fine-tune with a lower learning rate.",
+    )
+    finetune.add_argument("--weights", required=True, metavar="FILE|NAME", help="weight file or pretrained name")
+    finetune.add_argument("--format", default="auto", help="weight layout: auto, native, timm, torchvision, …")
+    finetune.add_argument("--freeze-epochs", type=nonnegative_int, default=0, help="train only the classifier first")
+    _add_model(finetune, None)
+    _add_run_options(finetune, default_epochs=5, default_recipe="finetune")
+    finetune.set_defaults(func=cmd_finetune)

@@ -1,0 +1,104 @@
+"""Fine-tuning pretrained weights on new classes: a fresh classifier, a lower learning rate and an
+optional frozen backbone for the first epochs (the paper's transfer experiments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from effnet.describe.network import NetworkSpec
+from effnet.errors import UserError
+from effnet.train.data import load_splits
+from effnet.train.trainer import (
+    EpochCallback,
+    RunConfig,
+    Trainer,
+    check_run_arguments,
+    resolve_recipe,
+    seed_everything,
+)
+
+
+class BackboneFreezer:
+    """Epoch setup: for the first ``epochs`` epochs only the classifier trains (BatchNorm statistics of the
+    backbone stay as loaded); afterwards everything trains."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def __call__(self, model: nn.Module, epoch: int) -> None:
+        frozen = epoch < self.epochs
+        classifier = model.classifier  # type: ignore[attr-defined]
+        head_params = {id(p) for p in classifier.parameters()}
+        for param in model.parameters():
+            param.requires_grad_(not frozen or id(param) in head_params)
+        model.train()
+        if frozen:
+            model.eval()
+            classifier.train()
+            model.dropout.train()  # type: ignore[attr-defined]
+
+
+def finetune_model(
+    weights: str | Path,
+    data: str | Path,
+    *,
+    model: str | NetworkSpec | None = None,
+    format: str = "auto",
+    freeze_epochs: int = 0,
+    epochs: int = 5,
+    batch_size: int = 64,
+    resolution: int | None = None,
+    seed: int = 0,
+    recipe: str = "finetune",
+    output: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps_per_epoch: int | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    **recipe_overrides: Any,
+) -> dict:
+    """Fine-tune pretrained ``weights`` (a weight file of any format effnet loads, or a pretrained name such
+    as ``lite0-imagenet``) on ``data``: the classifier is replaced for the data's classes, the recipe
+    (``finetune``: SGD, low learning rate, cosine) trains everything after ``freeze_epochs`` epochs of
+    training the classifier alone. Returns the same report as :func:`~effnet.train.train_model`."""
+    from effnet.weights import load_model
+
+    check_run_arguments(epochs, batch_size, seed, max_steps_per_epoch)
+    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+        raise UserError(f"freeze_epochs must be a whole number ≥ 0, got {freeze_epochs!r}")
+    device = recipe_overrides.pop("device", None)
+    splits = load_splits(data)
+    chosen = resolve_recipe(recipe, splits, recipe_overrides)
+    changes: dict[str, Any] = {}
+    if resolution is not None:
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+            raise UserError(f"resolution must be a whole number of pixels ≥ 1, got {resolution!r}")
+        changes["resolution"] = resolution
+    for name in ("drop_path_rate", "dropout", "bn_momentum"):
+        if getattr(chosen, name) is not None:
+            changes[name] = getattr(chosen, name)
+    seed_everything(seed)
+    net, info = load_model(weights, num_classes=splits.num_classes, model=model, format=format, **changes)
+    if info.class_names != splits.class_names:  # a new classifier: start from zero (loss ln(classes))
+        nn.init.zeros_(net.classifier.weight)
+        nn.init.zeros_(net.classifier.bias)
+    config = RunConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        recipe=chosen,
+        output=Path(output) if output is not None else None,
+        resume=resume,
+        progress=progress,
+        max_steps_per_epoch=max_steps_per_epoch,
+        on_epoch_end=on_epoch_end,
+        device=device,
+        epoch_setup=BackboneFreezer(freeze_epochs),
+        find_unused_parameters=freeze_epochs > 0,
+        mean_std=(tuple(info.preprocessing.mean), tuple(info.preprocessing.std)),
+        extra_report={"weights": str(weights), "freeze_epochs": freeze_epochs},
+    )
+    return Trainer(net, splits, config).run()
