@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -94,7 +95,7 @@ def read_h5(path: str | Path) -> dict[str, torch.Tensor]:
                 group = root[layer]
                 for weight in (_text(n) for n in group.attrs.get("weight_names", [])):
                     short = weight.rsplit("/", 1)[-1].split(":", 1)[0]
-                    tensors[f"{layer}/{short}"] = torch.from_numpy(group[weight][()].copy())
+                    tensors[f"{layer}/{short}"] = torch.from_numpy(np.array(group[weight][()]))
             return tensors
     except (OSError, KeyError) as err:
         raise UserError(f"{path}: cannot read it as a Keras HDF5 weight file ({err})") from None

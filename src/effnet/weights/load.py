@@ -14,7 +14,7 @@ from torch import nn
 
 from effnet.build.model import EfficientNet, create_model, resolve_description
 from effnet.describe.network import NetworkSpec
-from effnet.describe.zoo import model_names
+from effnet.describe.zoo import get_description, model_names
 from effnet.errors import UserError
 from effnet.weights import keras, lukemelas, timm, torchvision
 from effnet.weights.files import read_weights
@@ -137,19 +137,26 @@ def _resolve_format(src: _Source, format: str) -> str:
 
 def _file_classes(tensors: Mapping[str, torch.Tensor], layout: Layout | None, model: nn.Module) -> int | None:
     """The class count of the classifier in a source, if it has one."""
+    weight = _source_tensor(tensors, layout, model, "classifier")
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def _source_tensor(tensors: Mapping[str, torch.Tensor], layout: Layout | None, model: nn.Module, role: str):
+    """A source tensor of one model part (the weight), converted to effnet's layout, or None."""
     if layout is None:
-        weight = tensors.get("classifier.weight")
-        return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
-    prefix = layout.module_key(Part("classifier", "classifier"), model)
-    key = next((k for k in layout.param_keys(prefix, "weight", "linear") if k in tensors), None)
-    if key is None or tensors[key].ndim != 2:
-        return None
-    return int(layout.convert(tensors[key], "linear", "weight", tensors[key]).shape[0])
+        return tensors.get(f"{role}.weight")
+    prefix = layout.module_key(Part(role, role), model)
+    kind = "linear" if role == "classifier" else "conv"
+    key = next((k for k in layout.param_keys(prefix, "weight", kind) if k in tensors), None)
+    return None if key is None else layout.convert(tensors[key], kind, "weight", tensors[key])
 
 
 def _guess_model(tensors: Mapping[str, torch.Tensor], layout: Layout | None, model: EfficientNet) -> str | None:
     """Which published model's tensors a source holds (classifier aside), if any."""
+    stem = _source_tensor(tensors, layout, model, "stem.conv")
     for name in model_names():
+        if stem is not None and get_description(name).stem_channels != stem.shape[0]:
+            continue  # cheap test first: most candidates differ in their stem
         try:
             with torch.device("meta"):
                 candidate = create_model(name, in_chans=model.in_chans, padding=model.spec.padding)
