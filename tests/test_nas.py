@@ -181,13 +181,13 @@ def test_hard_objective_search_rewards(tmp_path):
 
 def test_rl_search_resumed_from_storage_replays_the_same_policy(tmp_path):
     kwargs = dict(strategy="rl", resolution=32, evaluate=fake_accuracy, progress=False, plot=False, seed=3)
-    whole = search_architectures(n_trials=4, output=tmp_path / "whole", **kwargs)
+    whole = search_architectures(n_trials=3, output=tmp_path / "whole", **kwargs)
     search_architectures(n_trials=2, output=tmp_path / "split", **kwargs)
-    resumed = search_architectures(n_trials=4, output=tmp_path / "split", **kwargs)  # a new process would do this
+    resumed = search_architectures(n_trials=3, output=tmp_path / "split", **kwargs)  # a new process would do this
     assert [t["blocks"] for t in resumed.trials] == [t["blocks"] for t in whole.trials]
     assert [t["reward"] for t in resumed.trials] == [t["reward"] for t in whole.trials]
     with pytest.raises(UserError, match="other settings"):
-        search_architectures(n_trials=5, output=tmp_path / "split", **dict(kwargs, seed=4))
+        search_architectures(n_trials=4, output=tmp_path / "split", **dict(kwargs, seed=4))
 
 
 def test_failing_candidates_are_recorded_and_the_search_goes_on(tmp_path):
@@ -213,3 +213,27 @@ def test_failing_candidates_are_recorded_and_the_search_goes_on(tmp_path):
     assert states.count("COMPLETE") == 2 and states.count("PRUNED") == 1
     assert "loss is NaN" in next(t for t in result.trials if t["state"] == "PRUNED")["error"]
     assert all(math.isfinite(t["reward"]) for t in result.trials if t["state"] == "COMPLETE")
+
+
+def test_measured_latency_can_replace_multiply_adds(tmp_path):
+    def with_classes(spec, number):
+        return dict(fake_accuracy(spec, number), num_classes=10)
+
+    result = search_architectures(
+        strategy="random",
+        n_trials=2,
+        resolution=32,
+        evaluate=with_classes,
+        objective=Objective(metric="latency", target=5.0, resolution=32),
+        storage=optuna.storages.InMemoryStorage(),
+        output=tmp_path,
+        progress=False,
+        plot=False,
+    )
+    done = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert len(done) == 2 and result.to_dict()["target_latency_ms"] == 5.0
+    for t in done:
+        assert t["latency_ms"] > 0
+        assert t["reward"] == pytest.approx(t["accuracy"] * (t["latency_ms"] / 5.0) ** -0.07, rel=1e-12)
+        spec = B0.with_(blocks=parse_blocks(t["blocks"]), resolution=32)
+        assert t["macs"] == profile(spec, num_classes=10).macs

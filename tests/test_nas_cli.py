@@ -12,7 +12,7 @@ import time
 import optuna
 import pytest
 
-from effnet import NetworkSpec
+from effnet import NetworkSpec, get_description, parse_blocks, profile
 from effnet.train import train_model
 
 ARGS = ["--data", "digits", "--strategy", "rl", "--n-trials", "3", "--epochs", "1", "--resolution", "32",
@@ -80,6 +80,8 @@ def test_killed_search_resumes_with_no_trial_lost_or_repeated(killed_and_resumed
     assert report["target_macs"] == pytest.approx(400e6 * (32 / 224) ** 2)
     for t in done:
         assert 0 <= t["accuracy"] <= 1 and t["params"] > 0
+        trained = get_description("efficientnet_b0").with_(blocks=parse_blocks(t["blocks"]), resolution=32)
+        assert t["macs"] == profile(trained, num_classes=10).macs  # as trained: proxy resolution, 10 digits
         assert t["reward"] == pytest.approx(t["accuracy"] * (t["macs"] / report["target_macs"]) ** report["w"])
     assert report["best"]["reward"] == max(t["reward"] for t in done)
     assert (out / "pareto.png").stat().st_size > 1000 and (out / "trials.csv").exists()

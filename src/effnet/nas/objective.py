@@ -85,14 +85,20 @@ class Objective:
 
 
 def measure_latency_ms(
-    spec: Any, resolution: int, *, repeats: int = 10, warmup: int = 2, threads: int | None = None
+    spec: Any,
+    resolution: int,
+    *,
+    num_classes: int = 1000,
+    repeats: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
 ) -> float:
     """Median CPU latency of one image through the model, in milliseconds (the machine at hand)."""
     import torch
 
     from effnet.build.model import create_model
 
-    model = create_model(spec, num_classes=10).eval()
+    model = create_model(spec, num_classes=num_classes).eval()
     x = torch.randn(1, 3, resolution, resolution)
     old = torch.get_num_threads()
     if threads:

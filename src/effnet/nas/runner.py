@@ -71,7 +71,8 @@ class TrainEvaluator:
             max_steps_per_epoch=self.max_steps_per_epoch,
             **self.overrides,
         )
-        return {"accuracy": float(report["top1"]), **{k: report[k] for k in ("top5", "loss", "seconds") if k in report}}
+        keep = ("top5", "loss", "seconds", "num_classes")
+        return {"accuracy": float(report["top1"]), **{k: report[k] for k in keep if k in report}}
 
 
 @dataclass
@@ -290,14 +291,14 @@ def search_architectures(
         params = {name: trial.suggest_categorical(name, dist.choices) for name, dist in distributions.items()}
         spec = space.network(params, name=f"{study_name}-{trial.number}").with_(resolution=resolution)
         trial.set_user_attr("blocks", spec.block_strings)
-        counts = profile(spec)
         twin = next(
             (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.params == params),
             None,
         )
         start = time.perf_counter()
         if twin is not None:  # the same architecture under the same budget: its result stands
-            result = {k: twin.user_attrs[k] for k in ("accuracy", "seconds", "latency_ms") if k in twin.user_attrs}
+            keys = ("accuracy", "seconds", "latency_ms", "num_classes")
+            result = {k: twin.user_attrs[k] for k in keys if k in twin.user_attrs}
             trial.set_user_attr("cached_from", twin.number)
         else:
             try:
@@ -312,16 +313,20 @@ def search_architectures(
         if not math.isfinite(accuracy):
             trial.set_user_attr("error", "accuracy is not finite")
             raise optuna.TrialPruned()
+        # multiply-adds of the model as trained: the proxy resolution and the data's classes
+        num_classes = int(result.get("num_classes", 1000))
+        counts = profile(spec, num_classes=num_classes)
         cost: float = counts.macs
         if objective.metric == "latency":
             if "latency_ms" not in result:
-                result["latency_ms"] = measure_latency_ms(spec, resolution)
+                result["latency_ms"] = measure_latency_ms(spec, resolution, num_classes=num_classes)
             cost = float(result["latency_ms"])
             trial.set_user_attr("latency_ms", cost)
         reward = objective.reward(accuracy, cost)
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("macs", counts.macs)
         trial.set_user_attr("params", counts.params)
+        trial.set_user_attr("num_classes", num_classes)
         trial.set_user_attr("reward", reward)
         trial.set_user_attr("seconds", result.get("seconds"))
         return (accuracy, float(counts.macs)) if multi else reward
@@ -408,7 +413,7 @@ def finish_search(
         path = output / "best.json"
         spec.save(path)
         files["description"] = str(path)
-        at_reference = profile(spec)
+        at_reference = profile(spec)  # as `effnet info` counts it: reference resolution, 1000 classes
         best.update(
             description=str(path),
             reference_resolution=spec.resolution,
