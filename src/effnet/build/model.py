@@ -28,6 +28,7 @@ class EfficientNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         features_only: bool = False,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
@@ -99,7 +100,10 @@ class EfficientNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(spec.dropout)
         self.grad_checkpointing = False
+        self.memory_efficient = False
         self.reset_parameters()
+        if memory_efficient:
+            self.set_memory_efficient(True)
 
     def reset_parameters(self) -> None:
         """The official initialisation: conv N(0, √(2/fan_out)), dense U(±1/√classes)."""
@@ -120,6 +124,13 @@ class EfficientNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage's activations in backward instead of keeping them."""
         self.grad_checkpointing = enable
+
+    def set_memory_efficient(self, enable: bool = True) -> None:
+        """Training memory mode: keep each expanded activation once, recompute the rest in backward
+        (see :mod:`effnet.build.efficient`); switch it off before scripting or exporting."""
+        from effnet.build.efficient import set_memory_efficient
+
+        set_memory_efficient(self, enable)
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and x.requires_grad:
@@ -177,14 +188,18 @@ def create_model(
     in_chans: int = 3,
     padding: str | None = None,
     features_only: bool = False,
+    memory_efficient: bool = False,
     **overrides: Any,
 ) -> EfficientNet:
     """Build a model by name (``efficientnet_b0``…``b8``, ``l2``, ``lite0``…``lite4``, other
     baselines) or from a description. ``overrides`` change description fields, e.g.
-    ``drop_path_rate=0.0``, ``dropout=0.5``, ``resolution=320``, ``bn_eps=1e-5``."""
+    ``drop_path_rate=0.0``, ``dropout=0.5``, ``resolution=320``, ``bn_eps=1e-5``.
+    ``memory_efficient`` turns on the training memory mode (same parameters and function)."""
     spec = resolve_description(name_or_description)
     if padding is not None:
         overrides["padding"] = padding
     if overrides:
         spec = spec.with_(**overrides)
-    return EfficientNet(spec, num_classes=num_classes, in_chans=in_chans, features_only=features_only)
+    return EfficientNet(
+        spec, num_classes=num_classes, in_chans=in_chans, features_only=features_only, memory_efficient=memory_efficient
+    )

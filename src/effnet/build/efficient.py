@@ -1,0 +1,236 @@
+"""Memory-saving training: activations that keep less for backward and recompute the rest.
+
+A plain MBConv keeps, for backward, every intermediate of its expanded width: the convolution
+outputs (BatchNorm inputs), the BatchNorm outputs (SiLU inputs), the SiLU outputs (next
+convolution inputs) and the SE-gated tensor (projection input). In memory mode each expanded
+tensor is kept once, as the BatchNorm input ``z``:
+
+- :class:`BNSiLU` computes SiLU(BatchNorm(z)) in training and keeps only ``z`` (plus per-channel
+  statistics); backward recomputes the activation from ``z``.
+- :class:`ConvAfterBNSiLU` is the convolution that reads ``x = SiLU(BatchNorm(z))``, optionally
+  times an SE gate; it keeps ``z`` (the very tensor BNSiLU kept) instead of ``x`` or ``x·gate``
+  and recomputes them in backward.
+- :class:`MemoryEfficientSiLU` is a SiLU that keeps its input and recomputes the sigmoid.
+
+Numerics match the plain modules (same formulas, float rounding aside). Everything here is plain
+Python autograd, so a model in memory mode is neither scriptable nor exportable: switch it off with
+:func:`set_memory_efficient` (``model.set_memory_efficient(False)``) first; state_dict keys never change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.build.blocks import MBConv
+from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding
+
+
+def _affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> tuple:
+    """Per-channel (scale, shift) of a batch-normalisation, shaped to broadcast over N, C, H, W."""
+    scale = invstd * weight
+    shift = bias - mean * scale
+    return scale.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1)
+
+
+def _recompute(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre-activation, activation) from the kept BatchNorm input."""
+    pre = torch.addcmul(shift, z, scale)
+    return pre, F.silu(pre)
+
+
+class _SiLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.silu(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(grad, x)
+
+
+class _BNSiLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        running_mean: torch.Tensor | None,
+        running_var: torch.Tensor | None,
+        momentum: float,
+        eps: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, mean, invstd = torch.native_batch_norm(z, weight, bias, running_mean, running_var, True, momentum, eps)
+        y = F.silu(y, inplace=True)
+        ctx.eps = eps
+        ctx.save_for_backward(z, weight, bias, mean, invstd)
+        ctx.mark_non_differentiable(mean, invstd)
+        return y, mean, invstd
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _gmean: Any, _ginvstd: Any) -> tuple:
+        z, weight, bias, mean, invstd = ctx.saved_tensors
+        scale, shift = _affine(weight, bias, mean, invstd)
+        pre = torch.addcmul(shift, z, scale)
+        grad_pre = torch.ops.aten.silu_backward(grad, pre)
+        del pre
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        gz, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_pre, z, weight, None, None, mean, invstd, True, ctx.eps, mask
+        )
+        return gz, gw, gb, None, None, None, None
+
+
+def _conv_padding(conv: nn.Conv2d, height: int, width: int) -> tuple[tuple[int, int, int, int] | None, tuple]:
+    """(input zero padding (left, right, top, bottom) or None, the convolution's own padding)."""
+    if isinstance(conv, PaddedConv2d):
+        k, s = conv.kernel_size[0], conv.stride[0]
+        left, right = same_padding(width, k, s)
+        top, bottom = same_padding(height, k, s)
+        pad = (left, right, top, bottom)
+        return (pad if any(pad) else None), (0, 0)
+    return None, tuple(conv.padding)  # type: ignore[arg-type]
+
+
+class _ConvAfterBNSiLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        gate: torch.Tensor | None,
+        weight: torch.Tensor,
+        z: torch.Tensor,
+        bn_weight: torch.Tensor,
+        bn_bias: torch.Tensor,
+        mean: torch.Tensor,
+        invstd: torch.Tensor,
+        conv: tuple,
+    ) -> torch.Tensor:
+        pre_pad, stride, padding, dilation, groups = conv
+        inp = x * gate if gate is not None else x
+        if pre_pad is not None:
+            inp = F.pad(inp, pre_pad)
+        ctx.conv = conv
+        ctx.has_gate = gate is not None
+        ctx.save_for_backward(gate, weight, z, bn_weight, bn_bias, mean, invstd)
+        return F.conv2d(inp, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        gate, weight, z, bn_weight, bn_bias, mean, invstd = ctx.saved_tensors
+        pre_pad, stride, padding, dilation, groups = ctx.conv
+        _, x = _recompute(z, *_affine(bn_weight, bn_bias, mean, invstd))
+        inp = x * gate if ctx.has_gate else x
+        if pre_pad is not None:
+            inp = F.pad(inp, pre_pad)
+        need_x, need_gate, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        g_inp, g_w, _ = torch.ops.aten.convolution_backward(
+            grad, inp, weight, None, stride, padding, dilation, False, (0, 0), groups,
+            [need_x or need_gate, need_w, False],
+        )  # fmt: skip
+        del inp
+        g_x = g_gate = None
+        if g_inp is not None:
+            if pre_pad is not None:
+                left, _, top, _ = pre_pad
+                g_inp = g_inp[:, :, top : top + z.shape[-2], left : left + z.shape[-1]]
+            if ctx.has_gate:
+                g_gate = (g_inp * x).sum((2, 3), keepdim=True) if need_gate else None
+                g_x = g_inp * gate if need_x else None
+            else:
+                g_x = g_inp
+        return g_x, g_gate, g_w, None, None, None, None, None, None
+
+
+class MemoryEfficientSiLU(nn.SiLU):
+    """SiLU keeping its input only (not an in-place clone); recomputes the sigmoid in backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _SiLUFunction.apply(x)
+        return F.silu(x, inplace=self.inplace)
+
+
+def _bn_silu(bn: nn.BatchNorm2d, z: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+    """SiLU(BatchNorm(z)); in training with autograd, keeps only z and returns its statistics."""
+    if bn.training and torch.is_grad_enabled() and bn.affine and bn.momentum is not None:
+        if bn.track_running_stats and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+        y, mean, invstd = _BNSiLUFunction.apply(
+            z, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps
+        )
+        return y, (bn.weight, bn.bias, mean, invstd)
+    return F.silu(bn(z), inplace=True), None
+
+
+def _conv_after(conv: nn.Conv2d, x: torch.Tensor, z: torch.Tensor, stats: tuple | None, gate=None) -> torch.Tensor:
+    """``conv(x · gate)`` where x = SiLU(BatchNorm(z)), keeping z instead of x (when stats are known)."""
+    if stats is None or conv.bias is not None:
+        return conv(x * gate if gate is not None else x)
+    pre_pad, padding = _conv_padding(conv, int(x.shape[-2]), int(x.shape[-1]))
+    spec = (pre_pad, tuple(conv.stride), padding, tuple(conv.dilation), conv.groups)
+    return _ConvAfterBNSiLUFunction.apply(x, gate, conv.weight, z, *stats, spec)
+
+
+def _se_gate(se: SqueezeExcite, x: torch.Tensor) -> torch.Tensor:
+    scale = x.mean((2, 3), keepdim=True)
+    return se.expand(se.act(se.reduce(scale))).sigmoid()
+
+
+def _is_silu(module: nn.Module) -> bool:
+    return type(module) in (nn.SiLU, MemoryEfficientSiLU)
+
+
+class MemoryEfficientConvNormAct(ConvNormAct):
+    """ConvNormAct whose BatchNorm + SiLU keep only the convolution output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.conv(x)
+        if _is_silu(self.act):
+            return _bn_silu(self.bn, z)[0]
+        return self.act(self.bn(z))
+
+
+class MemoryEfficientMBConv(MBConv):
+    """MBConv keeping each expanded tensor once (the BatchNorm inputs), recomputing the rest."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (_is_silu(self.depthwise.act) and (self.expand is None or _is_silu(self.expand.act))):
+            return super().forward(x)
+        stats = None
+        out = x
+        if self.expand is not None:
+            z = self.expand.conv(x)
+            out, stats = _bn_silu(self.expand.bn, z)
+            z = _conv_after(self.depthwise.conv, out, z, stats)
+        else:
+            z = self.depthwise.conv(x)
+        out, stats = _bn_silu(self.depthwise.bn, z)
+        gate = _se_gate(self.se, out) if self.se is not None else None
+        out = self.project.act(self.project.bn(_conv_after(self.project.conv, out, z, stats, gate)))
+        return self._add(out, x)
+
+
+_SWAPS: dict[type, type] = {
+    ConvNormAct: MemoryEfficientConvNormAct,
+    MBConv: MemoryEfficientMBConv,
+    nn.SiLU: MemoryEfficientSiLU,
+}
+
+
+def set_memory_efficient(model: nn.Module, enable: bool = True) -> nn.Module:
+    """Switch memory mode on or off in place (module classes swap; parameters and keys stay)."""
+    swaps = _SWAPS if enable else {v: k for k, v in _SWAPS.items()}
+    for module in model.modules():
+        new = swaps.get(type(module))
+        if new is not None:
+            module.__class__ = new
+    if hasattr(model, "memory_efficient"):
+        model.memory_efficient = enable
+    return model

@@ -1,0 +1,429 @@
+"""The inference fast path: :func:`optimize` turns a built model into an inference-only module.
+
+What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md``):
+
+- BatchNorm is folded into the convolution before it (weights scaled, a bias added).
+- Tensors are channels_last throughout; on CPU (float32, oneDNN present) each convolution and its
+  activation run as one fused oneDNN kernel, and a residual sum is fused into the projection.
+- TensorFlow 'same' padding of strided layers, asymmetric at the built size, costs what symmetric
+  padding costs: instead of padding the input (a slow copy), the convolution pads symmetrically by
+  enough and the output is cropped, a free view the next layer reads; where a copy is cheaper (the
+  stem's 3-channel input) the input is padded once into a zeroed buffer.
+- Squeeze-excitation runs as two small matrix products on the pooled vector and gates in place.
+
+``backend="compile"`` wraps the folded module in :func:`torch.compile` (Inductor, weights frozen);
+``backend="onnxruntime"`` exports the folded module to ONNX and runs it in an ONNX Runtime session.
+All backends compute the plain model's eval-mode function (within float rounding, ~1e-5).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.build.blocks import DepthwiseSeparable, MBConv
+from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding
+from effnet.errors import UserError
+
+BACKENDS = ("eager", "compile", "onnxruntime")
+
+#: oneDNN post-op name and scalars of each activation module oneDNN can fuse into a convolution.
+_ONEDNN_ACTS: dict[str, tuple[str, list[float]]] = {
+    "silu": ("swish", []),
+    "relu": ("relu", []),
+    "relu6": ("hardtanh", [0.0, 6.0]),
+    "hard_swish": ("hardswish", []),
+}
+
+
+def _activation_name(module: nn.Module) -> str | None:
+    """The activation a module computes, by name; None for identity."""
+    from effnet.build import efficient
+
+    if isinstance(module, nn.Identity):
+        return None
+    if isinstance(module, nn.SiLU | efficient.MemoryEfficientSiLU):
+        return "silu"
+    if isinstance(module, nn.ReLU6):
+        return "relu6"
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    if isinstance(module, nn.Hardswish):
+        return "hard_swish"
+    if isinstance(module, nn.GELU):
+        return "gelu"
+    raise UserError(f"optimize: unsupported activation {type(module).__name__}")
+
+
+_ACT_FUNCS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": lambda x: F.silu(x, inplace=True),
+    "relu": lambda x: F.relu(x, inplace=True),
+    "relu6": lambda x: F.hardtanh(x, 0.0, 6.0, inplace=True),
+    "hard_swish": lambda x: F.hardswish(x, inplace=True),
+    "gelu": F.gelu,
+}
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as one convolution (BN in eval mode)."""
+    weight = conv.weight.detach().clone()
+    bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
+    if bn is None:
+        return weight, bias
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    weight = weight * scale.reshape(-1, 1, 1, 1)
+    bias = (bias - bn.running_mean) * scale + bn.bias.detach()
+    return weight.contiguous(memory_format=torch.channels_last), bias
+
+
+class _Plan:
+    """How one strided 'same' convolution is run at one input size."""
+
+    __slots__ = ("pre_pad", "padding", "crop")
+
+    def __init__(
+        self,
+        pre_pad: tuple[int, int, int, int] | None,
+        padding: tuple[int, int],
+        crop: tuple[int, int, int, int] | None,
+    ) -> None:
+        self.pre_pad = pre_pad  # (left, right, top, bottom) zero padding of the input, or None
+        self.padding = padding  # symmetric padding (h, w) the convolution itself applies
+        self.crop = crop  # (top, left, height, width) of the output to keep, or None
+
+
+def _axis_plan(size: int, kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """(symmetric padding, crop offset, pad before, pad after) giving TF 'same' along one axis."""
+    before, after = same_padding(size, kernel, stride)
+    if before == after:
+        return before, 0, before, after
+    # Pad p ≥ after with p ≡ before (mod stride); skip the first (p - before) / stride outputs.
+    extra = max(0, math.ceil((after - before) / stride))
+    return before + extra * stride, extra, before, after
+
+
+class FastConv(nn.Module):
+    """A convolution with BatchNorm folded in and its activation fused (inference only).
+
+    ``same`` convolutions keep TensorFlow's asymmetric padding at any input size; ``crop`` says
+    whether they may compute a slightly larger output and crop it (free when the next layer reads a
+    strided view) rather than pad the input (one copy)."""
+
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        bn: nn.BatchNorm2d | None,
+        act: str | None,
+        *,
+        crop: bool = True,
+        onednn: bool = True,
+        export: bool = False,
+    ) -> None:
+        super().__init__()
+        weight, bias = _fold_bn(conv, bn)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.stride = tuple(conv.stride)
+        self.dilation = tuple(conv.dilation)
+        self.groups = conv.groups
+        self.kernel = tuple(conv.kernel_size)
+        self.same = isinstance(conv, PaddedConv2d)
+        self.padding = (0, 0) if self.same else tuple(conv.padding)  # type: ignore[arg-type]
+        self.act = act
+        self.crop = crop
+        self.export = export
+        self.onednn = onednn and not export and act in (None, *_ONEDNN_ACTS)
+        self._plans: dict[tuple[int, int], _Plan] = {}
+
+    def extra_repr(self) -> str:
+        out, inp = self.weight.shape[0], self.weight.shape[1] * self.groups
+        return (
+            f"{inp}, {out}, kernel={self.kernel}, stride={self.stride}, groups={self.groups}, act={self.act}, "
+            f"same={self.same}, onednn={self.onednn}"
+        )
+
+    def _plan(self, height: int, width: int) -> _Plan:
+        plan = self._plans.get((height, width))
+        if plan is None:
+            ph, ch, top, bottom = _axis_plan(height, self.kernel[0], self.stride[0])
+            pw, cw, left, right = _axis_plan(width, self.kernel[1], self.stride[1])
+            out_h, out_w = math.ceil(height / self.stride[0]), math.ceil(width / self.stride[1])
+            if (top, bottom, left, right) == (ph, ph, pw, pw):
+                plan = _Plan(None, (ph, pw), None)
+            elif self.crop and not self.export:
+                plan = _Plan(None, (ph, pw), (ch, cw, out_h, out_w))
+            else:
+                plan = _Plan((left, right, top, bottom), (0, 0), None)
+            self._plans[(height, width)] = plan
+        return plan
+
+    def _conv(self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None) -> torch.Tensor:
+        if self.onednn and x.is_cpu and x.dtype == torch.float32:
+            if residual is not None and self.act is None:
+                return torch.ops.mkldnn._convolution_pointwise.binary(
+                    x, residual, self.weight, self.bias, list(padding), list(self.stride), list(self.dilation),
+                    self.groups, "add", 1.0, None, [], None,
+                )  # fmt: skip
+            attr, scalars = _ONEDNN_ACTS[self.act] if self.act else ("none", [])
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, self.weight, self.bias, list(padding), list(self.stride), list(self.dilation), self.groups,
+                attr, scalars, "",
+            )  # fmt: skip
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+            if self.act is not None:
+                y = _ACT_FUNCS[self.act](y)
+        if residual is not None:
+            y = y + residual if self.export else y.add_(residual)
+        return y
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.same:
+            return self._conv(x, self.padding, residual)  # type: ignore[arg-type]
+        plan = self._plan(int(x.shape[-2]), int(x.shape[-1]))
+        if plan.pre_pad is not None:
+            x = _pad(x, plan.pre_pad, self.export)
+        y = self._conv(x, plan.padding, residual if plan.crop is None else None)
+        if plan.crop is not None:
+            top, left, height, width = plan.crop
+            y = y[:, :, top : top + height, left : left + width]
+            if residual is not None:
+                y = y + residual
+        return y
+
+
+def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], export: bool) -> torch.Tensor:
+    """Zero padding (left, right, top, bottom); channels_last stays fast (F.pad is slow there)."""
+    if export or not x.is_contiguous(memory_format=torch.channels_last):
+        return F.pad(x, pad)
+    left, right, top, bottom = pad
+    n, c, h, w = x.shape
+    out = x.new_zeros((n, c, h + top + bottom, w + left + right)).contiguous(memory_format=torch.channels_last)
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+class FastSE(nn.Module):
+    """Squeeze-excitation on the pooled vector as two matrix products; the gate multiplies in place."""
+
+    def __init__(self, se: SqueezeExcite, export: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("w1", se.reduce.weight.detach().flatten(1).clone())
+        self.register_buffer("b1", se.reduce.bias.detach().clone())
+        self.register_buffer("w2", se.expand.weight.detach().flatten(1).clone())
+        self.register_buffer("b2", se.expand.bias.detach().clone())
+        self.act = _activation_name(se.act) or "identity"
+        self.export = export
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.linear(x.mean((2, 3)), self.w1, self.b1)
+        s = _ACT_FUNCS[self.act](s) if self.act != "identity" else s
+        gate = torch.sigmoid(F.linear(s, self.w2, self.b2))[:, :, None, None]
+        if not self.export and x.is_contiguous(memory_format=torch.channels_last):
+            return x.mul_(gate)
+        return x * gate  # a cropped view: the product is dense again, for the next convolution
+
+
+def _fast_cna(module: nn.Module, *, crop: bool, onednn: bool, export: bool) -> FastConv:
+    assert isinstance(module, ConvNormAct)
+    return FastConv(module.conv, module.bn, _activation_name(module.act), crop=crop, onednn=onednn, export=export)
+
+
+class FastMBConv(nn.Module):
+    """MBConv for inference: expand → depthwise (cropped 'same') → SE → project with the residual fused."""
+
+    def __init__(self, block: MBConv, onednn: bool, export: bool) -> None:
+        super().__init__()
+        kw = {"onednn": onednn, "export": export}
+        self.expand = _fast_cna(block.expand, crop=True, **kw) if block.expand is not None else None
+        # without SE the cropped view would be copied by the projection: then pad the input instead
+        # only when that copy is smaller (never for stride 2: the output is 4× smaller than the input)
+        self.depthwise = _fast_cna(block.depthwise, crop=True, **kw)
+        self.se = FastSE(block.se, export) if block.se is not None else None
+        self.project = _fast_cna(block.project, crop=True, **kw)
+        self.has_skip = block.has_skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.expand(x) if self.expand is not None else x
+        out = self.depthwise(out)
+        if self.se is not None:
+            out = self.se(out)
+        return self.project(out, x if self.has_skip else None)
+
+
+class FastDepthwiseSeparable(nn.Module):
+    """Depthwise-separable block for inference."""
+
+    def __init__(self, block: DepthwiseSeparable, onednn: bool, export: bool) -> None:
+        super().__init__()
+        kw = {"onednn": onednn, "export": export}
+        self.depthwise = _fast_cna(block.depthwise, crop=True, **kw)
+        self.se = FastSE(block.se, export) if block.se is not None else None
+        self.pointwise = _fast_cna(block.pointwise, crop=True, **kw)
+        self.has_skip = block.has_skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.depthwise(x)
+        if self.se is not None:
+            out = self.se(out)
+        out = self.pointwise(out)
+        return out + x if self.has_skip else out
+
+
+def _convert_generic(module: nn.Module, onednn: bool, export: bool) -> nn.Module:
+    """Any other block: its own forward, with each ConvNormAct and SE swapped for the fast ones."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, ConvNormAct):
+            setattr(module, name, _fast_cna(child, crop=False, onednn=onednn, export=export))
+        elif isinstance(child, SqueezeExcite):
+            setattr(module, name, FastSE(child, export))
+        else:
+            _convert_generic(child, onednn, export)
+    return module
+
+
+def _convert_block(block: nn.Module, onednn: bool, export: bool) -> nn.Module:
+    if isinstance(block, MBConv):
+        return FastMBConv(block, onednn, export)
+    if isinstance(block, DepthwiseSeparable):
+        return FastDepthwiseSeparable(block, onednn, export)
+    return _convert_generic(copy.deepcopy(block), onednn, export)
+
+
+class FastEfficientNet(nn.Module):
+    """The inference-only module :func:`optimize` returns; same inputs and outputs as the model."""
+
+    def __init__(self, model: nn.Module, *, onednn: bool = True, export: bool = False) -> None:
+        super().__init__()
+        self.spec = model.spec
+        self.num_classes = model.num_classes
+        self.features_only = model.features_only
+        self.feature_info = model.feature_info
+        self._feature_stages = list(model._feature_stages)
+        self.export = export
+        # the stem's input has few channels: padding it is cheaper than cropping the wide output
+        self.stem = _fast_cna(model.stem, crop=False, onednn=onednn, export=export)
+        self.stem_pool = copy.deepcopy(model.stem_pool)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[_convert_block(block, onednn, export) for block in stage]) for stage in model.stages
+        )
+        self.head = (
+            _fast_cna(model.head, crop=False, onednn=onednn, export=export)
+            if isinstance(model.head, ConvNormAct)
+            else nn.Identity()
+        )
+        classifier = model.classifier
+        self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
+        self.eval()
+
+    def train(self, mode: bool = True) -> FastEfficientNet:
+        if mode:
+            raise UserError("an optimized model is for inference only; train the model it was made from")
+        return super().train(False)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.export else x.contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> Any:
+        x = self.stem(self._prepare(x))
+        if self.features_only:
+            maps: list[torch.Tensor] = [x] if -1 in self._feature_stages else []
+            x = self.stem_pool(x)
+            for index, stage in enumerate(self.stages):
+                x = stage(x)
+                if index in self._feature_stages:
+                    maps.append(x)
+            return maps
+        x = self.stem_pool(x)
+        for stage in self.stages:
+            x = stage(x)
+        x = self.head(x).mean((2, 3))
+        return self.classifier(x) if self.classifier is not None else x
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime session behind a module's call: torch tensors in, torch tensors out."""
+
+    def __init__(self, session: Any, output_names: list[str]) -> None:
+        super().__init__()
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.output_names = output_names
+
+    def forward(self, x: torch.Tensor) -> Any:
+        outputs = self.session.run(None, {self.input_name: x.detach().cpu().contiguous().numpy()})
+        tensors = [torch.from_numpy(out) for out in outputs]
+        return tensors if len(tensors) > 1 else tensors[0]
+
+
+def ort_session(onnx_model: bytes | str, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with all graph optimisations and ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
+    """``module`` exported to ONNX (batch axis dynamic), as bytes."""
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (example,),
+        buffer,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        opset_version=opset,
+        dynamo=False,
+    )
+    return buffer.getvalue()
+
+
+def optimize(
+    model: nn.Module,
+    *,
+    backend: str = "eager",
+    input_size: int | None = None,
+    threads: int | None = None,
+    onednn: bool = True,
+) -> nn.Module:
+    """An inference-only module computing ``model``'s eval-mode function, faster.
+
+    ``backend``: ``"eager"`` (folded, fused PyTorch module), ``"compile"`` (that module through
+    :func:`torch.compile`, weights frozen) or ``"onnxruntime"`` (exported to ONNX and run in an
+    ONNX Runtime session with ``threads`` threads; ``input_size`` picks the exported resolution,
+    the model's own by default). ``onednn=False`` keeps plain PyTorch convolutions. The model itself
+    is left unchanged; inputs may be any layout (converted to channels_last)."""
+    from effnet.build.model import EfficientNet
+
+    if not isinstance(model, EfficientNet):
+        raise UserError(f"optimize expects an effnet model, got {type(model).__name__}")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    onednn = onednn and device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    if backend == "eager":
+        return FastEfficientNet(model, onednn=onednn).to(device)
+    if backend == "compile":
+        fast = FastEfficientNet(model, onednn=False).to(device)
+        return torch.compile(fast, options={"freezing": True})  # type: ignore[return-value]
+    if model.features_only:
+        raise UserError("the onnxruntime backend supports classification models, not features_only")
+    size = input_size or model.spec.resolution
+    fast = FastEfficientNet(model, onednn=False, export=True).cpu().float()
+    example = torch.randn(1, model.in_chans, size, size)
+    return OrtModule(ort_session(onnx_bytes(fast, example), threads), ["output"])

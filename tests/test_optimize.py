@@ -1,0 +1,109 @@
+"""The inference fast path computes the plain model's eval-mode function."""
+
+import pytest
+import torch
+from torch import nn
+
+from effnet import create_model
+from effnet.errors import UserError
+from effnet.export.optimize import FastConv, _axis_plan, optimize
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so that folding them is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+            module.bias.data.copy_(torch.rand(c, generator=gen) * 0.6 - 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("name", "padding", "size"),
+    [
+        ("efficientnet_b0", "same", 224),
+        ("efficientnet_b0", "symmetric", 224),
+        ("lite0", None, 224),
+        ("efficientnet_b0", "same", 97),  # other sizes: padding worked out on the fly, odd → symmetric
+    ],
+)
+def test_fast_path_equals_plain_model(name: str, padding: str | None, size: int) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model(name, padding=padding))
+    fast = optimize(model)
+    x = torch.randn(3, 3, size, size)
+    with torch.no_grad():
+        expected = model(x)
+        features = model.forward_features(x)
+    out = fast(x)
+    assert out.shape == expected.shape == (3, 1000)
+    assert torch.allclose(out, expected, atol=1e-4, rtol=0)
+    # the features before pooling are large: compare them relative to their scale too
+    fast_features = optimize(model, onednn=False)
+    assert fast_features.features_only is False
+    assert (features.abs().max() > 1).item()
+    # batch-size independence: each row equals the model on that image alone
+    single = fast(x[1:2])
+    assert torch.allclose(single, expected[1:2], atol=1e-4, rtol=0)
+    # plain PyTorch kernels instead of oneDNN's fused ones: same function
+    assert torch.allclose(fast_features(x), expected, atol=1e-4, rtol=0)
+
+
+def test_fast_path_features_only_and_model_untouched() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", features_only=True))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize(model)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(x)
+    got = fast(x)
+    assert [t.shape for t in got] == [t.shape for t in expected]
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-4 * max(1.0, b.abs().max().item()), rtol=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_fast_path_is_inference_only_and_folds_batchnorm() -> None:
+    model = create_model("efficientnet_b0")
+    fast = optimize(model)
+    assert not fast.training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, FastConv) for m in fast.modules()) == 2 + 16 * 3 - 1  # stem, head, blocks
+    assert not any(p.requires_grad for p in fast.parameters())  # nothing to train
+    with pytest.raises(UserError):
+        fast.train()
+    with pytest.raises(UserError):
+        optimize(model, backend="tensorrt")
+    with pytest.raises(UserError):
+        optimize(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride"), [(224, 3, 2), (112, 5, 2), (57, 5, 2), (8, 3, 2), (7, 3, 1)])
+def test_same_padding_by_cropping_a_symmetric_convolution(size: int, kernel: int, stride: int) -> None:
+    # pad p symmetrically, skip `crop` outputs: TensorFlow's asymmetric result, no padded copy
+    p, crop, before, after = _axis_plan(size, kernel, stride)
+    assert p >= after and (p - before) == crop * stride
+    x = torch.randn(1, 2, size, size)
+    w = torch.randn(2, 1, kernel, kernel)
+    padded = torch.nn.functional.pad(x, (before, after, before, after))
+    expected = torch.nn.functional.conv2d(padded, w, stride=stride, groups=2)
+    got = torch.nn.functional.conv2d(x, w, stride=stride, padding=p, groups=2)
+    out = -(-size // stride)
+    assert torch.allclose(got[:, :, crop : crop + out, crop : crop + out], expected, atol=1e-5)
+
+
+def test_onnxruntime_backend_matches() -> None:
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10, resolution=64))
+    fast = optimize(model, backend="onnxruntime", threads=1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0)
+    assert torch.allclose(fast(x[:1]), expected[:1], atol=1e-4, rtol=0)
