@@ -1,0 +1,63 @@
+"""ONNX and TorchScript exports: dynamic batch, checked against eager PyTorch."""
+
+import json
+
+import pytest
+import torch
+
+import effnet
+from effnet.export import export_model
+from effnet.weights import save_weights
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def b0_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = effnet.create_model("efficientnet_b0")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.2)
+                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+    path = tmp_path_factory.mktemp("b0") / "b0.safetensors"
+    save_weights(model, path)
+    return path
+
+
+def test_onnx_b0_matches_eager(b0_file, tmp_path):
+    model, _ = effnet.weights.load_model(b0_file)
+    report = export_model(model, tmp_path / "b0.onnx", "onnx")
+    assert report.checked_batches == (1, 3) and report.runtime == "onnxruntime"
+    assert report.max_abs_diff < 1e-4
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "b0.onnx")).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch dimension
+
+
+def test_onnx_lite0_cli(tmp_path, cli):
+    out = tmp_path / "lite0.onnx"
+    code, stdout, err = cli("export", "--weights", "lite0-imagenet", "--format", "onnx", "-o", str(out), "--json")
+    assert code == 0, err
+    record = json.loads(stdout)
+    assert record["model"] == "efficientnet_lite0" and record["ok"] and record["max_abs_diff"] < 1e-4
+    assert out.stat().st_size == record["bytes"] > 10_000_000
+
+
+def test_torchscript_cli(b0_file, tmp_path, cli):
+    out = tmp_path / "b0.pt"
+    code, stdout, err = cli("export", "--weights", str(b0_file), "--format", "torchscript", "-o", str(out))
+    assert code == 0, err
+    assert "max abs difference vs eager PyTorch" in stdout and "torch.jit" in stdout
+    diff = float(stdout.rsplit(": ", 1)[1].split()[0])
+    assert diff < 1e-4
+
+
+def test_export_user_errors(b0_file, tmp_path, cli):
+    code, _, err = cli("export", "--weights", str(b0_file), "--format", "onnx", "-o", str(tmp_path / "no" / "x.onnx"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = cli("export", "--weights", str(b0_file), "--model", "lite0", "--format", "onnx", "-o", "x.onnx")
+    assert code == 2 and "looks like efficientnet_b0, model is efficientnet_lite0" in err
