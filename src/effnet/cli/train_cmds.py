@@ -148,8 +148,9 @@ def _model_from_args(args: argparse.Namespace) -> Any:
     from effnet.describe.blocks import parse_blocks
     from effnet.describe.network import NetworkSpec
 
-    if args.blocks:
-        return NetworkSpec(name="custom", blocks=parse_blocks(args.blocks))
+    if args.blocks:  # the stem feeds the first block
+        blocks = parse_blocks(args.blocks)
+        return NetworkSpec(name="custom", blocks=blocks, stem_channels=blocks[0].in_channels)
     if args.description:
         return NetworkSpec.load(args.description)
     return args.model

@@ -429,10 +429,10 @@ class Trainer:
                 self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update(self.net)
-                if recipe.bn_warmup:
-                    self._warm_up_batchnorm()
                 self.step_in_epoch += 1
                 self.global_step += 1
+                if recipe.bn_warmup:
+                    self._warm_up_batchnorm()
                 self.epoch_loss_sum += value
                 self.epoch_loss_count += 1
                 now = time.perf_counter()
