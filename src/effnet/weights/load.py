@@ -268,7 +268,7 @@ def load_model(
     """A ready model and its :class:`WeightsInfo` from a native weight file or a pretrained name.
 
     ``num_classes`` different from the file's gives a fresh classifier for fine-tuning (everything
-    else loaded). A foreign file (timm, torchvision, lukemelas, Keras) needs ``model`` (a name or
+    else loaded; also used for files without a classifier, such as Keras "notop" files). A foreign file (timm, torchvision, lukemelas, Keras) needs ``model`` (a name or
     description; timm names starting with ``tf_`` get 'same' padding, others symmetric).
     ``overrides`` change description fields that do not change tensors (``drop_path_rate``,
     ``dropout``, ``resolution``, …).
@@ -295,13 +295,15 @@ def load_model(
             spec = spec.with_(padding=padding)
         with torch.device("meta"):
             probe = EfficientNet(spec, num_classes=1)
-        file_classes = _file_classes(src.tensors, LAYOUTS.get(fmt), probe) or 1000
-        in_chans = 3
+        layout = LAYOUTS.get(fmt)
+        file_classes = _file_classes(src.tensors, layout, probe)  # None: the file has no classifier
+        stem = _source_tensor(src.tensors, layout, probe, "stem.conv")
+        in_chans = int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3
         class_names = imagenet_class_names() if file_classes == 1000 else None
         preprocessing, extra = default_preprocessing(spec), {"source_format": fmt}
     if overrides:
         spec = spec.with_(**overrides)
-    classes = file_classes if num_classes is None else num_classes
+    classes = num_classes if num_classes is not None else (1000 if file_classes is None else file_classes)
     net = EfficientNet(spec, num_classes=classes, in_chans=in_chans)
     _load(net, src, fmt, exclude_classifier=classes != file_classes)
     if classes != file_classes:
