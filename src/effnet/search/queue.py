@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import sys
 import time
 import zlib
@@ -30,6 +32,11 @@ from effnet.search.storage import Heartbeat, sqlite_path, study_lock
 #: Trial states that finish a point for good.
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 SETTINGS_ATTR = "effnet_settings"
+
+
+def worker_id() -> str:
+    """Who trains a trial (recorded in its user attribute ``worker``): host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,7 @@ class PointQueue:
         return ran
 
     def _run_one(self, objective: Objective, trial: optuna.Trial, point: Point) -> FrozenTrial | None:
+        trial.set_user_attr("worker", worker_id())
         with Heartbeat(self.study, trial._trial_id):
             try:
                 value, attrs = objective(trial, point)
@@ -227,6 +235,16 @@ class PointQueue:
                 self._errored_here.add(point.key)
                 print(f"effnet: trial {trial.number} ({point.key}) failed: {message}", file=sys.stderr)
                 return self.study.tell(trial, state=TrialState.FAIL)
-            for name, attr in attrs.items():
-                trial.set_user_attr(name, attr)
-            return self.study.tell(trial, value)
+            try:
+                for name, attr in attrs.items():
+                    trial.set_user_attr(name, attr)
+                return self.study.tell(trial, value)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Another worker saw no heartbeat for too long and failed this trial; its point is
+                # queued again, so this result is dropped rather than counted twice.
+                print(
+                    f"effnet: trial {trial.number} ({point.key}) was declared stale by another worker; "
+                    "its result is dropped and the point will be trained again (raise --heartbeat?)",
+                    file=sys.stderr,
+                )
+                return None

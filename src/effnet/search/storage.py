@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import random
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ DEFAULT_DB = "study.db"
 #: Seconds between heartbeats of a running trial; stale after twice this.
 DEFAULT_HEARTBEAT = 10
 
+_OPEN_ATTEMPTS = 6
 _SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 
 
@@ -44,6 +48,8 @@ def storage_url(storage: str | Path | None, output: str | Path | None = None) ->
                 raise UserError(f"storage URL scheme {scheme!r} is not supported (use sqlite:/// or postgresql://)")
             if scheme == "postgres":  # SQLAlchemy 2 spells it postgresql
                 text = "postgresql" + text[len("postgres") :]
+            if text.startswith("postgresql://"):
+                text = f"postgresql+{_postgres_driver()}://" + text[len("postgresql://") :]
             return text
         path = Path(text)
     path = path.expanduser().resolve()
@@ -52,6 +58,13 @@ def storage_url(storage: str | Path | None, output: str | Path | None = None) ->
     except OSError as err:
         raise UserError(f"cannot create the folder for storage {path}: {err.strerror}") from None
     return f"sqlite:///{path}"
+
+
+def _postgres_driver() -> str:
+    """psycopg2 (the ``postgres`` extra) when installed, else psycopg 3 (newer SQLAlchemy's default)."""
+    import importlib.util
+
+    return "psycopg2" if importlib.util.find_spec("psycopg2") is not None else "psycopg"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -70,15 +83,22 @@ def open_storage(storage: str | Path | None, *, output: str | Path | None = None
         engine["connect_args"] = {"timeout": 60}
     else:
         engine["pool_pre_ping"] = True
-    try:
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
-    except ImportError as err:
-        raise UserError(
-            f"storage {url.split('://')[0]} needs a driver: {err} (pip install 'effnet[postgres]')"
-        ) from None
-    except Exception as err:  # sqlalchemy's OperationalError and friends: a server not reachable, bad URL
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot open storage {redact_url(url)}: {first}") from None
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
+        except ImportError as err:
+            raise UserError(
+                f"storage {url.split('://')[0]} needs a driver: {err} (pip install 'effnet[postgres]')"
+            ) from None
+        except Exception as err:  # sqlalchemy's errors: a server not reachable, a bad URL, …
+            # Workers starting together on an empty database race to create the tables: try again.
+            racing = "UniqueViolation" in repr(err) or "already exists" in str(err)
+            if racing and attempt + 1 < _OPEN_ATTEMPTS:
+                time.sleep(0.5 + random.random())
+                continue
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot open storage {redact_url(url)}: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def redact_url(url: str) -> str:
@@ -145,14 +165,20 @@ class Heartbeat:
         self.storage = study._storage
         self.trial_id = trial_id
         self.interval = getattr(self.storage, "heartbeat_interval", None) or DEFAULT_HEARTBEAT
+        self._warned = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{trial_id}")
 
     def _beat(self) -> None:
         record = getattr(self.storage, "record_heartbeat", None)
-        if record is not None:
-            with contextlib.suppress(Exception):  # a missed beat is retried; never kill the trial
-                record(self.trial_id)
+        if record is None:
+            return
+        try:
+            record(self.trial_id)
+        except Exception as err:  # a missed beat is retried; never kill the trial for it
+            if not self._warned:
+                self._warned = True
+                print(f"effnet: heartbeat of trial id {self.trial_id} failed: {err}", file=sys.stderr)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
