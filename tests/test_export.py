@@ -7,7 +7,7 @@ import torch
 
 import effnet
 from effnet.export import export_model
-from effnet.weights import save_weights
+from effnet.weights import load_model, save_weights
 
 pytest.importorskip("onnxruntime")
 
@@ -28,7 +28,7 @@ def b0_file(tmp_path_factory):
 
 
 def test_onnx_b0_matches_eager(b0_file, tmp_path):
-    model, _ = effnet.weights.load_model(b0_file)
+    model, _ = load_model(b0_file)
     report = export_model(model, tmp_path / "b0.onnx", "onnx")
     assert report.checked_batches == (1, 3) and report.runtime == "onnxruntime"
     assert report.max_abs_diff < 1e-4

@@ -162,3 +162,11 @@ def test_save_refuses_wrong_class_name_count(tmp_path):
     with pytest.raises(UserError, match="2 class names"):
         save_weights(tiny(num_classes=3), tmp_path / "x.safetensors", class_names=["a", "b"])
     assert not os.listdir(tmp_path)
+
+
+def test_unknown_layout_and_format_names():
+    model = tiny()
+    with pytest.raises(UserError, match="cannot tell which layout"):
+        load_weights(model, {"encoder.conv1.weight": torch.zeros(1)})
+    with pytest.raises(UserError, match="weight format 'caffe' is unknown"):
+        load_weights(model, {"stem.conv.weight": torch.zeros(1)}, format="caffe")

@@ -117,3 +117,11 @@ def test_lite0_file_as_b3_cli_error(tmp_path, cli):
     assert code == 2 and out == ""
     assert "looks like efficientnet_lite0, model is efficientnet_b3" in err and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+def test_pretrained_finetune_start():
+    model, info = load_model("lite0-imagenet", num_classes=10, drop_path_rate=0.1)
+    assert model.classifier.out_features == 10 and info.num_classes == 10 and info.class_names is None
+    reference, _ = load_model("lite0-imagenet")
+    assert torch.equal(model.head.conv.weight, reference.head.conv.weight)
+    assert model.spec.drop_path_rate == 0.1 and info.preprocessing.mean == pytest.approx((127 / 255,) * 3)
