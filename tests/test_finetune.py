@@ -1,0 +1,50 @@
+"""Fine-tuning the pretrained Lite0 on a small folder of real handwritten digits."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from effnet.train import finetune_model
+from test_train_data import make_digit_folder
+
+
+def test_frozen_epochs_train_only_the_classifier(tmp_path):
+    from effnet.weights import load_model
+
+    root = make_digit_folder(tmp_path / "data", per_class=8, val_per_class=2)
+    out = tmp_path / "run"
+    report = finetune_model(
+        "lite0-imagenet", root, epochs=1, freeze_epochs=1, batch_size=8, resolution=32, progress=False, output=out
+    )
+    assert report["num_classes"] == 3 and report["freeze_epochs"] == 1 and report["model"] == "efficientnet_lite0"
+    tuned = load_file(out / "model.safetensors")
+    pretrained, _ = load_model("lite0-imagenet")
+    before = pretrained.state_dict()
+    for key in ("stem.conv.weight", "stages.3.0.depthwise.bn.running_mean", "head.bn.running_var"):
+        assert torch.equal(tuned[key], before[key]), key
+    assert tuned["classifier.weight"].shape == (3, 1280) and tuned["classifier.weight"].abs().sum() > 0
+    model, info = load_model(out / "model.safetensors")
+    assert info.class_names == ["digit0", "digit1", "digit2"]
+    assert info.preprocessing.mean[0] == 127 / 255  # Lite normalisation kept
+
+
+def test_cli_finetune_lite0_learns_digits(tmp_path, cli):
+    root = make_digit_folder(tmp_path / "data", per_class=30, val_per_class=10)
+    code, out, err = cli(
+        "finetune", "--weights", "lite0-imagenet", "--model", "efficientnet_lite0", "--data", str(root),
+        "--resolution", "64", "--epochs", "4", "--freeze-epochs", "1", "--batch-size", "16", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["top1"] >= 0.9  # chance is 1/3
+    assert report["weights"] == "lite0-imagenet" and len(report["history"]) == 4
+
+
+def test_cli_finetune_mistakes(cli, tmp_path):
+    code, out, err = cli("finetune", "--weights", str(tmp_path / "missing.safetensors"), "--data", "digits")
+    assert code == 2 and err.count("\n") == 1
+    code, out, err = cli("finetune", "--weights", "lite0-imagenet", "--data", "digits", "--freeze-epochs", "-1")
+    assert code == 2 and "freeze-epochs" in err
