@@ -13,7 +13,6 @@ import optuna
 import pytest
 
 from effnet import NetworkSpec, get_description, parse_blocks, profile
-from effnet.train import train_model
 
 ARGS = ["--data", "digits", "--strategy", "rl", "--n-trials", "3", "--epochs", "1", "--resolution", "32",
         "--batch-size", "32", "--max-steps-per-epoch", "2", "--seed", "0"]  # fmt: skip
@@ -103,11 +102,11 @@ def test_best_architecture_builds_trains_and_scales(killed_and_resumed, cli):
     code, text, _ = cli("scale", "--blocks", ",".join(report["best"]["blocks"]), "--phi", "1", "--json")
     assert code == 0 and json.loads(text)["macs"] == scaled["macs"]
 
-    trained = train_model(
-        str(best_file), data="digits", epochs=1, batch_size=32, resolution=32, recipe="small",
-        output=None, progress=False, max_steps_per_epoch=1,
-    )  # fmt: skip
-    assert 0 <= trained["top1"] <= 1 and trained["params"] > 0
+    code, text, _ = cli("train", "--description", str(best_file), "--data", "digits", "--epochs", "1",
+                        "--resolution", "32", "--batch-size", "32", "--recipe", "small",
+                        "--max-steps-per-epoch", "1", "--json")  # fmt: skip
+    trained = json.loads(text)
+    assert code == 0 and 0 <= trained["top1"] <= 1 and trained["blocks"] == report["best"]["blocks"]
 
 
 @pytest.mark.parametrize(
@@ -130,3 +129,27 @@ def test_help_names_the_strategies(cli):
     assert code == 0
     for name in ("rl", "evolution", "tpe", "nsga2"):
         assert name in out
+
+
+def test_two_workers_share_one_study_without_duplicates(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    argv = [sys.executable, "-m", "effnet", "nas", *ARGS, "--storage", str(tmp_path / "shared.db"),
+            "--study-name", "shared", "--json"]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [*argv, "--output", str(tmp_path / name)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        for name in ("a", "b")
+    ]
+    reports = []
+    for proc in workers:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        reports.append(json.loads(out))
+    finished = [{t["number"] for t in r["trials"] if t["state"] == "COMPLETE"} for r in reports]
+    assert len(finished[0]) == 3 and finished[0] == finished[1]  # the study holds exactly the trials asked for
+    blocks = [json.dumps(t["blocks"]) for t in reports[0]["trials"] if t["state"] == "COMPLETE"]
+    assert len(set(blocks)) == 3  # no architecture proposed twice
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    owners = {t.user_attrs["worker"] for t in study.get_trials() if t.state.name == "COMPLETE"}
+    assert len(owners) == 2  # both worked

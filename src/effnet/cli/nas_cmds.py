@@ -40,6 +40,10 @@ def cmd_nas(args: argparse.Namespace) -> int:
     from effnet.nas.runner import search_architectures
     from effnet.nas.space import space_from_reference
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     reference = architecture_from_args(args)
     space = space_from_reference(
         reference,
@@ -84,6 +88,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
         population=args.population,
         sample_size=args.sample_size,
         heartbeat=args.heartbeat,
+        train_overrides={"device": args.device} if args.device else None,
         progress=not args.json,
         plot=not args.no_plot,
     )
@@ -130,6 +135,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="proxy batch size (default 64)")
     p.add_argument("--max-steps-per-epoch", type=positive_int, help="cap the proxy's steps per epoch")
     p.add_argument("--recipe", default="small", help="training recipe for the proxy (default small)")
+    p.add_argument("--device", help="device for the proxy training: cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
     p.add_argument("--seed", type=int, default=0, help="seed of the strategy and of every proxy run (default 0)")
     p.add_argument("--storage", help="Optuna storage: SQLite file or URL, postgresql://… (default OUTPUT/study.db)")
     p.add_argument("--study-name", help="study name (default nas-STRATEGY); the same name resumes it")

@@ -39,6 +39,8 @@ Evaluator = Callable[[NetworkSpec, int], dict[str, Any]]
 
 #: Consecutive failed evaluations after which the search stops.
 MAX_CONSECUTIVE_FAILURES = 3
+#: Seconds between looks at the study while other workers finish its last trials.
+WAIT_SECONDS = 2.0
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -167,6 +169,23 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     return recovered
 
 
+def _open_storage(storage: str | None, output: Path, heartbeat: int) -> RDBStorage:
+    """Open the storage; workers that create a new database at the same moment race on its schema,
+    and the loser finds it made on a second look."""
+    from effnet.search.storage import open_storage
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna
+                return open_storage(storage, output=output, heartbeat=heartbeat)
+        except UserError as err:
+            if attempt == 4 or "constraint" not in str(err).lower() and "locked" not in str(err).lower():
+                raise
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
 def _retry() -> RetryHeartbeatStaleTrialCallback:
     """Queue a stale trial again with the same architecture."""
     with warnings.catch_warnings():
@@ -208,6 +227,7 @@ def search_architectures(
     population: int | None = None,
     sample_size: int | None = None,
     heartbeat: int | None = None,
+    train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     plot: bool = True,
 ) -> SearchResult:
@@ -219,7 +239,7 @@ def search_architectures(
     ``best.json`` (the best architecture's description), ``trials.csv``, ``pareto.png`` and
     ``search.json``; the study is in ``storage`` (default ``output/study.db``).
     """
-    from effnet.search.storage import DEFAULT_HEARTBEAT, open_storage
+    from effnet.search.storage import DEFAULT_HEARTBEAT
 
     if strategy not in STRATEGIES:
         raise UserError(f"strategy {strategy!r} is unknown (known: {', '.join(STRATEGIES)})")
@@ -245,14 +265,14 @@ def search_architectures(
         seed=seed,
         recipe=recipe,
         max_steps_per_epoch=max_steps_per_epoch,
+        overrides=dict(train_overrides or {}),
     )
-
+    if isinstance(evaluate, TrainEvaluator) and str(evaluate.data) != "digits" and not Path(evaluate.data).is_dir():
+        raise UserError(f"data folder {evaluate.data} does not exist (give a folder with train/ and val/, or 'digits')")
     if isinstance(storage, BaseStorage):  # e.g. optuna.storages.InMemoryStorage() for one process
         rdb = storage
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna
-            rdb = open_storage(storage, output=out, heartbeat=heartbeat or DEFAULT_HEARTBEAT)
+        rdb = _open_storage(storage, out, heartbeat or DEFAULT_HEARTBEAT)
         rdb.failed_trial_callback = _retry()
     multi = is_multi_objective(strategy)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -349,6 +369,15 @@ def search_architectures(
             for number in recover_orphans(study):
                 if progress:
                     tqdm.write(f"trial {number}: its worker died; queued again", file=sys.stderr)
+            if isinstance(rdb, RDBStorage) and rdb.heartbeat_interval:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    optuna.storages.fail_stale_trials(study)  # workers elsewhere that stopped beating
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not waiting and len(evaluated()) + len(running) >= n_trials:
+                time.sleep(WAIT_SECONDS)  # other workers are evaluating the last architectures
+                continue
             current.clear()
             study.optimize(run_one, n_trials=1, catch=(), gc_after_trial=False)
             last = next(t for t in study.get_trials(deepcopy=False) if t.number == current[0])
