@@ -61,7 +61,8 @@ def main() -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
     parser.add_argument("--output", default="/tmp/effnet-bench-nas")
     parser.add_argument("--strategy", default="rl")
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=16, help="at most this many architectures")
+    parser.add_argument("--search-minutes", type=float, default=6.0, help="stop proposing after this long")
     parser.add_argument("--train-per-class", type=int, default=200)
     parser.add_argument("--val-per-class", type=int, default=40)
     parser.add_argument("--test-per-class", type=int, default=100)
@@ -82,17 +83,20 @@ def main() -> int:
     subsample(source, out / "final", {"train": ("train", 0, n), "test": ("test", 0, t)})
 
     start = time.perf_counter()
-    result = search_architectures(
-        str(out / "search"),
-        strategy=args.strategy,
-        n_trials=args.trials,
-        epochs=args.search_epochs,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        output=out / "nas",
-        study_name=f"bench-{args.strategy}-{args.trials}",
-    )
+    for n_trials in range(1, args.trials + 1):  # one more each call: the study resumes, the clock decides
+        result = search_architectures(
+            str(out / "search"),
+            strategy=args.strategy,
+            n_trials=n_trials,
+            epochs=args.search_epochs,
+            resolution=args.resolution,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            output=out / "nas",
+            study_name=f"bench-{args.strategy}",
+        )
+        if time.perf_counter() - start > args.search_minutes * 60:
+            break
     search_seconds = time.perf_counter() - start
     best = NetworkSpec.load(result.best["description"]).with_(resolution=args.resolution)
     best_macs = profile(best, num_classes=10).macs
