@@ -363,6 +363,12 @@ def search_architectures(
         dynamic_ncols=True,
     )
     best_reward = max((t.user_attrs.get("reward", -math.inf) for t in evaluated()), default=-math.inf)
+    if progress and evaluated():
+        tqdm.write(
+            f"study {study_name!r}: {len(evaluated())} of {n_trials} architectures already evaluated, best reward "
+            f"{best_reward:.4f}",
+            file=sys.stderr,
+        )
     failures = 0
     try:
         while len(evaluated()) < n_trials:
