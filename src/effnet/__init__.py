@@ -4,6 +4,7 @@ from effnet.build import EfficientNet, Profile, create_model, profile
 from effnet.describe import BlockSpec, NetworkSpec, get_description, model_names, parse_blocks
 from effnet.errors import UserError
 from effnet.scale import compound_coefficients, scale_compound, scale_network
+from effnet.weights import load_model, load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -16,9 +17,12 @@ __all__ = [
     "compound_coefficients",
     "create_model",
     "get_description",
+    "load_model",
+    "load_weights",
     "model_names",
     "parse_blocks",
     "profile",
     "scale_compound",
     "scale_network",
+    "save_weights",
 ]
