@@ -161,6 +161,81 @@ def cmd_search_scaling(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- study-scaling --------------------------------------------------------------------------------
+def cmd_study_scaling(args: argparse.Namespace) -> int:
+    from effnet.search.study import Sweeps, study_scaling
+
+    base = architecture_from_args(args)
+    sweeps = Sweeps(
+        widths=tuple(args.widths),
+        depths=tuple(args.depths),
+        resolutions=tuple(args.resolutions),
+        phis=tuple(args.phis),
+        alpha=args.alpha,
+        beta=args.beta,
+        gamma=args.gamma,
+        limit=args.limit,
+        max_macs_ratio=args.max_macs_ratio,
+        families=tuple(args.families.split(",")),
+    )
+    result = study_scaling(
+        base,
+        proxy=proxy_from_args(args),
+        sweeps=sweeps,
+        storage=args.storage,
+        study_name=args.study_name,
+        output=args.output,
+        n_trials=args.n_trials,
+        heartbeat=args.heartbeat,
+        progress=_progress(args),
+        plot=args.plot or "",
+        csv_path=args.csv or "",
+    )
+    if args.json:
+        print_json(result)
+        return 0
+    rows = [
+        dict(r, family=family, accuracy=None if r["accuracy"] is None else round(100 * r["accuracy"], 2))
+        for family, curve in result["curves"].items()
+        for r in curve
+    ]
+    print_table(rows, ["family", "value", "depth", "width", "resolution", "accuracy", "macs", "params", "state"])
+    for family, c in result["comparison"].items():
+        print(
+            f"compound vs {family}: ahead at {c['compound_ahead']} of {c['points']} equal-MACs points, "
+            f"mean gain {100 * c['mean_gain']:+.2f} points"
+        )
+    print(f"figure: {result['plot']}\ncsv: {result['csv']}")
+    return 0
+
+
+# -- plan -----------------------------------------------------------------------------------------
+def cmd_plan(args: argparse.Namespace) -> int:
+    from effnet.search.plan import plan
+
+    base = architecture_from_args(args)
+    record = plan(
+        base,
+        macs=args.macs,
+        params=args.params,
+        latency_ms=args.latency_ms,
+        alpha=args.alpha,
+        beta=args.beta,
+        gamma=args.gamma,
+        num_classes=args.num_classes,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print_json(record)
+        return 0
+    shown = {k: v for k, v in record.items() if k not in ("blocks", "next", "budget")}
+    shown["budget"] = f"{record['budget']['metric']} ≤ {record['budget']['value']:,.6g}"
+    shown["macs"] = f"{record['macs']:,} ({billions(record['macs'])})"
+    print_record(shown)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search-scaling",
@@ -177,6 +252,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/search_scaling.png)")
     add_json(p)
     p.set_defaults(func=cmd_search_scaling)
+
+    from effnet.search.study import DEFAULT_PHIS, PAPER_DEPTHS, PAPER_RESOLUTIONS, PAPER_WIDTHS
+
+    def shown(values: tuple[float, ...]) -> str:
+        return ",".join(f"{v:g}" for v in values)
+
+    p = sub.add_parser(
+        "study-scaling",
+        help="scale width only, depth only, resolution only and compound; four curves of accuracy vs MACs",
+        description="The paper's Observations 1 and 2 on your data: the baseline scaled by one dimension at a "
+        "time and by compound φ, every point trained with the same budget; one figure and one CSV.",
+    )
+    add_architecture(p)
+    add_proxy(p)
+    g = p.add_argument_group("sweeps")
+    g.add_argument("--widths", type=float_list, default=list(PAPER_WIDTHS), help=f"(default {shown(PAPER_WIDTHS)})")
+    g.add_argument("--depths", type=float_list, default=list(PAPER_DEPTHS), help=f"(default {shown(PAPER_DEPTHS)})")
+    g.add_argument(
+        "--resolutions", type=float_list, default=list(PAPER_RESOLUTIONS), help=f"(default {shown(PAPER_RESOLUTIONS)})"
+    )
+    g.add_argument(
+        "--phis",
+        type=lambda t: [0.0 if v.strip() == "0" else positive_float(v) for v in t.split(",")],
+        default=list(DEFAULT_PHIS),
+        help=f"compound φ values (default {shown(DEFAULT_PHIS)})",
+    )
+    g.add_argument("--alpha", type=positive_float, default=ALPHA, help=f"compound depth base (default {ALPHA})")
+    g.add_argument("--beta", type=positive_float, default=BETA, help=f"compound width base (default {BETA})")
+    g.add_argument("--gamma", type=positive_float, default=GAMMA, help=f"compound resolution base (default {GAMMA})")
+    g.add_argument("--families", default="width,depth,resolution,compound", help="curves to draw (default all four)")
+    g.add_argument("--limit", type=positive_int, help="keep the first N values of each sweep")
+    g.add_argument("--max-macs-ratio", type=positive_float, help="skip points costing more than this × the baseline")
+    add_study_storage(p, default_name="study-scaling", default_output="runs/study-scaling")
+    p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/scaling_study.png)")
+    p.add_argument("--csv", metavar="FILE.csv", help="CSV path (default OUTPUT/scaling_study.csv)")
+    add_json(p)
+    p.set_defaults(func=cmd_study_scaling)
+
+    p = sub.add_parser(
+        "plan",
+        help="the largest compound φ whose scaled model fits a MACs, parameter or latency budget",
+        description="Find the largest real φ such that the baseline compound-scaled by α^φ, β^φ, γ^φ (official "
+        "rounding) fits the budget. Latency is measured here: median of --repeats forward passes on the CPU.",
+    )
+    add_architecture(p)
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--macs", type=big_number, help="multiply-adds budget, e.g. 2e9 or 2B")
+    budget.add_argument("--params", type=big_number, help="parameter budget, e.g. 20M")
+    budget.add_argument("--latency-ms", type=positive_float, help="latency budget in milliseconds on this machine")
+    p.add_argument("--alpha", type=positive_float, default=ALPHA, help=f"depth base α (default {ALPHA})")
+    p.add_argument("--beta", type=positive_float, default=BETA, help=f"width base β (default {BETA})")
+    p.add_argument("--gamma", type=positive_float, default=GAMMA, help=f"resolution base γ (default {GAMMA})")
+    p.add_argument("--image-size", type=positive_int, help="base resolution in pixels for --blocks (default 224)")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="classifier size (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size of latency runs (default 1)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed forward passes per latency (default 10)")
+    add_json(p)
+    p.set_defaults(func=cmd_plan)
 
 
 __all__ = ["ALPHA", "BETA", "GAMMA", "UserError", "big_number", "print_record", "register"]
