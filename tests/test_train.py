@@ -45,6 +45,12 @@ def test_same_seed_same_numbers_and_callback():
     assert third["train_loss"] != first["train_loss"]
 
 
+def test_time_limit_stops_early_and_evaluates():
+    report = train_model(TINY, epochs=50, batch_size=16, recipe="small", progress=False, time_limit=0.0)
+    assert report["stopped_early"] and report["epochs_done"] == 1 and report["steps"] == 1
+    assert 0 <= report["top1"] <= 1
+
+
 def test_callback_exception_propagates():
     class Pruned(Exception):
         pass

@@ -61,6 +61,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
     parser.add_argument("--output", metavar="DIR", help="write weights, checkpoints, metrics and logs here")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last.pt")
     parser.add_argument("--max-steps-per-epoch", type=positive_int, metavar="N", help="cap each epoch's steps")
+    parser.add_argument("--time-limit", type=positive_float, metavar="MIN", help="stop (evaluated) after MIN minutes")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -128,6 +129,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         progress=not quiet and sys.stderr.isatty(),
         max_steps_per_epoch=args.max_steps_per_epoch,
         on_epoch_end=epoch_line,
+        time_limit=args.time_limit * 60 if args.time_limit else None,
         **_recipe_overrides(args),
     )
 

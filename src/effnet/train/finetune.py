@@ -58,6 +58,7 @@ def finetune_model(
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     on_epoch_end: EpochCallback | None = None,
+    time_limit: float | None = None,
     **recipe_overrides: Any,
 ) -> dict:
     """Fine-tune pretrained ``weights`` (a weight file of any format effnet loads, or a pretrained name such
@@ -96,6 +97,7 @@ def finetune_model(
         max_steps_per_epoch=max_steps_per_epoch,
         on_epoch_end=on_epoch_end,
         device=device,
+        time_limit=time_limit,
         epoch_setup=BackboneFreezer(freeze_epochs),
         find_unused_parameters=freeze_epochs > 0,
         mean_std=(tuple(info.preprocessing.mean), tuple(info.preprocessing.std)),

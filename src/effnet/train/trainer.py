@@ -70,6 +70,8 @@ class RunConfig:
     #: Input normalisation (0–1 pixels); None: the model family's (Lite: mean 127, std 128 of 0–255).
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     extra_report: dict[str, Any] = field(default_factory=dict)
+    #: Wall-clock budget in seconds: the epoch under way ends early, is evaluated, and the run stops.
+    time_limit: float | None = None
 
 
 def check_run_arguments(epochs: int, batch_size: int, seed: int, max_steps_per_epoch: int | None) -> None:
@@ -125,6 +127,7 @@ def train_model(
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     on_epoch_end: EpochCallback | None = None,
+    time_limit: float | None = None,
     **recipe_overrides: Any,
 ) -> dict:
     """Train a model (name, description or JSON file) from scratch on ``data`` and return the report:
@@ -135,7 +138,7 @@ def train_model(
     ``val/`` (or ``test/``). ``recipe_overrides`` change recipe settings (see :class:`Recipe`), e.g.
     ``lr=0.05``, ``augment="none"``, ``workers=2``, ``device="cpu"``. ``on_epoch_end(epoch, metrics)`` is
     called after each evaluation; an exception raised there stops the run and propagates.
-    ``output=None`` writes nothing.
+    ``output=None`` writes nothing. ``time_limit`` (seconds) ends the run early, evaluated, when it is spent.
     """
     check_run_arguments(epochs, batch_size, seed, max_steps_per_epoch)
     device = recipe_overrides.pop("device", None)
@@ -155,6 +158,7 @@ def train_model(
         max_steps_per_epoch=max_steps_per_epoch,
         on_epoch_end=on_epoch_end,
         device=device,
+        time_limit=time_limit,
     )
     return Trainer(net, splits, config).run()
 
@@ -368,13 +372,21 @@ class Trainer:
             self.writer.flush()
 
     # -- the loop --------------------------------------------------------------------------------
+    def _out_of_time(self) -> bool:
+        limit = self.config.time_limit
+        out = limit is not None and time.perf_counter() - self.started > limit
+        if self.ctx.distributed:  # every process stops at the same step
+            out = bool(dist_utils.all_reduce_sum(torch.tensor([float(out)]), self.ctx).item())
+        return out
+
     def run(self) -> dict[str, Any]:
-        started = time.perf_counter()
+        self.started = started = time.perf_counter()
+        self.stopped_early = False
         try:
             if self.config.resume:
                 self.try_resume()
             self._open_logs()
-            while self.epoch < self.config.epochs:
+            while self.epoch < self.config.epochs and not self.stopped_early:
                 self.train_epoch()
                 metrics = self.end_epoch()
                 if self.config.on_epoch_end is not None:
@@ -448,6 +460,9 @@ class Trainer:
                 if every and self.global_step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
                     self.save_checkpoint(epoch_end=False)
                     tick = time.perf_counter()
+                if self.config.time_limit is not None and self._out_of_time():
+                    self.stopped_early = True
+                    break
 
     def _warm_up_batchnorm(self) -> None:
         """Running BatchNorm statistics follow the batches fast at first, then at the model's momentum,
@@ -528,6 +543,8 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 3),
             "images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "epochs": self.config.epochs,
+            "epochs_done": len(self.history),
+            "stopped_early": self.stopped_early,
             "steps": self.global_step,
             "batch_size": self.config.batch_size,
             "world_size": self.ctx.world,
