@@ -107,11 +107,12 @@ def test_objective_soft_and_hard_with_proxy_scaled_target():
 # -- controller ------------------------------------------------------------------------------------
 
 
-def test_reinforce_controller_learns_the_rewarded_choice_and_checkpoints():
+@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
+def test_controller_learns_the_rewarded_choice_and_checkpoints(algorithm):
     space = SearchSpace()
     sizes = [len(space.options(d)) for _, d in space.tokens]
     kernel_tokens = [i for i, (_, d) in enumerate(space.tokens) if d == "kernel"]
-    learner = Reinforce(sizes, seed=0)
+    learner = Reinforce(sizes, seed=0, algorithm=algorithm)
     generator = torch.Generator().manual_seed(0)
 
     def p_k5(agent):

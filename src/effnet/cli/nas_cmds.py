@@ -88,6 +88,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
         population=args.population,
         sample_size=args.sample_size,
         heartbeat=args.heartbeat,
+        rl_algorithm=args.rl_algorithm,
         train_overrides={"device": args.device} if args.device else None,
         progress=not args.json,
         plot=not args.no_plot,
@@ -115,7 +116,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from effnet.nas.objective import OBJECTIVES
     from effnet.nas.space import CONV_OPS
-    from effnet.nas.strategies import STRATEGIES
+    from effnet.nas.strategies import RL_ALGORITHMS, STRATEGIES
 
     strategies = "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
     p = sub.add_parser(
@@ -155,6 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     objective.add_argument("--w", type=finite_float, help="exponent w (default -0.07 soft, -1 hard)")
     objective.add_argument("--latency", action="store_true", help="use CPU latency measured here instead of MACs")
     objective.add_argument("--target-latency-ms", type=positive_float, help="T in milliseconds with --latency")
+    p.add_argument(
+        "--rl-algorithm", choices=RL_ALGORITHMS, default="reinforce", help="policy gradient of --strategy rl"
+    )
     p.add_argument("--population", type=positive_int, help="evolution/NSGA-II population, TPE start-up trials")
     p.add_argument("--sample-size", type=positive_int, help="evolution tournament size")
     p.add_argument("--top", type=positive_int, default=10, help="rows of the table (default 10)")

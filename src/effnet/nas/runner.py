@@ -228,6 +228,7 @@ def search_architectures(
     sample_size: int | None = None,
     heartbeat: int | None = None,
     train_overrides: dict[str, Any] | None = None,
+    rl_algorithm: str = "reinforce",
     progress: bool = True,
     plot: bool = True,
 ) -> SearchResult:
@@ -279,7 +280,9 @@ def search_architectures(
     study = optuna.create_study(
         storage=rdb,
         study_name=study_name,
-        sampler=make_sampler(strategy, space, seed=seed, population=population, sample_size=sample_size),
+        sampler=make_sampler(
+            strategy, space, seed=seed, population=population, sample_size=sample_size, rl_algorithm=rl_algorithm
+        ),
         load_if_exists=True,
         **({"directions": ["maximize", "minimize"]} if multi else {"direction": "maximize"}),
     )
@@ -296,6 +299,7 @@ def search_architectures(
             "data": str(data),
             "seed": seed,
             "max_steps_per_epoch": max_steps_per_epoch,
+            **({"rl_algorithm": rl_algorithm} if strategy == "rl" else {}),
         },
     )
     distributions = space.distributions()

@@ -28,9 +28,12 @@ from torch import nn
 from effnet.errors import UserError
 from effnet.nas.space import SearchSpace
 
+#: Policy-gradient algorithms of the ``rl`` controller.
+RL_ALGORITHMS = ("reinforce", "ppo")
+
 #: Strategy names with a line of help each (``effnet nas --help`` lists them).
 STRATEGIES: dict[str, str] = {
-    "rl": "MnasNet's RNN controller trained with REINFORCE and a moving-average baseline",
+    "rl": "MnasNet's RNN controller trained with REINFORCE (or PPO) and a moving-average baseline",
     "evolution": "regularised (aging) evolution: mutate the best of a random sample, drop the oldest",
     "tpe": "Optuna's multivariate tree-structured Parzen estimator on the reward",
     "nsga2": "Optuna's NSGA-II on (accuracy, multiply-adds): the Pareto front",
@@ -139,25 +142,40 @@ class Controller(nn.Module):
 
 
 class Reinforce:
-    """REINFORCE with a moving-average baseline: ∇ −(R − b) log π(a) − β H(π), Adam."""
+    """Policy gradient on the controller against a moving-average baseline b of the reward.
+
+    ``reinforce``: one Adam step on −(R − b) log π(a) − β H(π) per evaluated architecture.
+    ``ppo`` (MnasNet's choice): architectures are collected in batches of ``batch``; each full batch
+    gets ``ppo_epochs`` Adam steps on the clipped surrogate −min(ρA, clip(ρ, 1 ± ε)A) − β H(π), with
+    ρ = π(a) / π_old(a) and π_old the policy that sampled the batch.
+    """
 
     def __init__(
         self,
         sizes: Sequence[int],
         *,
         seed: int = 0,
+        algorithm: str = "reinforce",
         lr: float = 0.02,
         baseline_decay: float = 0.9,
         entropy_weight: float = 1e-3,
         hidden: int = 64,
+        batch: int = 4,
+        ppo_epochs: int = 4,
+        clip: float = 0.2,
     ) -> None:
+        if algorithm not in RL_ALGORITHMS:
+            raise UserError(f"RL algorithm {algorithm!r} is unknown (known: {', '.join(RL_ALGORITHMS)})")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.policy = Controller(sizes, hidden)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+        self.algorithm = algorithm
         self.baseline: float | None = None
         self.baseline_decay = baseline_decay
         self.entropy_weight = entropy_weight
+        self.batch, self.ppo_epochs, self.clip = batch, ppo_epochs, clip
+        self.buffer: list[tuple[list[int], float, float]] = []  # PPO: (actions, advantage, old log-prob)
         self.updates = 0
 
     def sample(self, generator: torch.Generator) -> list[int]:
@@ -166,25 +184,44 @@ class Reinforce:
         return actions
 
     def update(self, actions: Sequence[int], reward: float) -> float:
-        """One policy-gradient step on one (actions, reward); returns the advantage used."""
+        """Learn from one evaluated architecture; returns the advantage R − b it got."""
         if self.baseline is None:
             self.baseline = reward
         advantage = reward - self.baseline
-        _, log_prob, entropy = self.policy(actions)
-        loss = -advantage * log_prob - self.entropy_weight * entropy
+        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward
+        self.updates += 1
+        if self.algorithm == "reinforce":
+            _, log_prob, entropy = self.policy(actions)
+            self._step(-advantage * log_prob - self.entropy_weight * entropy)
+            return advantage
+        with torch.no_grad():
+            old = float(self.policy(actions)[1])
+        self.buffer.append((list(actions), advantage, old))
+        if len(self.buffer) >= self.batch:
+            for _ in range(self.ppo_epochs):
+                losses = []
+                for acts, adv, old_log_prob in self.buffer:
+                    _, log_prob, entropy = self.policy(acts)
+                    ratio = torch.exp(log_prob - old_log_prob)
+                    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - self.clip, 1 + self.clip) * adv)
+                    losses.append(-surrogate - self.entropy_weight * entropy)
+                self._step(torch.stack(losses).mean())
+            self.buffer.clear()
+        return advantage
+
+    def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward
-        self.updates += 1
-        return advantage
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "algorithm": self.algorithm,
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "baseline": self.baseline,
             "updates": self.updates,
+            "buffer": [list(item) for item in self.buffer],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -192,6 +229,7 @@ class Reinforce:
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"]
         self.updates = state["updates"]
+        self.buffer = [(list(a), float(adv), float(old)) for a, adv, old in state.get("buffer", [])]
 
 
 class RLSampler(_SpaceSampler):
@@ -269,11 +307,17 @@ class UniformSampler(_SpaceSampler):
 
 
 def make_sampler(
-    strategy: str, space: SearchSpace, *, seed: int = 0, population: int | None = None, sample_size: int | None = None
+    strategy: str,
+    space: SearchSpace,
+    *,
+    seed: int = 0,
+    population: int | None = None,
+    sample_size: int | None = None,
+    rl_algorithm: str = "reinforce",
 ) -> BaseSampler:
     """The Optuna sampler of a strategy name (see :data:`STRATEGIES`)."""
     if strategy == "rl":
-        return RLSampler(space, seed)
+        return RLSampler(space, seed, algorithm=rl_algorithm)
     if strategy == "evolution":
         pop = population or 16
         return EvolutionSampler(space, seed, pop, sample_size or max(1, min(4, pop // 2)))
