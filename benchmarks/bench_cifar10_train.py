@@ -1,0 +1,170 @@
+"""CIFAR-10 training benchmark: (a) a B0-family model from scratch at 32×32 and (b) fine-tuning the
+ImageNet-pretrained EfficientNet-Lite0, each within a wall-clock budget.
+
+    python benchmarks/bench_cifar10_train.py --minutes 12                 # both, 12 minutes each
+    python benchmarks/bench_cifar10_train.py --which finetune --resolution 96 --minutes 60
+
+Data: ``../shared/data/cifar10/{train,test}`` (image-folder layout; ``--data`` to change). Each run is
+planned to fit its budget (a short timing of the model picks the number of steps and of CPU threads,
+then the cosine schedule is laid over exactly those steps); ``time_limit`` stops it, evaluated, if
+the machine turns out slower than planned. Prints test top-1, wall time and training images/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from effnet import create_model, get_description, scale_network
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
+
+
+def step_speed(model: torch.nn.Module, batch: int, resolution: int, threads: int, steps: int = 3) -> float:
+    """Training images/s of one forward + backward + SGD step on random data."""
+    torch.set_num_threads(threads)
+    model.train()
+    x = torch.randn(batch, 3, resolution, resolution)
+    y = torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - start)
+    return batch / min(times[1:])
+
+
+def plan(model: torch.nn.Module, batch: int, resolution: int, seconds: float, threads: int | None) -> dict:
+    """Threads, epochs and steps per epoch that fit ``seconds`` (training plus one test pass per epoch)."""
+    choices = [threads] if threads else sorted({1, os.cpu_count() or 1})
+    speeds = {t: step_speed(model, batch, resolution, t) for t in choices}
+    best = max(speeds, key=speeds.get)
+    speed = speeds[best] * 0.85  # data loading, EMA and logging
+    eval_speed = speed * 2.5
+    usable = seconds * 0.9 - 30  # dataset scan, start-up, final writing
+    steps_per_epoch = TRAIN_IMAGES // batch
+    epochs = 1
+    for candidate in range(1, 1000):
+        need = candidate * (steps_per_epoch * batch / speed + TEST_IMAGES / eval_speed)
+        if need > usable:
+            break
+        epochs = candidate
+    full = epochs * (steps_per_epoch * batch / speed + TEST_IMAGES / eval_speed) <= usable
+    if not full:  # not even one epoch: fewer steps in one epoch
+        steps_per_epoch = max(10, int((usable - TEST_IMAGES / eval_speed) * speed / batch))
+    return {"threads": best, "planned_images_per_second": round(speeds[best], 1), "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch}  # fmt: skip
+
+
+def run_scratch(args: argparse.Namespace) -> dict:
+    from effnet.train import train_model
+
+    spec = get_description(args.model).with_(padding=args.padding)
+    if args.width != 1.0 or args.depth != 1.0:
+        spec = scale_network(spec, width=args.width, depth=args.depth)
+    spec = spec.with_(resolution=32)
+    schedule = plan(create_model(spec, num_classes=10), args.batch_size, 32, args.minutes * 60, args.threads)
+    torch.set_num_threads(schedule["threads"])
+    print(f"(a) from scratch: {spec.name} at 32×32, plan {schedule}", file=sys.stderr)
+    report = train_model(
+        spec, str(args.data), epochs=schedule["epochs"], batch_size=args.batch_size, resolution=32, seed=args.seed,
+        recipe="small", progress=sys.stderr.isatty(), max_steps_per_epoch=schedule["steps_per_epoch"],
+        time_limit=args.minutes * 60, output=args.output / "scratch" if args.output else None,
+        crop_scale=(0.5, 1.0), on_epoch_end=_epoch_line,
+    )  # fmt: skip
+    return _summary("scratch", report, schedule)
+
+
+def run_finetune(args: argparse.Namespace) -> dict:
+    from effnet.train import finetune_model
+
+    res = args.resolution
+    model = create_model("efficientnet_lite0", num_classes=10, resolution=res)
+    schedule = plan(model, args.batch_size, res, args.minutes * 60, args.threads)
+    torch.set_num_threads(schedule["threads"])
+    print(f"(b) fine-tune Lite0 (ImageNet) at {res}×{res}, plan {schedule}", file=sys.stderr)
+    report = finetune_model(
+        "lite0-imagenet", str(args.data), epochs=schedule["epochs"], batch_size=args.batch_size, resolution=res,
+        seed=args.seed, progress=sys.stderr.isatty(), max_steps_per_epoch=schedule["steps_per_epoch"],
+        time_limit=args.minutes * 60, output=args.output / "finetune" if args.output else None,
+        crop_scale=(0.5, 1.0), on_epoch_end=_epoch_line,
+    )  # fmt: skip
+    return _summary("finetune", report, schedule)
+
+
+def _epoch_line(epoch: int, metrics: dict) -> None:
+    print(
+        f"  epoch {epoch}: train loss {metrics['train_loss']:.3f}  test top-1 {metrics['top1']:.2%}  "
+        f"{metrics['images_per_second']:.0f} img/s  {metrics['seconds']:.0f}s training",
+        file=sys.stderr,
+    )
+
+
+def _summary(name: str, report: dict, schedule: dict) -> dict:
+    return {
+        "run": name,
+        "model": report["model"],
+        "resolution": report["resolution"],
+        "test_top1": round(report["top1"], 4),
+        "test_top5": round(report["top5"], 4),
+        "wall_seconds": report["seconds"],
+        "train_images_per_second": round(report["images_per_second"], 1),
+        "epochs_done": report["epochs_done"],
+        "steps": report["steps"],
+        "stopped_early": report["stopped_early"],
+        "threads": schedule["threads"],
+        "params": report["params"],
+        "macs": report["macs"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"CIFAR-10 folder (default {DEFAULT_DATA})")
+    parser.add_argument("--which", choices=("scratch", "finetune", "both"), default="both")
+    parser.add_argument("--minutes", type=float, default=60.0, help="budget of each run (default 60)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--model", default="efficientnet_b0", help="(a): a B0-family model")
+    parser.add_argument("--width", type=float, default=1.0, help="(a): width multiplier")
+    parser.add_argument("--depth", type=float, default=1.0, help="(a): depth multiplier")
+    parser.add_argument("--padding", default="symmetric", help="(a): symmetric (fast on CPU) or same (TF)")
+    parser.add_argument("--resolution", type=int, default=64, help="(b): fine-tuning resolution")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the faster of 1 and all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=None, help="keep weights, checkpoints and logs here")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    if not (args.data / "train").is_dir():
+        parser.error(f"no CIFAR-10 at {args.data} (expected train/ and test/ image folders)")
+    results = []
+    if args.which in ("scratch", "both"):
+        results.append(run_scratch(args))
+    if args.which in ("finetune", "both"):
+        results.append(run_finetune(args))
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    else:
+        for r in results:
+            print(
+                f"{r['run']:9s} {r['model']:20s} {r['resolution']:4d}px  test top-1 {r['test_top1']:.2%}  "
+                f"wall {r['wall_seconds'] / 60:.1f} min  {r['train_images_per_second']:.0f} img/s  "
+                f"{r['epochs_done']} epoch(s), {r['steps']} steps, {r['threads']} thread(s)"
+                + ("  (stopped by the time limit)" if r["stopped_early"] else "")
+            )
+    return 0 if math.isfinite(sum(r["test_top1"] for r in results)) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
