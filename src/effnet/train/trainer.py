@@ -182,6 +182,8 @@ class Trainer:
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = ModelEma(self.net, self.recipe.ema_decay, self.recipe.ema_warmup) if self.recipe.ema_decay else None
+        if self.recipe.sync_bn and self.ctx.distributed and not on_cuda:
+            raise UserError("SyncBatchNorm needs GPUs (NCCL); leave --sync-bn off on CPU")
         if self.recipe.sync_bn and self.ctx.distributed:
             self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
         self.train_module: nn.Module = self.net
