@@ -74,14 +74,15 @@ def run_scratch(args: argparse.Namespace) -> dict:
     if args.width != 1.0 or args.depth != 1.0:
         spec = scale_network(spec, width=args.width, depth=args.depth)
     spec = spec.with_(resolution=32)
-    schedule = plan(create_model(spec, num_classes=10), args.batch_size, 32, args.minutes * 60, args.threads)
+    batch = args.batch_size or 128
+    schedule = plan(create_model(spec, num_classes=10), batch, 32, args.minutes * 60, args.threads)
     torch.set_num_threads(schedule["threads"])
     print(f"(a) from scratch: {spec.name} at 32×32, plan {schedule}", file=sys.stderr)
     report = train_model(
-        spec, str(args.data), epochs=schedule["epochs"], batch_size=args.batch_size, resolution=32, seed=args.seed,
+        spec, str(args.data), epochs=schedule["epochs"], batch_size=batch, resolution=32, seed=args.seed,
         recipe="small", progress=sys.stderr.isatty(), max_steps_per_epoch=schedule["steps_per_epoch"],
         time_limit=args.minutes * 60, output=args.output / "scratch" if args.output else None,
-        crop_scale=(0.5, 1.0), on_epoch_end=_epoch_line,
+        crop_scale=(0.5, 1.0), warmup_epochs=min(1.0, schedule["epochs"] / 8), on_epoch_end=_epoch_line,
     )  # fmt: skip
     return _summary("scratch", report, schedule)
 
@@ -91,14 +92,15 @@ def run_finetune(args: argparse.Namespace) -> dict:
 
     res = args.resolution
     model = create_model("efficientnet_lite0", num_classes=10, resolution=res)
-    schedule = plan(model, args.batch_size, res, args.minutes * 60, args.threads)
+    batch = args.batch_size or 64
+    schedule = plan(model, batch, res, args.minutes * 60, args.threads)
     torch.set_num_threads(schedule["threads"])
     print(f"(b) fine-tune Lite0 (ImageNet) at {res}×{res}, plan {schedule}", file=sys.stderr)
     report = finetune_model(
-        "lite0-imagenet", str(args.data), epochs=schedule["epochs"], batch_size=args.batch_size, resolution=res,
+        "lite0-imagenet", str(args.data), epochs=schedule["epochs"], batch_size=batch, resolution=res,
         seed=args.seed, progress=sys.stderr.isatty(), max_steps_per_epoch=schedule["steps_per_epoch"],
         time_limit=args.minutes * 60, output=args.output / "finetune" if args.output else None,
-        crop_scale=(0.5, 1.0), on_epoch_end=_epoch_line,
+        crop_scale=(0.5, 1.0), warmup_epochs=min(0.5, schedule["epochs"] / 10), on_epoch_end=_epoch_line,
     )  # fmt: skip
     return _summary("finetune", report, schedule)
 
@@ -134,7 +136,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"CIFAR-10 folder (default {DEFAULT_DATA})")
     parser.add_argument("--which", choices=("scratch", "finetune", "both"), default="both")
     parser.add_argument("--minutes", type=float, default=60.0, help="budget of each run (default 60)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 128 from scratch, 64 fine-tuning")
     parser.add_argument("--model", default="efficientnet_b0", help="(a): a B0-family model")
     parser.add_argument("--width", type=float, default=1.0, help="(a): width multiplier")
     parser.add_argument("--depth", type=float, default=1.0, help="(a): depth multiplier")
