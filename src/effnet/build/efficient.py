@@ -19,6 +19,7 @@ Python autograd, so a model in memory mode is neither scriptable nor exportable:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.build.blocks import MBConv
-from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding
+from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding, same_padding_by_crop
 
 
 def _affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> tuple:
@@ -87,15 +88,19 @@ class _BNSiLUFunction(torch.autograd.Function):
         return gz, gw, gb, None, None, None, None
 
 
-def _conv_padding(conv: nn.Conv2d, height: int, width: int) -> tuple[tuple[int, int, int, int] | None, tuple]:
-    """(input zero padding (left, right, top, bottom) or None, the convolution's own padding)."""
-    if isinstance(conv, PaddedConv2d):
-        k, s = conv.kernel_size[0], conv.stride[0]
-        left, right = same_padding(width, k, s)
-        top, bottom = same_padding(height, k, s)
-        pad = (left, right, top, bottom)
-        return (pad if any(pad) else None), (0, 0)
-    return None, tuple(conv.padding)  # type: ignore[arg-type]
+def _conv_plan(conv: nn.Conv2d, height: int, width: int) -> tuple:
+    """(symmetric padding, crop (top, left, height, width) of the output or None) of a convolution.
+
+    TensorFlow 'same' padding becomes a larger symmetric padding and a crop: no padded copy of
+    the (wide) input in forward, nor of its gradient in backward."""
+    if not isinstance(conv, PaddedConv2d):
+        return tuple(conv.padding), None
+    k, s = conv.kernel_size[0], conv.stride[0]
+    (top, bottom), (left, right) = same_padding(height, k, s), same_padding(width, k, s)
+    if top == bottom and left == right:
+        return (top, left), None
+    (ph, ch), (pw, cw) = same_padding_by_crop(height, k, s), same_padding_by_crop(width, k, s)
+    return (ph, pw), (ch, cw, math.ceil(height / s), math.ceil(width / s))
 
 
 class _ConvAfterBNSiLUFunction(torch.autograd.Function):
@@ -112,23 +117,28 @@ class _ConvAfterBNSiLUFunction(torch.autograd.Function):
         invstd: torch.Tensor,
         conv: tuple,
     ) -> torch.Tensor:
-        pre_pad, stride, padding, dilation, groups = conv
-        inp = x * gate if gate is not None else x
-        if pre_pad is not None:
-            inp = F.pad(inp, pre_pad)
+        padding, crop, stride, dilation, groups = conv
         ctx.conv = conv
         ctx.has_gate = gate is not None
         ctx.save_for_backward(gate, weight, z, bn_weight, bn_bias, mean, invstd)
-        return F.conv2d(inp, weight, None, stride, padding, dilation, groups)
+        out = F.conv2d(x * gate if gate is not None else x, weight, None, stride, padding, dilation, groups)
+        if crop is not None:
+            top, left, height, width = crop
+            ctx.full_shape = out.shape
+            out = out[:, :, top : top + height, left : left + width].contiguous(memory_format=_layout(x))
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         gate, weight, z, bn_weight, bn_bias, mean, invstd = ctx.saved_tensors
-        pre_pad, stride, padding, dilation, groups = ctx.conv
+        padding, crop, stride, dilation, groups = ctx.conv
         _, x = _recompute(z, *_affine(bn_weight, bn_bias, mean, invstd))
         inp = x * gate if ctx.has_gate else x
-        if pre_pad is not None:
-            inp = F.pad(inp, pre_pad)
+        if crop is not None:
+            top, left, height, width = crop
+            full = grad.new_zeros(ctx.full_shape).contiguous(memory_format=_layout(grad))
+            full[:, :, top : top + height, left : left + width] = grad
+            grad = full
         need_x, need_gate, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         g_inp, g_w, _ = torch.ops.aten.convolution_backward(
             grad, inp, weight, None, stride, padding, dilation, False, (0, 0), groups,
@@ -137,15 +147,16 @@ class _ConvAfterBNSiLUFunction(torch.autograd.Function):
         del inp
         g_x = g_gate = None
         if g_inp is not None:
-            if pre_pad is not None:
-                left, _, top, _ = pre_pad
-                g_inp = g_inp[:, :, top : top + z.shape[-2], left : left + z.shape[-1]]
             if ctx.has_gate:
                 g_gate = (g_inp * x).sum((2, 3), keepdim=True) if need_gate else None
-                g_x = g_inp * gate if need_x else None
+                g_x = g_inp.mul_(gate) if need_x else None
             else:
                 g_x = g_inp
         return g_x, g_gate, g_w, None, None, None, None, None, None
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 class MemoryEfficientSiLU(nn.SiLU):
@@ -173,8 +184,8 @@ def _conv_after(conv: nn.Conv2d, x: torch.Tensor, z: torch.Tensor, stats: tuple 
     """``conv(x · gate)`` where x = SiLU(BatchNorm(z)), keeping z instead of x (when stats are known)."""
     if stats is None or conv.bias is not None:
         return conv(x * gate if gate is not None else x)
-    pre_pad, padding = _conv_padding(conv, int(x.shape[-2]), int(x.shape[-1]))
-    spec = (pre_pad, tuple(conv.stride), padding, tuple(conv.dilation), conv.groups)
+    padding, crop = _conv_plan(conv, int(x.shape[-2]), int(x.shape[-1]))
+    spec = (padding, crop, tuple(conv.stride), tuple(conv.dilation), conv.groups)
     return _ConvAfterBNSiLUFunction.apply(x, gate, conv.weight, z, *stats, spec)
 
 

@@ -42,6 +42,17 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def same_padding_by_crop(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' from a symmetric padding: (padding p, outputs to skip at the start).
+
+    Padding p ≥ after with p ≡ before (mod stride) and skipping the first (p − before) / stride
+    outputs gives exactly the asymmetric result, without a padded copy of the input.
+    """
+    before, after = same_padding(size, kernel, stride)
+    extra = max(0, math.ceil((after - before) / stride))
+    return before + extra * stride, extra
+
+
 class PaddedConv2d(nn.Conv2d):
     """A convolution with TensorFlow 'SAME' padding.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.build.blocks import DepthwiseSeparable, MBConv
-from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding
+from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding, same_padding_by_crop
 from effnet.errors import UserError
 
 BACKENDS = ("eager", "compile", "onnxruntime")
@@ -104,9 +105,8 @@ def _axis_plan(size: int, kernel: int, stride: int) -> tuple[int, int, int, int]
     before, after = same_padding(size, kernel, stride)
     if before == after:
         return before, 0, before, after
-    # Pad p ≥ after with p ≡ before (mod stride); skip the first (p - before) / stride outputs.
-    extra = max(0, math.ceil((after - before) / stride))
-    return before + extra * stride, extra, before, after
+    padding, crop = same_padding_by_crop(size, kernel, stride)
+    return padding, crop, before, after
 
 
 class FastConv(nn.Module):
@@ -188,6 +188,10 @@ class FastConv(nn.Module):
         if not self.same:
             return self._conv(x, self.padding, residual)  # type: ignore[arg-type]
         plan = self._plan(int(x.shape[-2]), int(x.shape[-1]))
+        if plan.pre_pad is not None and self.export:
+            y = _AsymmetricConv.apply(x, self.weight, self.bias, plan.pre_pad, self.stride, self.dilation, self.groups)
+            y = _ACT_FUNCS[self.act](y) if self.act is not None else y
+            return y + residual if residual is not None else y
         if plan.pre_pad is not None:
             x = _pad(x, plan.pre_pad, self.export)
         y = self._conv(x, plan.padding, residual if plan.crop is None else None)
@@ -197,6 +201,26 @@ class FastConv(nn.Module):
             if residual is not None:
                 y = y + residual
         return y
+
+
+class _AsymmetricConv(torch.autograd.Function):
+    """Zero padding (left, right, top, bottom) then a convolution; exported as ONE ONNX Conv with
+    asymmetric ``pads`` (ONNX allows them), so ONNX Runtime runs no Pad node."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pad: tuple, stride: tuple,
+                dilation: tuple, groups: int) -> torch.Tensor:  # fmt: skip
+        return F.conv2d(F.pad(x, pad), weight, bias, stride, 0, dilation, groups)
+
+    @staticmethod
+    def symbolic(
+        g: Any, x: Any, weight: Any, bias: Any, pad: tuple, stride: tuple, dilation: tuple, groups: int
+    ) -> Any:
+        left, right, top, bottom = pad
+        return g.op(
+            "Conv", x, weight, bias, pads_i=[top, left, bottom, right], strides_i=list(stride),
+            dilations_i=list(dilation), group_i=groups, kernel_shape_i=list(weight.type().sizes()[2:]),
+        )  # fmt: skip
 
 
 def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], export: bool) -> torch.Tensor:
@@ -223,6 +247,10 @@ class FastSE(nn.Module):
         self.export = export
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.export:  # 1×1 convolutions: ONNX Runtime keeps its blocked layout through them
+            s = F.conv2d(F.adaptive_avg_pool2d(x, 1), self.w1[:, :, None, None], self.b1)
+            s = _ACT_FUNCS[self.act](s) if self.act != "identity" else s
+            return x * torch.sigmoid(F.conv2d(s, self.w2[:, :, None, None], self.b2))
         s = F.linear(x.mean((2, 3)), self.w1, self.b1)
         s = _ACT_FUNCS[self.act](s) if self.act != "identity" else s
         gate = torch.sigmoid(F.linear(s, self.w2, self.b2))[:, :, None, None]
@@ -379,16 +407,18 @@ def ort_session(onnx_model: bytes | str, threads: int | None = None) -> Any:
 def onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
     """``module`` exported to ONNX (batch axis dynamic), as bytes."""
     buffer = io.BytesIO()
-    torch.onnx.export(
-        module,
-        (example,),
-        buffer,
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's notices
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
     return buffer.getvalue()
 
 
