@@ -125,3 +125,19 @@ def test_weight_decay_skips_batchnorm_and_biases():
     assert decay["weight_decay"] == 1e-5 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_paper_recipe_runs_and_checkpoints_hold_everything(tmp_path):
+    from effnet.train.checkpoint import load_checkpoint
+
+    report = train_model(
+        TINY, epochs=1, batch_size=16, max_steps_per_epoch=2, progress=False, output=tmp_path, checkpoint_every_steps=1
+    )
+    assert report["recipe"] == "paper" and report["lr"] == pytest.approx(0.016 * 16 / 256)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    for key in ("model", "ema", "optimizer", "scheduler", "epoch", "step_in_epoch", "global_step", "sampler", "rng"):
+        assert key in state, key
+    assert set(state["rng"][0]) >= {"torch", "numpy", "python"}
+    assert state["optimizer"]["state"][0]["square_avg"].shape == state["model"]["stem.conv.weight"].shape
+    assert state["config"]["recipe"]["augment"] == "autoaugment" and state["ema"]["updates"] == 2
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "description.json").exists()
