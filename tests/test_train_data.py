@@ -50,6 +50,10 @@ def test_corrupt_and_non_image_files_are_skipped_with_a_warning(tmp_path):
         splits = load_folder_splits(root)
     assert splits.class_names == ["digit0", "digit1", "digit2"]
     assert len(splits.train) == 37 and len(splits.val) == 12  # 36 good + the truncated one (header passes)
+    bad = [i for i, f in enumerate(splits.train.files) if f.name == "truncated.png"][0]
+    with pytest.warns(DataWarning, match="truncated.png"):
+        image, target = splits.train.load(bad)
+    assert target == splits.train.targets[(bad + 1) % len(splits.train)] and image.size == (16, 16)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = train_model(TINY, root, epochs=1, batch_size=37, recipe="small", progress=False, workers=0)

@@ -30,14 +30,14 @@ class DataWarning(UserWarning):
 
 
 class ImageSource:
-    """Indexable images with integer targets: ``load(i)`` gives an RGB PIL image."""
+    """Indexable images with integer targets: ``load(i)`` gives an RGB PIL image and its target."""
 
     targets: list[int]
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def load(self, index: int) -> Image.Image:
+    def load(self, index: int) -> tuple[Image.Image, int]:
         raise NotImplementedError
 
 
@@ -48,26 +48,27 @@ class MemoryImages(ImageSource):
         self.images = images
         self.targets = targets
 
-    def load(self, index: int) -> Image.Image:
-        return self.images[index]
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        return self.images[index], self.targets[index]
 
 
 class FileImages(ImageSource):
-    """Image files; a file that fails to decode is reported once and replaced by the next good one."""
+    """Image files; a file that fails to decode is reported once and replaced by the next good one
+    (with that one's target)."""
 
     def __init__(self, files: list[Path], targets: list[int]) -> None:
         self.files = files
         self.targets = targets
         self.failed: set[int] = set()
 
-    def load(self, index: int) -> Image.Image:
+    def load(self, index: int) -> tuple[Image.Image, int]:
         for offset in range(len(self.files)):
             i = (index + offset) % len(self.files)
             if i in self.failed:
                 continue
             try:
                 with Image.open(self.files[i]) as image:
-                    return image.convert("RGB")
+                    return image.convert("RGB"), self.targets[i]
             except (OSError, ValueError, SyntaxError) as err:
                 self.failed.add(i)
                 warnings.warn(f"skipped unreadable image {self.files[i]}: {err}", DataWarning, stacklevel=2)
@@ -265,12 +266,12 @@ class TransformedDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = (key, None) if isinstance(key, int) else key
-        image = self.source.load(index)
+        image, target = self.source.load(index)
         if seed is None:
-            return self.transform(image), self.source.targets[index]
+            return self.transform(image), target
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.transform(image), self.source.targets[index]
+            return self.transform(image), target
 
 
 class ResumableSampler(Sampler):
