@@ -48,3 +48,18 @@ def test_cli_finetune_mistakes(cli, tmp_path):
     assert code == 2 and err.count("\n") == 1
     code, out, err = cli("finetune", "--weights", "lite0-imagenet", "--data", "digits", "--freeze-epochs", "-1")
     assert code == 2 and "freeze-epochs" in err
+
+
+def test_finetune_from_a_trained_native_file(tmp_path):
+    from effnet import NetworkSpec
+    from effnet.train import train_model
+
+    tiny = NetworkSpec(
+        name="tiny", blocks="r1_k3_s22_e1_i8_o16_se0.25", stem_channels=8, head_channels=32, resolution=16
+    )
+    train_model(
+        tiny, epochs=1, batch_size=16, recipe="small", max_steps_per_epoch=2, progress=False, output=tmp_path / "a"
+    )
+    root = make_digit_folder(tmp_path / "data", per_class=8, val_per_class=2)
+    report = finetune_model(tmp_path / "a" / "model.safetensors", root, epochs=1, batch_size=8, progress=False)
+    assert report["model"] == "tiny" and report["num_classes"] == 3 and report["resolution"] == 16
