@@ -315,7 +315,7 @@ def make_train_loader(
         num_workers=workers,
         drop_last=True,
         pin_memory=pin,
-        persistent_workers=False,
+        persistent_workers=workers > 0,
     )
 
 
@@ -341,4 +341,5 @@ def make_eval_loader(
         sampler=ShardSampler(len(dataset), rank, world),
         num_workers=workers,
         pin_memory=pin,
+        persistent_workers=workers > 0,
     )
