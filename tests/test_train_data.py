@@ -126,3 +126,12 @@ def test_cli_user_mistakes_are_one_line_exit_2(cli, argv, message):
     code, out, err = cli("train", "--epochs", "1", "--max-steps-per-epoch", "1", *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err
+
+
+def test_same_numbers_with_any_number_of_loader_workers(tmp_path):
+    root = make_digit_folder(tmp_path / "data", per_class=8, val_per_class=2)
+    kwargs = dict(epochs=2, batch_size=8, recipe="small", progress=False, augment="randaugment")
+    with_workers = train_model(TINY, root, workers=2, **kwargs)
+    in_process = train_model(TINY, root, workers=0, **kwargs)
+    for key in ("top1", "loss", "train_loss"):
+        assert with_workers[key] == in_process[key]
