@@ -293,6 +293,8 @@ class Trainer:
         """Write ``last.pt`` (and ``epoch_NNN.pt`` at an epoch's end) from rank 0, atomically."""
         if self.checkpoint_dir is None:
             return
+        if not all(torch.isfinite(t).all() for t in self.net.state_dict().values() if t.is_floating_point()):
+            self._diverged(float("nan"), what="weights")  # never overwrite a good checkpoint with a bad one
         rng = self._gather_rng()  # every process takes part
         if not self.ctx.is_main:
             return
@@ -473,14 +475,14 @@ class Trainer:
         for module in self._batchnorms:
             module.momentum = momentum
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float, what: str = "loss") -> None:
         where = f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}"
         lr = self.optimizer.param_groups[0]["lr"]
         kept = ""
         if self.checkpoint_dir is not None and (self.checkpoint_dir / ckpt.LAST).exists():
             kept = f"; the last good checkpoint is kept in {self.checkpoint_dir / ckpt.LAST}"
         raise TrainingDiverged(
-            f"training stopped: the loss became {value} at {where} (learning rate {lr:.3g}){kept}; "
+            f"training stopped: the {what} became {value} at {where} (learning rate {lr:.3g}){kept}; "
             "lower the learning rate or check the data"
         )
 
