@@ -47,7 +47,7 @@ def step_speed(model: torch.nn.Module, batch: int, resolution: int, threads: int
 
 def plan(model: torch.nn.Module, batch: int, resolution: int, seconds: float, threads: int | None) -> dict:
     """Threads, epochs and steps per epoch that fit ``seconds`` (training plus one test pass per epoch)."""
-    choices = [threads] if threads else sorted({1, os.cpu_count() or 1})
+    choices = [threads] if threads else sorted({1, max(1, (os.cpu_count() or 1) - 1)})  # a core for loading
     speeds = {t: step_speed(model, batch, resolution, t) for t in choices}
     best = max(speeds, key=speeds.get)
     speed = speeds[best] * 0.85  # data loading, EMA and logging
@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--depth", type=float, default=1.0, help="(a): depth multiplier")
     parser.add_argument("--padding", default="symmetric", help="(a): symmetric (fast on CPU) or same (TF)")
     parser.add_argument("--resolution", type=int, default=64, help="(b): fine-tuning resolution")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the faster of 1 and all)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the faster of 1, cpus − 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None, help="keep weights, checkpoints and logs here")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
