@@ -29,6 +29,14 @@ def test_registered_and_exact_params(name):
     assert profile(name).params == TORCHVISION_PARAMS[name]
 
 
+def test_b0_mini_is_b0_scaled_down():
+    scaled = scale_network(get_description("b0"), width=0.25, depth=0.34, image_size=32)
+    mini = get_description("b0_mini")
+    assert mini.blocks == scaled.blocks and mini.stem_channels == scaled.stem_channels == 8
+    assert mini.head_channels == scaled.head_channels == 320 and mini.resolution == 32
+    assert profile(mini, num_classes=10).macs == profile(scaled, num_classes=10).macs
+
+
 def test_base_multiply_adds():
     assert profile("resnet50").macs == pytest.approx(4.09e9, rel=0.01)
     assert profile("resnet18").macs == pytest.approx(1.81e9, rel=0.01)

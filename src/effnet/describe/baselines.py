@@ -93,8 +93,32 @@ MOBILENET_V2 = NetworkSpec(
     **_TORCH_BN,
 )
 
+#: EfficientNet-B0 at width 0.25 and depth 0.34 (one or two blocks a stage) and 32 px: a CPU-sized
+#: baseline on which the whole method (``effnet pipeline``) runs in minutes. Channels and repeats are
+#: what ``scale_network(B0, width=0.25, depth=0.34)`` gives.
+B0_MINI = NetworkSpec(
+    name="b0_mini",
+    blocks=parse_blocks(
+        [
+            "r1_k3_s11_e1_i8_o8_se0.25",
+            "r1_k3_s22_e6_i8_o8_se0.25",
+            "r1_k5_s22_e6_i8_o16_se0.25",
+            "r2_k3_s22_e6_i16_o24_se0.25",
+            "r2_k5_s11_e6_i24_o32_se0.25",
+            "r2_k5_s22_e6_i32_o48_se0.25",
+            "r1_k3_s11_e6_i48_o80_se0.25",
+        ]
+    ),
+    stem_channels=8,
+    head_channels=320,
+    resolution=32,
+    width=0.25,
+    depth=0.34,
+    resolution_multiplier=32 / 224,
+)
+
 BASELINE_SPECS: dict[str, NetworkSpec] = {
-    spec.name: spec for spec in (RESNET18, RESNET34, RESNET50, RESNET101, MOBILENET_V1, MOBILENET_V2)
+    spec.name: spec for spec in (RESNET18, RESNET34, RESNET50, RESNET101, MOBILENET_V1, MOBILENET_V2, B0_MINI)
 }
 
 for _key, _spec in BASELINE_SPECS.items():

@@ -22,7 +22,7 @@ from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
 from effnet.search.queue import Point, PointQueue, check_settings
-from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, redact_url
+from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, study_url
 
 #: Defaults of the grid: the paper's constraint α·β²·γ² ≈ 2 on a 0.05 grid.
 TARGET = 2.0
@@ -215,7 +215,7 @@ def search_scaling(
         "best": best_of(rows),
         "trials": rows,
         "study": study_name,
-        "storage": redact_url(getattr(study._storage, "url", "")),
+        "storage": study_url(study),
         "base": base.name,
         "proxy": proxy.settings(),
         "grid": {**asdict(grid), "points": len(points)},

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.errors import UserError
-from effnet.search.storage import Heartbeat, sqlite_path, study_lock
+from effnet.search.storage import Heartbeat, backend, sqlite_path, study_lock
 
 #: Trial states that finish a point for good.
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -53,10 +52,9 @@ Objective = Callable[[optuna.Trial, Point], tuple[float, dict[str, Any]]]
 
 @contextlib.contextmanager
 def _advisory_lock(study: optuna.Study) -> Iterator[None]:
-    storage = study._storage
-    engine = getattr(storage, "engine", None)
-    url = getattr(storage, "url", "")
-    if engine is None or not url.startswith("postgresql"):
+    rdb = backend(study)
+    engine = rdb.engine if rdb is not None else None
+    if engine is None or not rdb.url.startswith("postgresql"):
         yield
         return
     import sqlalchemy
@@ -75,8 +73,8 @@ def _advisory_lock(study: optuna.Study) -> Iterator[None]:
 @contextlib.contextmanager
 def queue_lock(study: optuna.Study) -> Iterator[None]:
     """Exclusive access to the queue's bookkeeping across processes and machines."""
-    storage = study._storage
-    if isinstance(storage, RDBStorage) and sqlite_path(storage.url) is not None:
+    rdb = backend(study)
+    if rdb is not None and sqlite_path(rdb.url) is not None:
         with study_lock(study):
             yield
     else:
@@ -196,7 +194,8 @@ class PointQueue:
         With ``wait`` the loop outlives other workers' running trials, so that a point of a dead
         worker is picked up once its heartbeat goes stale.
         """
-        interval = getattr(self.study._storage, "heartbeat_interval", None) or 10
+        rdb = backend(self.study)
+        interval = (rdb.heartbeat_interval if rdb is not None else None) or 10
         poll = poll if poll is not None else max(0.5, interval / 2)
         ran = 0
         while n_trials is None or ran < n_trials:

@@ -138,15 +138,26 @@ def open_study(
     )
 
 
+def backend(study: optuna.Study) -> RDBStorage | None:
+    """The study's ``RDBStorage`` (Optuna wraps it in a cache), or None for other storages."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, RDBStorage) else None
+
+
+def study_url(study: optuna.Study) -> str:
+    """The study's storage URL without its password ('' for in-memory storage)."""
+    rdb = backend(study)
+    return redact_url(rdb.url) if rdb is not None else ""
+
+
 @contextlib.contextmanager
 def study_lock(study: optuna.Study) -> Iterator[None]:
     """Serialise queue bookkeeping between processes sharing a SQLite file (a file lock beside it).
 
     A PostgreSQL server serialises with row locks itself, so there this does nothing.
     """
-    storage = study._storage
-    url = getattr(storage, "url", "") if isinstance(storage, RDBStorage) else ""
-    path = sqlite_path(url)
+    rdb = backend(study)
+    path = sqlite_path(rdb.url) if rdb is not None else None
     if path is None:
         yield
         return
@@ -164,7 +175,8 @@ class Heartbeat:
     def __init__(self, study: optuna.Study, trial_id: int) -> None:
         self.storage = study._storage
         self.trial_id = trial_id
-        self.interval = getattr(self.storage, "heartbeat_interval", None) or DEFAULT_HEARTBEAT
+        rdb = backend(study)
+        self.interval = (rdb.heartbeat_interval if rdb is not None else None) or DEFAULT_HEARTBEAT
         self._warned = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{trial_id}")

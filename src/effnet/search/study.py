@@ -25,7 +25,7 @@ from effnet.scale.compound import ALPHA, BETA, GAMMA
 from effnet.search.grid import progress_bar, reporting_callback
 from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
 from effnet.search.queue import Point, PointQueue, check_settings
-from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, redact_url
+from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, study_url
 
 #: The paper's single-dimension sweeps (Figure 3) and a compound sweep.
 PAPER_WIDTHS = (1.0, 1.4, 1.8, 2.6, 3.8, 5.0)
@@ -227,7 +227,7 @@ def study_scaling(
         "curves": curves,
         "comparison": compare_at_equal_macs(curves),
         "study": study_name,
-        "storage": redact_url(getattr(study._storage, "url", "")),
+        "storage": study_url(study),
         "base": base.name,
         "proxy": proxy.settings(),
         "coefficients": {"alpha": sweeps.alpha, "beta": sweeps.beta, "gamma": sweeps.gamma},
