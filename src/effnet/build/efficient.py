@@ -37,10 +37,12 @@ def _affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, invstd
     return scale.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1)
 
 
-def _recompute(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pre-activation, activation) from the kept BatchNorm input."""
+def _recompute(
+    z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, activate: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(pre-activation, activation or None) from the kept BatchNorm input."""
     pre = torch.addcmul(shift, z, scale)
-    return pre, F.silu(pre)
+    return pre, F.silu(pre) if activate else None
 
 
 class _SiLUFunction(torch.autograd.Function):
@@ -66,10 +68,12 @@ class _BNSiLUFunction(torch.autograd.Function):
         running_var: torch.Tensor | None,
         momentum: float,
         eps: float,
+        shared: dict,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y, mean, invstd = torch.native_batch_norm(z, weight, bias, running_mean, running_var, True, momentum, eps)
         y = F.silu(y, inplace=True)
         ctx.eps = eps
+        ctx.shared = shared
         ctx.save_for_backward(z, weight, bias, mean, invstd)
         ctx.mark_non_differentiable(mean, invstd)
         return y, mean, invstd
@@ -77,15 +81,16 @@ class _BNSiLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _gmean: Any, _ginvstd: Any) -> tuple:
         z, weight, bias, mean, invstd = ctx.saved_tensors
-        scale, shift = _affine(weight, bias, mean, invstd)
-        pre = torch.addcmul(shift, z, scale)
+        pre = ctx.shared.pop("pre", None)  # recomputed already by the convolution reading x
+        if pre is None:
+            pre, _ = _recompute(z, *_affine(weight, bias, mean, invstd), activate=False)
         grad_pre = torch.ops.aten.silu_backward(grad, pre)
         del pre
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
         gz, gw, gb = torch.ops.aten.native_batch_norm_backward(
             grad_pre, z, weight, None, None, mean, invstd, True, ctx.eps, mask
         )
-        return gz, gw, gb, None, None, None, None
+        return gz, gw, gb, None, None, None, None, None
 
 
 def _conv_plan(conv: nn.Conv2d, height: int, width: int) -> tuple:
@@ -115,10 +120,12 @@ class _ConvAfterBNSiLUFunction(torch.autograd.Function):
         bn_bias: torch.Tensor,
         mean: torch.Tensor,
         invstd: torch.Tensor,
+        shared: dict,
         conv: tuple,
     ) -> torch.Tensor:
         padding, crop, stride, dilation, groups = conv
         ctx.conv = conv
+        ctx.shared = shared
         ctx.has_gate = gate is not None
         ctx.save_for_backward(gate, weight, z, bn_weight, bn_bias, mean, invstd)
         out = F.conv2d(x * gate if gate is not None else x, weight, None, stride, padding, dilation, groups)
@@ -132,7 +139,8 @@ class _ConvAfterBNSiLUFunction(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         gate, weight, z, bn_weight, bn_bias, mean, invstd = ctx.saved_tensors
         padding, crop, stride, dilation, groups = ctx.conv
-        _, x = _recompute(z, *_affine(bn_weight, bn_bias, mean, invstd))
+        pre, x = _recompute(z, *_affine(bn_weight, bn_bias, mean, invstd))
+        ctx.shared["pre"] = pre  # for BNSiLU's backward, which comes next
         inp = x * gate if ctx.has_gate else x
         if crop is not None:
             top, left, height, width = crop
@@ -152,7 +160,7 @@ class _ConvAfterBNSiLUFunction(torch.autograd.Function):
                 g_x = g_inp.mul_(gate) if need_x else None
             else:
                 g_x = g_inp
-        return g_x, g_gate, g_w, None, None, None, None, None, None
+        return g_x, g_gate, g_w, None, None, None, None, None, None, None
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -173,10 +181,11 @@ def _bn_silu(bn: nn.BatchNorm2d, z: torch.Tensor) -> tuple[torch.Tensor, tuple |
     if bn.training and torch.is_grad_enabled() and bn.affine and bn.momentum is not None:
         if bn.track_running_stats and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
+        shared: dict = {}
         y, mean, invstd = _BNSiLUFunction.apply(
-            z, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps
+            z, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, shared
         )
-        return y, (bn.weight, bn.bias, mean, invstd)
+        return y, (bn.weight, bn.bias, mean, invstd, shared)
     return F.silu(bn(z), inplace=True), None
 
 

@@ -122,7 +122,8 @@ class EfficientNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage's activations in backward instead of keeping them."""
+        """Recompute each block's activations in backward instead of keeping them (only the blocks'
+        inputs are kept)."""
         self.grad_checkpointing = enable
 
     def set_memory_efficient(self, enable: bool = True) -> None:
@@ -136,7 +137,9 @@ class EfficientNet(nn.Module):
         if self.grad_checkpointing and self.training and x.requires_grad:
             from torch.utils.checkpoint import checkpoint
 
-            return checkpoint(stage, x, use_reentrant=False)
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
         return stage(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
