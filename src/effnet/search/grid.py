@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from effnet.build.profile import profile
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
@@ -185,21 +186,28 @@ def search_scaling(
         check_settings(study, settings)
         queue = PointQueue(study, points)
         ranges = {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}
-        base_macs: dict[str, int] = {}
+        cache: dict[str, int] = {}
 
         def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
             a, b, g = (trial.suggest_float(k, *ranges[k]) for k in ("alpha", "beta", "gamma"))
             spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{point.key}")
-            result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
-            if "macs" not in base_macs:
-                from effnet.build.profile import profile
+            if "classes" not in cache:
                 from effnet.train.data import load_splits
 
-                classes = load_splits(proxy.data).num_classes
-                base_macs["macs"] = profile(proxy_base(base, proxy), num_classes=classes).macs
-            result["constraint"] = round(constraint(a, b, g), 6)
-            result["macs_ratio"] = round(result["macs"] / base_macs["macs"], 4)
-            return result["accuracy"], result
+                cache["classes"] = load_splits(proxy.data).num_classes
+                cache["base_macs"] = profile(proxy_base(base, proxy), num_classes=cache["classes"]).macs
+            counts = profile(spec, num_classes=cache["classes"])
+            cost = {
+                "constraint": round(constraint(a, b, g), 6),
+                "macs": counts.macs,
+                "params": counts.params,
+                "resolution": spec.resolution,
+                "macs_ratio": round(counts.macs / cache["base_macs"], 4),
+            }
+            for name, value in cost.items():  # recorded first, so pruned and failed trials show them too
+                trial.set_user_attr(name, value)
+            result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
+            return result["accuracy"], {**result, **cost}
 
         finished = sum(
             1 for t in queue.results().values() if t is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)

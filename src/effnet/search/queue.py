@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,9 @@ class PointQueue:
     def sync(self) -> None:
         """Fail stale trials of dead workers and enqueue every point with no live or finished trial."""
         with queue_lock(self.study):
-            optuna.storages.fail_stale_trials(self.study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
             covered: set[str] = set()
             for trial in self._trials():
                 key = trial.user_attrs["point"]

@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,9 @@ def open_storage(storage: str | Path | None, *, output: str | Path | None = None
         engine["pool_pre_ping"] = True
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
         except ImportError as err:
             raise UserError(
                 f"storage {url.split('://')[0]} needs a driver: {err} (pip install 'effnet[postgres]')"
