@@ -98,6 +98,8 @@ def inference_runners(args: argparse.Namespace, device: torch.device) -> dict[st
         "effnet fast": optimize(ours),
         "effnet fast (symmetric)": optimize(ours_sym),
     }
+    if device.type == "cpu":
+        runners["effnet fast (oneDNN fused)"] = optimize(ours, onednn=True)
     for name, model in peers.items():
         runners[f"{name} eager"] = model
     if args.compile:

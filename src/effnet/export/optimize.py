@@ -3,8 +3,9 @@
 What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md``):
 
 - BatchNorm is folded into the convolution before it (weights scaled, a bias added).
-- Tensors are channels_last throughout; on CPU (float32, oneDNN present) each convolution and its
-  activation run as one fused oneDNN kernel, and a residual sum is fused into the projection.
+- Tensors are channels_last throughout; activations and residual sums run in place. Optionally
+  (``onednn=True``, CPU float32) each convolution, its activation and a residual sum run as one
+  fused oneDNN kernel; on this machine's build that measured no faster, so it is off by default.
 - TensorFlow 'same' padding of strided layers, asymmetric at the built size, costs what symmetric
   padding costs: instead of padding the input (a slow copy), the convolution pads symmetrically by
   enough and the output is cropped, a free view the next layer reads; where a copy is cheaper (the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +71,15 @@ _ACT_FUNCS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu6": lambda x: F.hardtanh(x, 0.0, 6.0, inplace=True),
     "hard_swish": lambda x: F.hardswish(x, inplace=True),
     "gelu": F.gelu,
+}
+
+
+_ACT_OUT: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "silu": lambda x, out: torch.ops.aten.silu.out(x, out=out),
+    "relu": lambda x, out: torch.ops.aten.relu.out(x, out=out),
+    "relu6": lambda x, out: torch.ops.aten.hardtanh.out(x, 0.0, 6.0, out=out),
+    "hard_swish": lambda x, out: torch.ops.aten.hardswish.out(x, out=out),
+    "gelu": lambda x, out: torch.ops.aten.gelu.out(x, out=out),
 }
 
 
@@ -141,6 +152,10 @@ class FastConv(nn.Module):
         self.export = export
         self.onednn = onednn and not export and act in (None, *_ONEDNN_ACTS)
         self._plans: dict[tuple[int, int], _Plan] = {}
+        #: padded input buffers kept between calls (one per thread): a fresh large tensor costs
+        #: page faults, far more than the activation written into it; their borders stay zero
+        self.reuse_buffers = not export
+        self._workspace: dict[int, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         out, inp = self.weight.shape[0], self.weight.shape[1] * self.groups
@@ -184,6 +199,33 @@ class FastConv(nn.Module):
             y = y + residual if self.export else y.add_(residual)
         return y
 
+    def forward_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+        """This (unpadded) convolution and its activation, written inside a zero border (left, right,
+        top, bottom): the next strided 'same' convolution then needs no padded copy of its input."""
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        out, inner = self._padded_buffer(y, pad)
+        if self.act is None:
+            inner.copy_(y)
+        else:
+            _ACT_OUT[self.act](y, inner)
+        return out
+
+    def _padded_buffer(self, like: torch.Tensor, pad: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A channels_last tensor shaped like ``like`` plus a zero border, and its interior view."""
+        n, c, h, w = like.shape
+        left, right, top, bottom = pad
+        shape = (n, c, h + top + bottom, w + left + right)
+        key = threading.get_ident()
+        out = self._workspace.get(key) if self.reuse_buffers else None
+        if out is None or out.shape != shape or out.dtype != like.dtype or out.device != like.device:
+            out = like.new_empty((n, shape[2], shape[3], c)).permute(0, 3, 1, 2)
+            for region in (out[:, :, :top], out[:, :, top + h :], out[:, :, :, :left], out[:, :, :, left + w :]):
+                if region.numel():
+                    region.zero_()
+            if self.reuse_buffers:
+                self._workspace[key] = out
+        return out, out[:, :, top : top + h, left : left + w]
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.same:
             return self._conv(x, self.padding, residual)  # type: ignore[arg-type]
@@ -193,7 +235,12 @@ class FastConv(nn.Module):
             y = _ACT_FUNCS[self.act](y) if self.act is not None else y
             return y + residual if residual is not None else y
         if plan.pre_pad is not None:
-            x = _pad(x, plan.pre_pad, self.export)
+            if self.export or not x.is_contiguous(memory_format=torch.channels_last):
+                x = F.pad(x, plan.pre_pad)
+            else:
+                padded, inner = self._padded_buffer(x, plan.pre_pad)
+                inner.copy_(x)
+                x = padded
         y = self._conv(x, plan.padding, residual if plan.crop is None else None)
         if plan.crop is not None:
             top, left, height, width = plan.crop
@@ -221,17 +268,6 @@ class _AsymmetricConv(torch.autograd.Function):
             "Conv", x, weight, bias, pads_i=[top, left, bottom, right], strides_i=list(stride),
             dilations_i=list(dilation), group_i=groups, kernel_shape_i=list(weight.type().sizes()[2:]),
         )  # fmt: skip
-
-
-def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], export: bool) -> torch.Tensor:
-    """Zero padding (left, right, top, bottom); channels_last stays fast (F.pad is slow there)."""
-    if export or not x.is_contiguous(memory_format=torch.channels_last):
-        return F.pad(x, pad)
-    left, right, top, bottom = pad
-    n, c, h, w = x.shape
-    out = x.new_zeros((n, c, h + top + bottom, w + left + right)).contiguous(memory_format=torch.channels_last)
-    out[:, :, top : top + h, left : left + w] = x
-    return out
 
 
 class FastSE(nn.Module):
@@ -271,16 +307,21 @@ class FastMBConv(nn.Module):
         super().__init__()
         kw = {"onednn": onednn, "export": export}
         self.expand = _fast_cna(block.expand, crop=True, **kw) if block.expand is not None else None
-        # without SE the cropped view would be copied by the projection: then pad the input instead
-        # only when that copy is smaller (never for stride 2: the output is 4× smaller than the input)
-        self.depthwise = _fast_cna(block.depthwise, crop=True, **kw)
+        # after an expansion, asymmetric 'same' padding is written by the expansion's activation
+        # (forward_padded); without one, the depthwise output is cropped instead
+        self.depthwise = _fast_cna(block.depthwise, crop=block.expand is None, **kw)
+        self.pad_in_expand = block.expand is not None and self.depthwise.same and not export
         self.se = FastSE(block.se, export) if block.se is not None else None
         self.project = _fast_cna(block.project, crop=True, **kw)
         self.has_skip = block.has_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.expand(x) if self.expand is not None else x
-        out = self.depthwise(out)
+        plan = self.depthwise._plan(int(x.shape[-2]), int(x.shape[-1])) if self.pad_in_expand else None
+        if plan is not None and plan.pre_pad is not None:
+            out = self.depthwise._conv(self.expand.forward_padded(x, plan.pre_pad), plan.padding, None)
+        else:
+            out = self.expand(x) if self.expand is not None else x
+            out = self.depthwise(out)
         if self.se is not None:
             out = self.se(out)
         return self.project(out, x if self.has_skip else None)
@@ -328,7 +369,7 @@ def _convert_block(block: nn.Module, onednn: bool, export: bool) -> nn.Module:
 class FastEfficientNet(nn.Module):
     """The inference-only module :func:`optimize` returns; same inputs and outputs as the model."""
 
-    def __init__(self, model: nn.Module, *, onednn: bool = True, export: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, onednn: bool = False, export: bool = False) -> None:
         super().__init__()
         self.spec = model.spec
         self.num_classes = model.num_classes
@@ -428,15 +469,16 @@ def optimize(
     backend: str = "eager",
     input_size: int | None = None,
     threads: int | None = None,
-    onednn: bool = True,
+    onednn: bool = False,
 ) -> nn.Module:
     """An inference-only module computing ``model``'s eval-mode function, faster.
 
-    ``backend``: ``"eager"`` (folded, fused PyTorch module), ``"compile"`` (that module through
-    :func:`torch.compile`, weights frozen) or ``"onnxruntime"`` (exported to ONNX and run in an
-    ONNX Runtime session with ``threads`` threads; ``input_size`` picks the exported resolution,
-    the model's own by default). ``onednn=False`` keeps plain PyTorch convolutions. The model itself
-    is left unchanged; inputs may be any layout (converted to channels_last)."""
+        ``backend``: ``"eager"`` (folded, fused PyTorch module), ``"compile"`` (that module through
+        :func:`torch.compile`, weights frozen) or ``"onnxruntime"`` (exported to ONNX and run in an
+        ONNX Runtime session with ``threads`` threads; ``input_size`` picks the exported resolution,
+        the model's own by default). ``onednn=True`` runs each convolution, its activation and residual sum
+    as one oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build). The model itself
+        is left unchanged; inputs may be any layout (converted to channels_last)."""
     from effnet.build.model import EfficientNet
 
     if not isinstance(model, EfficientNet):
@@ -450,6 +492,9 @@ def optimize(
         return FastEfficientNet(model, onednn=onednn).to(device)
     if backend == "compile":
         fast = FastEfficientNet(model, onednn=False).to(device)
+        for module in fast.modules():
+            if isinstance(module, FastConv):
+                module.reuse_buffers = False  # the compiler plans memory itself
         return torch.compile(fast, options={"freezing": True})  # type: ignore[return-value]
     if model.features_only:
         raise UserError("the onnxruntime backend supports classification models, not features_only")
