@@ -33,11 +33,9 @@ class Proxy:
                 raise UserError(f"{name} must be a whole number ≥ 1, got {value!r}")
 
     def settings(self) -> dict[str, Any]:
-        """What makes two trials comparable (recorded in the study)."""
-        values = asdict(self)
-        if values["data"] != "digits":
-            values["data"] = str(Path(values["data"]).expanduser().resolve())
-        return values
+        """What makes two trials comparable (recorded in the study). The data path is kept as given,
+        so that workers on other machines may mount the same data elsewhere under the same name."""
+        return asdict(self)
 
 
 def proxy_base(base: NetworkSpec, proxy: Proxy) -> NetworkSpec:
