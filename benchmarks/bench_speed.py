@@ -143,13 +143,18 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
     """{batch: {configuration: {median, runs}}} with interleaved rounds."""
     runners = inference_runners(args, device)
     results: dict[str, dict[str, Any]] = {}
+    plain = runners["effnet eager (plain)"]
     for batch in args.batch_sizes:
         x = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
         calls: dict[str, int] = {}
+        errors: dict[str, float] = {}
         with torch.inference_mode():
+            reference = plain(x).float().cpu()
             for name, fn in runners.items():
                 log(f"  warm-up batch {batch}: {name}")
+                if name.startswith("effnet") and "symmetric" not in name:
+                    errors[name] = (fn(x).float().cpu() - reference).abs().max().item()
                 start = time.perf_counter()
                 for _ in range(2):
                     fn(x)
@@ -165,7 +170,14 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
                 log(f"  batch {batch}: round {round_index + 1}/{args.rounds}")
                 for name, fn in runners.items():
                     runs[name].append(time_call(fn, x, calls[name], device))
-        results[str(batch)] = {name: {"median": statistics.median(r), "runs": r} for name, r in runs.items()}
+        results[str(batch)] = {
+            name: {
+                "median": statistics.median(r),
+                "runs": r,
+                **({"max_abs_diff": errors[name]} if name in errors else {}),
+            }
+            for name, r in runs.items()
+        }
     return results
 
 
@@ -292,10 +304,11 @@ def print_report(report: dict[str, Any]) -> None:
     for batch, table in report["inference"].items():
         base = table["timm eager"]["median"]
         print(f"\ninference, batch {batch} (images/s, median of {len(table['timm eager']['runs'])} interleaved rounds)")
-        print(f"  {'configuration':28s} {'images/s':>10s} {'× timm eager':>13s}   runs")
+        print(f"  {'configuration':28s} {'images/s':>10s} {'× timm eager':>13s} {'|Δ| vs plain':>12s}   runs")
         for name, r in table.items():
             runs = " ".join(f"{v:.1f}" for v in r["runs"])
-            print(f"  {name:28s} {r['median']:10.1f} {r['median'] / base:13.2f}   {runs}")
+            diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
+            print(f"  {name:28s} {r['median']:10.1f} {r['median'] / base:13.2f} {diff:>12s}   {runs}")
     if report["training"]:
         t = report["training"]
         print(f"\ntraining, batch {report['train_batch']} (SGD step; fresh process per configuration and round)")

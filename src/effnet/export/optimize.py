@@ -134,7 +134,7 @@ class FastConv(nn.Module):
         act: str | None,
         *,
         crop: bool = True,
-        onednn: bool = True,
+        onednn: bool = False,
         export: bool = False,
     ) -> None:
         super().__init__()
@@ -215,7 +215,7 @@ class FastConv(nn.Module):
         n, c, h, w = like.shape
         left, right, top, bottom = pad
         shape = (n, c, h + top + bottom, w + left + right)
-        key = threading.get_ident()
+        key = threading.get_ident() if self.reuse_buffers else 0
         out = self._workspace.get(key) if self.reuse_buffers else None
         if out is None or out.shape != shape or out.dtype != like.dtype or out.device != like.device:
             out = like.new_empty((n, shape[2], shape[3], c)).permute(0, 3, 1, 2)
@@ -377,6 +377,7 @@ class FastEfficientNet(nn.Module):
         self.feature_info = model.feature_info
         self._feature_stages = list(model._feature_stages)
         self.export = export
+        self.channels_last_input = not export
         # the stem's input has few channels: padding it is cheaper than cropping the wide output
         self.stem = _fast_cna(model.stem, crop=False, onednn=onednn, export=export)
         self.stem_pool = copy.deepcopy(model.stem_pool)
@@ -398,7 +399,7 @@ class FastEfficientNet(nn.Module):
         return super().train(False)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.export else x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last_input else x
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> Any:
@@ -491,10 +492,9 @@ def optimize(
     if backend == "eager":
         return FastEfficientNet(model, onednn=onednn).to(device)
     if backend == "compile":
-        fast = FastEfficientNet(model, onednn=False).to(device)
-        for module in fast.modules():
-            if isinstance(module, FastConv):
-                module.reuse_buffers = False  # the compiler plans memory itself
+        # the functional (export) form: no in-place tricks or buffers, the compiler plans memory itself
+        fast = FastEfficientNet(model, onednn=False, export=True).to(device)
+        fast.channels_last_input = True
         return torch.compile(fast, options={"freezing": True})  # type: ignore[return-value]
     if model.features_only:
         raise UserError("the onnxruntime backend supports classification models, not features_only")
