@@ -143,3 +143,13 @@ def test_sigkill_mid_trial_then_rerun_loses_and_repeats_nothing(cli, tmp_path):
     orphan = study.trials[orphan_number]
     assert orphan.state == TrialState.FAIL and done[orphan_point] == 1
     assert sum(done_before.values()) >= 1
+
+
+def test_median_pruner_stops_hopeless_trials_and_records_their_cost(cli, tmp_path):
+    args = ["--grid-step", "0.1", "--max-points", "6", "--epochs", "2", "--max-steps-per-epoch", "2"]
+    code, out, err = cli(*search_args(tmp_path, *args, "--pruner", "median", "--json"))
+    assert code == 0, err
+    trials = json.loads(out)["trials"]
+    assert {t["state"] for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert all(t["macs"] > 0 and t["params"] > 0 and "constraint" in t for t in trials)
+    assert all(t["accuracy"] is None for t in trials if t["state"] == "PRUNED")

@@ -61,14 +61,17 @@ def add_proxy(p: argparse.ArgumentParser, *, epochs: int = 2, resolution: int = 
     g.add_argument("--max-steps-per-epoch", type=positive_int, help="cap on steps per epoch (default: whole epochs)")
 
 
-def add_study_storage(p: argparse.ArgumentParser, *, default_name: str, default_output: str) -> None:
+def add_study_storage(
+    p: argparse.ArgumentParser, *, default_name: str, default_output: str, n_trials: bool = True
+) -> None:
     g = p.add_argument_group("study storage (resumable; share a PostgreSQL URL across workers)")
     g.add_argument("--output", default=default_output, help=f"output folder (default {default_output})")
     g.add_argument(
         "--storage", help="SQLite file or SQLAlchemy URL (postgresql://user:pw@host/db); default OUTPUT/study.db"
     )
     g.add_argument("--study-name", default=default_name, help=f"study name in the storage (default {default_name})")
-    g.add_argument("--n-trials", type=positive_int, help="run at most this many trials in this process")
+    if n_trials:
+        g.add_argument("--n-trials", type=positive_int, help="run at most this many trials in this process")
     g.add_argument(
         "--heartbeat",
         type=positive_int,
@@ -363,7 +366,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_architecture(p, default_base=DEFAULT_BASE)
     add_proxy(p, epochs=DEFAULT_PROXY.epochs, resolution=DEFAULT_PROXY.resolution)
     add_grid(p, step=DEFAULT_GRID.step, max_points=DEFAULT_GRID.max_points)
-    add_study_storage(p, default_name="pipeline", default_output="runs/pipeline")
+    add_study_storage(p, default_name="pipeline", default_output="runs/pipeline", n_trials=False)
     g = p.add_argument_group("the final model (one of --phi or a budget; default φ = 1)")
     g.add_argument("--phi", type=nonnegative_float, help="compound coefficient φ (default 1)")
     g.add_argument("--macs", type=big_number, help="largest φ whose model has at most this many multiply-adds")
