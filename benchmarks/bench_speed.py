@@ -349,6 +349,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-inference", dest="inference", action="store_false")
     parser.add_argument("--quick", action="store_true", help="smoke test: 64² input, few repetitions")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--save", help="also write the JSON report to this file")
     parser.add_argument("--train-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -379,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         "training": training,
         "ratios": ratios(inference, training, error),
     }
+    if args.save:
+        with open(args.save, "w") as handle:
+            json.dump(report, handle, indent=1)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
