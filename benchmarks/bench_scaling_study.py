@@ -108,6 +108,12 @@ def main() -> None:
             f"compound vs {family:<10}: ahead at {c['compound_ahead']}/{c['points']} equal-MACs points, "
             f"mean {100 * c['mean_gain']:+.2f} points → {verdict}"
         )
+    accs = [r["accuracy"] for rows in result["curves"].values() for r in rows if r["accuracy"] is not None]
+    if accs:
+        p, n = sum(accs) / len(accs), 10 * args.test_per_class
+        print(
+            f"(one accuracy on {n} test images has a standard error of about ±{100 * (p * (1 - p) / n) ** 0.5:.1f} points)"
+        )
     missing = {"width", "depth", "resolution"} - set(result["comparison"])
     for family in sorted(missing):
         print(f"compound vs {family:<10}: no {family} point within compound's MACs range")
