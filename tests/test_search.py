@@ -99,7 +99,7 @@ def _complete_counts(db, name):
 
 def test_sigkill_mid_trial_then_rerun_loses_and_repeats_nothing(cli, tmp_path):
     args = search_args(
-        tmp_path, "--grid-step", "0.1", "--max-points", "4", "--max-steps-per-epoch", "12", "--heartbeat", "1"
+        tmp_path, "--grid-step", "0.1", "--max-points", "4", "--max-steps-per-epoch", "20", "--heartbeat", "1"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.Popen([sys.executable, "-m", "effnet", *args, "--json"], env=env, stdout=subprocess.DEVNULL)
