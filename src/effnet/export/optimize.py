@@ -7,13 +7,15 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
   (``onednn=True``, CPU float32) each convolution, its activation and a residual sum run as one
   fused oneDNN kernel; on this machine's build that measured no faster, so it is off by default.
 - TensorFlow 'same' padding of strided layers, asymmetric at the built size, costs what symmetric
-  padding costs: instead of padding the input (a slow copy), the convolution pads symmetrically by
-  enough and the output is cropped, a free view the next layer reads; where a copy is cheaper (the
-  stem's 3-channel input) the input is padded once into a zeroed buffer.
+  padding costs: the expansion before a strided depthwise convolution writes its activation straight
+  into a zero-bordered buffer kept between calls (no padded copy, no fresh page-faulting tensor);
+  without an expansion the convolution pads symmetrically by enough and its output is cropped (a
+  view); the stem's 3-channel input is copied once into such a buffer.
 - Squeeze-excitation runs as two small matrix products on the pooled vector and gates in place.
 
-``backend="compile"`` wraps the folded module in :func:`torch.compile` (Inductor, weights frozen);
-``backend="onnxruntime"`` exports the folded module to ONNX and runs it in an ONNX Runtime session.
+``backend="compile"`` wraps the folded module's functional form in :func:`torch.compile` (Inductor,
+weights frozen); ``backend="onnxruntime"`` exports it to ONNX (asymmetric padding as the Conv's own
+``pads``, no Pad nodes) and runs it in an ONNX Runtime session.
 All backends compute the plain model's eval-mode function (within float rounding, ~1e-5).
 """
 
@@ -120,6 +122,23 @@ def _axis_plan(size: int, kernel: int, stride: int) -> tuple[int, int, int, int]
     return padding, crop, before, after
 
 
+class _Pool:
+    """Scratch memory reused between calls, one flat tensor per thread, shared by layers whose
+    outputs are consumed at once: on CPU a fresh large tensor costs page faults, often more than
+    the convolution writing it."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, torch.Tensor] = {}
+
+    def get(self, numel: int, like: torch.Tensor) -> torch.Tensor:
+        key = threading.get_ident()
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = like.new_empty(numel)
+            self._buffers[key] = buf
+        return buf[:numel]
+
+
 class FastConv(nn.Module):
     """A convolution with BatchNorm folded in and its activation fused (inference only).
 
@@ -156,6 +175,9 @@ class FastConv(nn.Module):
         #: page faults, far more than the activation written into it; their borders stay zero
         self.reuse_buffers = not export
         self._workspace: dict[int, torch.Tensor] = {}
+        #: set on 1×1 expansions whose output the block consumes at once: computed as one matrix
+        #: product into the model's shared scratch memory instead of a fresh tensor
+        self.pool: _Pool | None = None
 
     def extra_repr(self) -> str:
         out, inp = self.weight.shape[0], self.weight.shape[1] * self.groups
@@ -179,7 +201,20 @@ class FastConv(nn.Module):
             self._plans[(height, width)] = plan
         return plan
 
+    def _pointwise_into_pool(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The 1×1 convolution as ``bias + x @ Wᵀ`` written into scratch memory (None: not applicable)."""
+        if self.pool is None or not x.is_cpu or not x.is_contiguous(memory_format=torch.channels_last):
+            return None
+        n, c, h, w = x.shape
+        out_c = self.weight.shape[0]
+        out = self.pool.get(n * h * w * out_c, x).view(n * h * w, out_c)
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        torch.addmm(self.bias, rows, self.weight.reshape(out_c, c).t(), out=out)
+        return out.view(n, h, w, out_c).permute(0, 3, 1, 2)
+
     def _conv(self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None) -> torch.Tensor:
+        if residual is None and (y := self._pointwise_into_pool(x)) is not None:
+            return _ACT_FUNCS[self.act](y) if self.act is not None else y
         if self.onednn and x.is_cpu and x.dtype == torch.float32:
             if residual is not None and self.act is None:
                 return torch.ops.mkldnn._convolution_pointwise.binary(
@@ -202,7 +237,9 @@ class FastConv(nn.Module):
     def forward_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
         """This (unpadded) convolution and its activation, written inside a zero border (left, right,
         top, bottom): the next strided 'same' convolution then needs no padded copy of its input."""
-        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        y = self._pointwise_into_pool(x)
+        if y is None:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         out, inner = self._padded_buffer(y, pad)
         if self.act is None:
             inner.copy_(y)
@@ -303,7 +340,7 @@ def _fast_cna(module: nn.Module, *, crop: bool, onednn: bool, export: bool) -> F
 class FastMBConv(nn.Module):
     """MBConv for inference: expand → depthwise (cropped 'same') → SE → project with the residual fused."""
 
-    def __init__(self, block: MBConv, onednn: bool, export: bool) -> None:
+    def __init__(self, block: MBConv, onednn: bool, export: bool, pool: _Pool | None = None) -> None:
         super().__init__()
         kw = {"onednn": onednn, "export": export}
         self.expand = _fast_cna(block.expand, crop=True, **kw) if block.expand is not None else None
@@ -311,6 +348,8 @@ class FastMBConv(nn.Module):
         # (forward_padded); without one, the depthwise output is cropped instead
         self.depthwise = _fast_cna(block.depthwise, crop=block.expand is None, **kw)
         self.pad_in_expand = block.expand is not None and self.depthwise.same and not export
+        if self.expand is not None and not export and self.expand.kernel == (1, 1) and self.expand.groups == 1:
+            self.expand.pool = pool
         self.se = FastSE(block.se, export) if block.se is not None else None
         self.project = _fast_cna(block.project, crop=True, **kw)
         self.has_skip = block.has_skip
@@ -358,9 +397,9 @@ def _convert_generic(module: nn.Module, onednn: bool, export: bool) -> nn.Module
     return module
 
 
-def _convert_block(block: nn.Module, onednn: bool, export: bool) -> nn.Module:
+def _convert_block(block: nn.Module, onednn: bool, export: bool, pool: _Pool) -> nn.Module:
     if isinstance(block, MBConv):
-        return FastMBConv(block, onednn, export)
+        return FastMBConv(block, onednn, export, pool)
     if isinstance(block, DepthwiseSeparable):
         return FastDepthwiseSeparable(block, onednn, export)
     return _convert_generic(copy.deepcopy(block), onednn, export)
@@ -381,8 +420,9 @@ class FastEfficientNet(nn.Module):
         # the stem's input has few channels: padding it is cheaper than cropping the wide output
         self.stem = _fast_cna(model.stem, crop=False, onednn=onednn, export=export)
         self.stem_pool = copy.deepcopy(model.stem_pool)
+        pool = _Pool()  # one scratch buffer for every block's expansion: they run one after another
         self.stages = nn.ModuleList(
-            nn.Sequential(*[_convert_block(block, onednn, export) for block in stage]) for stage in model.stages
+            nn.Sequential(*[_convert_block(block, onednn, export, pool) for block in stage]) for stage in model.stages
         )
         self.head = (
             _fast_cna(model.head, crop=False, onednn=onednn, export=export)
