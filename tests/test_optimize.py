@@ -107,3 +107,20 @@ def test_onnxruntime_backend_matches() -> None:
         expected = model(x)
     assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0)
     assert torch.allclose(fast(x[:1]), expected[:1], atol=1e-4, rtol=0)
+
+
+def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:
+    # what backend="compile" traces (cropped 'same' convolutions) and what ONNX gets (asymmetric pads)
+    from effnet.export.optimize import FastEfficientNet
+
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0"))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        expected = model(x)
+    for crop in (True, False):
+        functional = FastEfficientNet(model, export=True)
+        for module in functional.modules():
+            if isinstance(module, FastConv):
+                module.crop = module.crop_when_functional = crop
+        assert torch.allclose(functional(x), expected, atol=1e-4, rtol=0)

@@ -174,6 +174,8 @@ class FastConv(nn.Module):
         #: padded input buffers kept between calls (one per thread): a fresh large tensor costs
         #: page faults, far more than the activation written into it; their borders stay zero
         self.reuse_buffers = not export
+        #: the functional form for torch.compile crops too (ONNX gets asymmetric Conv pads instead)
+        self.crop_when_functional = False
         self._workspace: dict[int, torch.Tensor] = {}
         #: set on 1×1 expansions whose output the block consumes at once: computed as one matrix
         #: product into the model's shared scratch memory instead of a fresh tensor
@@ -194,7 +196,7 @@ class FastConv(nn.Module):
             out_h, out_w = math.ceil(height / self.stride[0]), math.ceil(width / self.stride[1])
             if (top, bottom, left, right) == (ph, ph, pw, pw):
                 plan = _Plan(None, (ph, pw), None)
-            elif self.crop and not self.export:
+            elif self.crop and (not self.export or self.crop_when_functional):
                 plan = _Plan(None, (ph, pw), (ch, cw, out_h, out_w))
             else:
                 plan = _Plan((left, right, top, bottom), (0, 0), None)
@@ -535,6 +537,9 @@ def optimize(
         # the functional (export) form: no in-place tricks or buffers, the compiler plans memory itself
         fast = FastEfficientNet(model, onednn=False, export=True).to(device)
         fast.channels_last_input = True
+        for module in fast.modules():
+            if isinstance(module, FastConv):  # a cropped view fuses into the consumer; a pad is a copy
+                module.crop = module.crop_when_functional = True
         return torch.compile(fast, options={"freezing": True})  # type: ignore[return-value]
     if model.features_only:
         raise UserError("the onnxruntime backend supports classification models, not features_only")
