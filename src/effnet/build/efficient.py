@@ -5,12 +5,13 @@ outputs (BatchNorm inputs), the BatchNorm outputs (SiLU inputs), the SiLU output
 convolution inputs) and the SE-gated tensor (projection input). In memory mode each expanded
 tensor is kept once, as the BatchNorm input ``z``:
 
-- :class:`BNSiLU` computes SiLU(BatchNorm(z)) in training and keeps only ``z`` (plus per-channel
-  statistics); backward recomputes the activation from ``z``.
-- :class:`ConvAfterBNSiLU` is the convolution that reads ``x = SiLU(BatchNorm(z))``, optionally
-  times an SE gate; it keeps ``z`` (the very tensor BNSiLU kept) instead of ``x`` or ``x·gate``
-  and recomputes them in backward.
-- :class:`MemoryEfficientSiLU` is a SiLU that keeps its input and recomputes the sigmoid.
+- BN+SiLU (``_BNSiLUFunction``) computes SiLU(BatchNorm(z)) in training and keeps only ``z``
+  (plus per-channel statistics); backward recomputes the pre-activation from ``z``.
+- The convolution reading ``x = SiLU(BatchNorm(z))``, for the projection times the SE gate
+  (``_ConvAfterBNSiLUFunction``), keeps ``z`` (the very tensor BN+SiLU kept) instead of ``x`` or
+  ``x·gate`` and recomputes them in backward, handing the pre-activation on to BN+SiLU's backward.
+  A strided 'same' depthwise convolution pads symmetrically and crops its output: no padded copy.
+- :class:`MemoryEfficientSiLU` is a SiLU that keeps its input (not an in-place clone).
 
 Numerics match the plain modules (same formulas, float rounding aside). Everything here is plain
 Python autograd, so a model in memory mode is neither scriptable nor exportable: switch it off with
