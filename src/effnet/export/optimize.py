@@ -176,7 +176,7 @@ class FastConv(nn.Module):
         self.reuse_buffers = not export
         #: the functional form for torch.compile crops too (ONNX gets asymmetric Conv pads instead)
         self.crop_when_functional = False
-        self._workspace: dict[int, torch.Tensor] = {}
+        self._workspace: dict[tuple[int, str], torch.Tensor] = {}
         #: set on 1×1 expansions whose output the block consumes at once: computed as one matrix
         #: product into the model's shared scratch memory instead of a fresh tensor
         self.pool: _Pool | None = None
@@ -237,31 +237,53 @@ class FastConv(nn.Module):
         return y
 
     def forward_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
-        """This (unpadded) convolution and its activation, written inside a zero border (left, right,
-        top, bottom): the next strided 'same' convolution then needs no padded copy of its input."""
-        y = self._pointwise_into_pool(x)
-        if y is None:
+        """This 1×1 convolution and its activation with a zero border (left, right, top, bottom): the
+        next strided 'same' convolution then needs no padded copy of its (wide) input.
+
+        The narrow input is copied into a zero-bordered buffer, the matrix product and activation run
+        densely over the padded grid (activation in place), and the border, where the result is
+        act(bias), is zeroed again: a pass over the narrow input instead of over the wide output."""
+        if self.kernel != (1, 1) or self.groups != 1 or not x.is_contiguous(memory_format=torch.channels_last):
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        out, inner = self._padded_buffer(y, pad)
-        if self.act is None:
-            inner.copy_(y)
-        else:
-            _ACT_OUT[self.act](y, inner)
+            out, inner = self._padded_buffer(y.shape, y, pad, "out", zero=True)
+            if self.act is None:
+                inner.copy_(y)
+            else:
+                _ACT_OUT[self.act](y, inner)
+            return out
+        left, right, top, bottom = pad
+        padded_x, inner_x = self._padded_buffer(x.shape, x, pad, "in", zero=True)
+        inner_x.copy_(x)
+        n, c, hp, wp = padded_x.shape
+        out_c = self.weight.shape[0]
+        out, _ = self._padded_buffer((n, out_c, hp, wp), x, (0, 0, 0, 0), "out", zero=False)
+        rows = padded_x.permute(0, 2, 3, 1).reshape(n * hp * wp, c)
+        torch.addmm(self.bias, rows, self.weight.reshape(out_c, c).t(), out=out.permute(0, 2, 3, 1).view(-1, out_c))
+        if self.act is not None:
+            _ACT_FUNCS[self.act](out)
+        h, w = hp - top - bottom, wp - left - right
+        for region in (out[:, :, :top], out[:, :, top + h :], out[:, :, :, :left], out[:, :, :, left + w :]):
+            if region.numel():
+                region.zero_()
         return out
 
-    def _padded_buffer(self, like: torch.Tensor, pad: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A channels_last tensor shaped like ``like`` plus a zero border, and its interior view."""
-        n, c, h, w = like.shape
+    def _padded_buffer(
+        self, size: Any, like: torch.Tensor, pad: tuple[int, int, int, int], slot: str, zero: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A channels_last tensor of ``size`` (dtype and device of ``like``) plus a border (zeroed when
+        made if ``zero``), kept between calls (per thread and slot), and its interior view."""
+        n, c, h, w = size
         left, right, top, bottom = pad
         shape = (n, c, h + top + bottom, w + left + right)
-        key = threading.get_ident() if self.reuse_buffers else 0
-        out = self._workspace.get(key) if self.reuse_buffers else None
+        key = (threading.get_ident(), slot) if self.reuse_buffers else None
+        out = self._workspace.get(key) if key is not None else None
         if out is None or out.shape != shape or out.dtype != like.dtype or out.device != like.device:
-            out = like.new_empty((n, shape[2], shape[3], c)).permute(0, 3, 1, 2)
-            for region in (out[:, :, :top], out[:, :, top + h :], out[:, :, :, :left], out[:, :, :, left + w :]):
-                if region.numel():
-                    region.zero_()
-            if self.reuse_buffers:
+            out = torch.empty((n, shape[2], shape[3], c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
+            if zero:
+                for region in (out[:, :, :top], out[:, :, top + h :], out[:, :, :, :left], out[:, :, :, left + w :]):
+                    if region.numel():
+                        region.zero_()
+            if key is not None:
                 self._workspace[key] = out
         return out, out[:, :, top : top + h, left : left + w]
 
@@ -277,7 +299,7 @@ class FastConv(nn.Module):
             if self.export or not x.is_contiguous(memory_format=torch.channels_last):
                 x = F.pad(x, plan.pre_pad)
             else:
-                padded, inner = self._padded_buffer(x, plan.pre_pad)
+                padded, inner = self._padded_buffer(x.shape, x, plan.pre_pad, "in", zero=True)
                 inner.copy_(x)
                 x = padded
         y = self._conv(x, plan.padding, residual if plan.crop is None else None)
