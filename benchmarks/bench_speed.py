@@ -3,7 +3,7 @@
 One process, same threads, batch sizes, input and layout (channels_last) for every model; A/B
 repetitions interleaved (every configuration timed once per round, rounds repeated) so machine
 load hits all sides alike; medians and ratios printed. Training peak memory is measured per
-configuration in a fresh subprocess (CPU: ``ru_maxrss``; CUDA: ``max_memory_allocated``).
+configuration in a fresh subprocess (CPU: peak resident memory, VmHWM; CUDA: ``max_memory_allocated``).
 
     python benchmarks/bench_speed.py            # full run (CPU here, CUDA when present)
     python benchmarks/bench_speed.py --quick    # smoke test: small input, few repetitions
@@ -184,6 +184,19 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
 # ---------------------------------------------------------------------------------------------- training
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes: VmHWM (per address space, so a worker started
+    from a large parent does not inherit the parent's peak, as ``ru_maxrss`` does across exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def train_worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
     """One training configuration in this (fresh) process: images/s and peak memory."""
     device = torch.device(args.device)
@@ -208,7 +221,7 @@ def train_worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = peak_rss()
     step()  # warm-up (allocates optimizer state)
     speeds = []
     for _ in range(args.train_steps):
@@ -217,11 +230,7 @@ def train_worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
         step()
         sync(device)
         speeds.append(args.train_batch / (time.perf_counter() - start))
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_rss()
     return {
         "images_per_s": statistics.median(speeds),
         "steps": speeds,
