@@ -145,7 +145,8 @@ class _ConvAfterBNSiLUFunction(torch.autograd.Function):
         inp = x * gate if ctx.has_gate else x
         if crop is not None:
             top, left, height, width = crop
-            full = grad.new_zeros(ctx.full_shape).contiguous(memory_format=_layout(grad))
+            full = torch.empty(ctx.full_shape, dtype=grad.dtype, device=grad.device, memory_format=_layout(grad))
+            full.zero_()
             full[:, :, top : top + height, left : left + width] = grad
             grad = full
         need_x, need_gate, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
