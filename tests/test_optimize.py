@@ -124,3 +124,12 @@ def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:
             if isinstance(module, FastConv):
                 module.crop = module.crop_when_functional = crop
         assert torch.allclose(functional(x), expected, atol=1e-4, rtol=0)
+
+
+def test_fast_path_from_a_model_in_memory_mode() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", memory_efficient=True))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(optimize(model)(x), expected, atol=1e-4, rtol=0)
