@@ -62,13 +62,14 @@ def main() -> int:
     parser.add_argument("--output", default="/tmp/effnet-bench-nas")
     parser.add_argument("--strategy", default="rl")
     parser.add_argument("--trials", type=int, default=16, help="at most this many architectures")
-    parser.add_argument("--search-minutes", type=float, default=6.0, help="stop proposing after this long")
-    parser.add_argument("--train-per-class", type=int, default=200)
+    parser.add_argument("--search-minutes", type=float, default=5.0, help="stop proposing after this long")
+    parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=40)
     parser.add_argument("--test-per-class", type=int, default=100)
-    parser.add_argument("--search-epochs", type=int, default=1)
-    parser.add_argument("--final-epochs", type=int, default=3)
+    parser.add_argument("--search-epochs", type=int, default=3)
+    parser.add_argument("--final-epochs", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--warmup-epochs", type=float, default=0.3, help="short budgets: a short warm-up")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -82,6 +83,7 @@ def main() -> int:
     subsample(source, out / "search", {"train": ("train", 0, n), "val": ("train", n, v)})
     subsample(source, out / "final", {"train": ("train", 0, n), "test": ("test", 0, t)})
 
+    overrides = {"warmup_epochs": args.warmup_epochs}
     start = time.perf_counter()
     for n_trials in range(1, args.trials + 1):  # one more each call: the study resumes, the clock decides
         result = search_architectures(
@@ -94,6 +96,7 @@ def main() -> int:
             seed=args.seed,
             output=out / "nas",
             study_name=f"bench-{args.strategy}",
+            train_overrides=overrides,
         )
         if time.perf_counter() - start > args.search_minutes * 60:
             break
@@ -116,6 +119,7 @@ def main() -> int:
             recipe="small",
             output=None,
             progress=True,
+            **overrides,
         )
         rows.append(
             {
