@@ -10,7 +10,7 @@
 3. Prints every point, then for each single dimension how often compound is ahead at equal multiply-adds
    (compound's accuracy interpolated on log MACs) and by how much on average. Writes the figure and CSV.
 
-Usage: python benchmarks/bench_scaling_study.py [--data ../shared/data/cifar10] [--epochs 3] …
+Usage: python benchmarks/bench_scaling_study.py [--data ../shared/data/cifar10] [--epochs 5] …
 The study is resumable: rerunning with the same options trains only what is missing.
 """
 
@@ -51,10 +51,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench_scaling_study")
     parser.add_argument("--base", default="b0_mini")
-    parser.add_argument("--train-per-class", type=int, default=150)
+    parser.add_argument("--train-per-class", type=int, default=200)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--resolution", type=int, default=48)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--widths", default="1,1.4,1.8")
     parser.add_argument("--depths", default="1,2,3")

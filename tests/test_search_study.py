@@ -76,3 +76,9 @@ def test_study_scaling_on_digits_then_resume(cli, tmp_path):
     assert code == 0, err
     again = json.loads(out)["curves"]
     assert [r["seconds"] for r in again["depth"]] == [r["seconds"] for r in curves["depth"]]
+    # Truncated sweeps reuse the trained points; other proxy settings are refused.
+    code, out, err = cli(*ARGS, "--output", str(tmp_path), "--families", "width,compound", "--limit", "1")
+    assert code == 0, err
+    assert json.loads(out)["curves"]["compound"][0]["seconds"] == base["seconds"]
+    code, _, err = cli(*ARGS, "--output", str(tmp_path), "--epochs", "2")
+    assert code == 2 and "other settings" in err

@@ -176,13 +176,9 @@ def search_scaling(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = open_study(storage, study_name, output=output, pruner=make_pruner(pruner), heartbeat=heartbeat)
-        settings = {
-            "kind": "search-scaling",
-            "base": base.to_dict(),
-            "proxy": proxy.settings(),
-            "grid": asdict(grid),
-            "pruner": pruner,
-        }
+        # What a trial's result depends on. The grid is not part of it: a point's key names its
+        # (α, β, γ), so a finer, wider or truncated grid reuses the points already trained.
+        settings = {"kind": "search-scaling", "base": base.to_dict(), "proxy": proxy.settings(), "pruner": pruner}
         check_settings(study, settings)
         queue = PointQueue(study, points)
         ranges = {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}

@@ -12,7 +12,7 @@ import csv
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,14 @@ def study_scaling(
         study = open_study(storage, study_name, output=output, heartbeat=heartbeat, pruner=optuna.pruners.NopPruner())
         check_settings(
             study,
-            {"kind": "study-scaling", "base": base.to_dict(), "proxy": proxy.settings(), "sweeps": asdict(sweeps)},
+            # The sweeps are not part of it (longer or truncated sweeps reuse trained points); the
+            # compound coefficients are, since they give "compound=φ" its meaning.
+            {
+                "kind": "study-scaling",
+                "base": base.to_dict(),
+                "proxy": proxy.settings(),
+                "compound": [sweeps.alpha, sweeps.beta, sweeps.gamma],
+            },
         )
         queue = PointQueue(study, points)
 
