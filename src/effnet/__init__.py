@@ -3,6 +3,7 @@
 from effnet.build import EfficientNet, Profile, create_model, profile
 from effnet.describe import BlockSpec, NetworkSpec, get_description, model_names, parse_blocks
 from effnet.errors import UserError
+from effnet.export.optimize import optimize
 from effnet.scale import compound_coefficients, scale_compound, scale_network
 from effnet.weights import load_model, load_weights, save_weights
 
@@ -20,6 +21,7 @@ __all__ = [
     "load_model",
     "load_weights",
     "model_names",
+    "optimize",
     "parse_blocks",
     "profile",
     "scale_compound",

@@ -64,9 +64,13 @@ def export_model(model: nn.Module, path: str | Path, format: str, *, opset: int 
         raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
     model = model.eval()
     if format == "onnx":
+        # the inference fast path's export form: BatchNorm folded, TF padding inside each Conv node
+        from effnet.build.model import EfficientNet
         from effnet.export.onnx import export_onnx, run_onnx
+        from effnet.export.optimize import FastEfficientNet
 
-        export_onnx(model, path, opset=opset)
+        exportable = FastEfficientNet(model, export=True) if isinstance(model, EfficientNet) else model
+        export_onnx(exportable, path, opset=opset)
         inputs = example_inputs(model)
         got, runtime = run_onnx(path, inputs), "onnxruntime"
     else:
