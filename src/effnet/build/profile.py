@@ -67,3 +67,36 @@ def summarize(spec: NetworkSpec, *, num_classes: int = 1000) -> dict[str, object
         "num_blocks": spec.num_blocks,
         "blocks": spec.block_strings,
     }
+
+
+def measure_latency_ms(
+    spec: NetworkSpec,
+    *,
+    resolution: int | None = None,
+    num_classes: int = 1000,
+    batch_size: int = 1,
+    repeats: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+) -> float:
+    """Median wall time of one forward pass (eval mode, no grad) on this machine's CPU, in ms."""
+    import statistics
+    import time
+
+    size = resolution or spec.resolution
+    model = EfficientNet(spec, num_classes=num_classes).eval()
+    x = torch.randn(batch_size, 3, size, size)
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(old)
+    return statistics.median(times)

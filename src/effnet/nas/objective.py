@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,25 +92,9 @@ def measure_latency_ms(
     warmup: int = 2,
     threads: int | None = None,
 ) -> float:
-    """Median CPU latency of one image through the model, in milliseconds (the machine at hand)."""
-    import torch
+    """Median CPU latency of one image through the model at ``resolution``, in milliseconds."""
+    from effnet.build.profile import measure_latency_ms as measure
 
-    from effnet.build.model import create_model
-
-    model = create_model(spec, num_classes=num_classes).eval()
-    x = torch.randn(1, 3, resolution, resolution)
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        times = []
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                start = time.perf_counter()
-                model(x)
-                if i >= warmup:
-                    times.append((time.perf_counter() - start) * 1e3)
-    finally:
-        torch.set_num_threads(old)
-    times.sort()
-    return times[len(times) // 2]
+    return measure(
+        spec, resolution=resolution, num_classes=num_classes, repeats=repeats, warmup=warmup, threads=threads
+    )

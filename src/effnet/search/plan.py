@@ -8,12 +8,10 @@ coarse scan brackets the last φ under budget and a bisection narrows the step i
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
-from effnet.build.profile import profile
+from effnet.build.profile import measure_latency_ms, profile
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.scale.compound import ALPHA, BETA, GAMMA, compound_coefficients, scale_compound
@@ -25,26 +23,6 @@ PRECISION = 1e-4
 #: The scan stops once the cost exceeds the budget by this factor.
 OVERSHOOT = 1.3
 METRICS = ("macs", "params", "latency_ms")
-
-
-def measure_latency_ms(
-    spec: NetworkSpec, *, num_classes: int = 1000, batch_size: int = 1, repeats: int = 10, warmup: int = 2
-) -> float:
-    """Median wall time of one forward pass (eval mode, no grad) on this machine's CPU, in ms."""
-    import torch
-
-    from effnet.build.model import create_model
-
-    model = create_model(spec, num_classes=num_classes).eval()
-    x = torch.randn(batch_size, 3, spec.resolution, spec.resolution)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def cost_function(metric: str, *, num_classes: int = 1000, batch_size: int = 1, repeats: int = 10):
