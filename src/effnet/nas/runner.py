@@ -58,23 +58,20 @@ class TrainEvaluator:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, spec: NetworkSpec, number: int) -> dict[str, Any]:
-        from effnet.train import train_model
+        from effnet.search.proxy import Proxy, train_proxy
 
-        report = train_model(
-            spec,
+        proxy = Proxy(
             data=self.data,
+            resolution=self.resolution,
             epochs=self.epochs,
             batch_size=self.batch_size,
-            resolution=self.resolution,
             seed=self.seed,
             recipe=self.recipe,
-            output=None,
-            progress=False,
             max_steps_per_epoch=self.max_steps_per_epoch,
-            **self.overrides,
         )
-        keep = ("top5", "loss", "seconds", "num_classes")
-        return {"accuracy": float(report["top1"]), **{k: report[k] for k in keep if k in report}}
+        result = train_proxy(spec.with_(resolution=self.resolution), proxy, **self.overrides)
+        keep = ("accuracy", "top5", "loss", "seconds", "num_classes")
+        return {k: result[k] for k in keep}
 
 
 @dataclass

@@ -65,10 +65,12 @@ def train_proxy(
     output: str | Path | None = None,
     on_epoch_end: Any = None,
     progress: bool = False,
+    **recipe_overrides: Any,
 ) -> dict[str, Any]:
     """Train ``spec`` on the proxy task; returns accuracy (top-1 fraction) and the model's cost.
 
-    With ``output`` the trained weights (safetensors), description and report are written there.
+    With ``output`` the trained weights (safetensors), description and report are written there;
+    ``recipe_overrides`` go to :func:`effnet.train.train_model` (e.g. ``warmup_epochs``).
     """
     from effnet.train import train_model
 
@@ -85,6 +87,7 @@ def train_proxy(
         progress=progress,
         max_steps_per_epoch=proxy.max_steps_per_epoch,
         on_epoch_end=on_epoch_end,
+        **recipe_overrides,
     )
     return {
         "accuracy": float(report["top1"]),
@@ -93,5 +96,6 @@ def train_proxy(
         "params": int(report["params"]),
         "macs": int(report["macs"]),
         "resolution": spec.resolution,
+        "num_classes": int(report["num_classes"]),
         "seconds": round(float(report.get("seconds", time.perf_counter() - start)), 3),
     }
