@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from effnet import NetworkSpec, get_description, profile, scale_network
-from effnet.nas import search_architectures
+from effnet.nas import SearchSpace, search_architectures
 from effnet.train import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +73,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--ref-width", type=float, default=1.0, help="the search space's reference: B0 × width")
+    parser.add_argument("--ref-depth", type=float, default=1.0, help="… × depth (also B0's depth in the comparison)")
+    parser.add_argument("--stem-stride", type=int, default=2, help="1 keeps 32-px inputs at 2×2 before the head")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source, out = Path(args.data), Path(args.output)
@@ -83,7 +87,13 @@ def main() -> int:
     subsample(source, out / "search", {"train": ("train", 0, n), "val": ("train", n, v)})
     subsample(source, out / "final", {"train": ("train", 0, n), "test": ("test", 0, t)})
 
-    overrides = {"warmup_epochs": args.warmup_epochs}
+    # short from-scratch budgets: a zero-initialised classifier (the official U(±1/√classes) starts a
+    # 10-class, wide-head model at a loss near 10) and CIFAR's usual weight decay
+    overrides = {"warmup_epochs": args.warmup_epochs, "classifier_init": "zero", "weight_decay": args.weight_decay}
+    reference = get_description("efficientnet_b0")
+    if args.ref_width != 1.0 or args.ref_depth != 1.0:
+        reference = scale_network(reference, width=args.ref_width, depth=args.ref_depth)
+    reference = reference.with_(stem_stride=args.stem_stride, name="b0-proxy-reference")
     start = time.perf_counter()
     for n_trials in range(1, args.trials + 1):  # one more each call: the study resumes, the clock decides
         result = search_architectures(
@@ -97,13 +107,16 @@ def main() -> int:
             output=out / "nas",
             study_name=f"bench-{args.strategy}",
             train_overrides=overrides,
+            space=SearchSpace(reference=reference),
         )
         if time.perf_counter() - start > args.search_minutes * 60:
             break
     search_seconds = time.perf_counter() - start
     best = NetworkSpec.load(result.best["description"]).with_(resolution=args.resolution)
     best_macs = profile(best, num_classes=10).macs
-    b0 = get_description("efficientnet_b0")
+    b0 = get_description("efficientnet_b0").with_(stem_stride=args.stem_stride)
+    if args.ref_depth != 1.0:
+        b0 = scale_network(b0, depth=args.ref_depth)
     matched, width = match_width(b0, best_macs, args.resolution)
     b0_macs = profile(b0.with_(resolution=args.resolution), num_classes=10).macs
 
@@ -138,6 +151,8 @@ def main() -> int:
         "search_seconds": round(search_seconds, 1),
         "proxy": f"{n}/class train, {v}/class held-out val, {args.search_epochs} epoch(s) at {args.resolution}px",
         "final": f"{n}/class train, {t}/class CIFAR test, {args.final_epochs} epochs at {args.resolution}px, recipe small",
+        "reference": reference.block_strings,
+        "stem_stride": args.stem_stride,
         "target_macs_at_proxy": result.objective.effective_target,
         "b0_macs_at_proxy": b0_macs,
         "best_trial": {k: result.best[k] for k in ("number", "accuracy", "macs", "params", "reward")},

@@ -63,3 +63,22 @@ def test_finetune_from_a_trained_native_file(tmp_path):
     root = make_digit_folder(tmp_path / "data", per_class=8, val_per_class=2)
     report = finetune_model(tmp_path / "a" / "model.safetensors", root, epochs=1, batch_size=8, progress=False)
     assert report["model"] == "tiny" and report["num_classes"] == 3 and report["resolution"] == 16
+
+
+def test_frozen_stages_stay_as_loaded_and_later_stages_train(tmp_path, cli):
+    from effnet.weights import load_model
+
+    root = make_digit_folder(tmp_path / "data", per_class=8, val_per_class=2)
+    out = tmp_path / "run"
+    report = finetune_model(
+        "lite0-imagenet", root, epochs=1, freeze_stages=2, batch_size=8, resolution=32, progress=False, output=out
+    )
+    assert report["freeze_stages"] == 2
+    tuned = load_file(out / "model.safetensors")
+    before = load_model("lite0-imagenet")[0].state_dict()
+    for key in ("stem.conv.weight", "stem.bn.running_mean", "stages.1.1.project.conv.weight", "stages.1.0.expand.bn.running_var"):  # fmt: skip
+        assert torch.equal(tuned[key], before[key]), key
+    for key in ("stages.2.0.expand.conv.weight", "stages.2.0.expand.bn.running_mean", "head.conv.weight"):
+        assert not torch.equal(tuned[key], before[key]), key
+    code, _, err = cli("finetune", "--weights", "lite0-imagenet", "--data", str(root), "--freeze-stages", "7")
+    assert code == 2 and err.count("\n") == 1 and "freeze_stages" in err

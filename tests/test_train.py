@@ -51,6 +51,29 @@ def test_time_limit_stops_early_and_evaluates():
     assert 0 <= report["top1"] <= 1
 
 
+def test_zero_classifier_init_starts_at_log_classes():
+    """``classifier_init="zero"``: the first step's loss is ln 10 exactly (uniform prediction); the
+    official U(±1/√classes) initialisation does not, and with B0's 1280-wide head its 10-class logits
+    start spread widely (the reason for the option)."""
+    from effnet import create_model
+
+    losses = {}
+    for init in ("zero", "official"):
+        report = train_model(
+            TINY, epochs=1, batch_size=16, recipe="small", progress=False, max_steps_per_epoch=1,
+            classifier_init=init, label_smoothing=0.0,
+        )  # fmt: skip
+        losses[init] = report["train_loss"]
+    assert losses["zero"] == pytest.approx(math.log(10), abs=1e-5)
+    assert abs(losses["official"] - math.log(10)) > 1e-3
+    torch.manual_seed(0)
+    b0 = create_model("efficientnet_b0", num_classes=10, resolution=32, drop_path_rate=0.0, dropout=0.0).train()
+    with torch.no_grad():
+        logits = b0(torch.randn(8, 3, 32, 32))
+    assert logits.std().item() > 1.0
+    assert RECIPES["paper"].classifier_init == "official"
+
+
 def test_callback_exception_propagates():
     class Pruned(Exception):
         pass
@@ -72,6 +95,7 @@ def test_callback_exception_propagates():
         (dict(data="/no/such/folder"), "does not exist"),
         (dict(no_such_setting=1), "unknown recipe setting"),
         (dict(lr=-0.1), "lr"),
+        (dict(classifier_init="xavier"), "classifier_init"),
     ],
 )
 def test_user_mistakes(kwargs, message):

@@ -122,8 +122,8 @@ class EfficientNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in backward instead of keeping them (only the blocks'
-        inputs are kept)."""
+        """Recompute activations in backward instead of keeping them: the stem, each block and the head
+        run under activation checkpointing (only their inputs are kept)."""
         self.grad_checkpointing = enable
 
     def set_memory_efficient(self, enable: bool = True) -> None:
@@ -133,21 +133,29 @@ class EfficientNet(nn.Module):
 
         set_memory_efficient(self, enable)
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and x.requires_grad:
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and self.training and torch.is_grad_enabled()
+
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self._checkpointing():
             from torch.utils.checkpoint import checkpoint
 
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self._checkpointing():
             for block in stage:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = self._run(block, x)
             return x
         return stage(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, stages and head: the final feature map before pooling."""
-        x = self.stem_pool(self.stem(x))
+        x = self.stem_pool(self._run(self.stem, x))
         for stage in self.stages:
             x = self._run_stage(stage, x)
-        return self.head(x)
+        return self._run(self.head, x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Pool, dropout and classifier."""
@@ -156,7 +164,7 @@ class EfficientNet(nn.Module):
 
     def forward_feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps at strides 2, 4, 8, 16 and 32."""
-        x = self.stem(x)
+        x = self._run(self.stem, x)
         maps: list[torch.Tensor] = []
         if -1 in self._feature_stages:
             maps.append(x)

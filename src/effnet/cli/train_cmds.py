@@ -177,6 +177,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         model=args.model,
         format=args.format,
         freeze_epochs=args.freeze_epochs,
+        freeze_stages=args.freeze_stages,
         **_common(args),
     )
     _show(report, args.json)
@@ -210,6 +211,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     finetune.add_argument("--weights", required=True, metavar="FILE|NAME", help="weight file or pretrained name")
     finetune.add_argument("--format", default="auto", help="weight layout: auto, native, timm, torchvision, …")
     finetune.add_argument("--freeze-epochs", type=nonnegative_int, default=0, help="train only the classifier first")
+    finetune.add_argument(
+        "--freeze-stages", type=nonnegative_int, default=0, help="keep the stem and the first N stages as loaded"
+    )
     _add_model(finetune, None)
     _add_run_options(finetune, default_epochs=5, default_recipe="finetune")
     finetune.set_defaults(func=cmd_finetune)

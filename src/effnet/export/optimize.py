@@ -39,6 +39,9 @@ from effnet.errors import UserError
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
+#: forward_padded computes densely over the padded grid up to this fraction of extra positions
+DENSE_PAD_MAX_EXTRA = 0.05
+
 #: oneDNN post-op name and scalars of each activation module oneDNN can fuse into a convolution.
 _ONEDNN_ACTS: dict[str, tuple[str, list[float]]] = {
     "silu": ("swish", []),
@@ -88,7 +91,11 @@ _ACT_OUT: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(conv(x))`` as one convolution (BN in eval mode)."""
     weight = conv.weight.detach().clone()
-    bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
+    bias = (
+        conv.bias.detach().clone()
+        if conv.bias is not None
+        else torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    )
     if bn is None:
         return weight, bias
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
@@ -248,7 +255,8 @@ class FastConv(nn.Module):
         n, _, h, w = x.shape
         extra = (h + top + bottom) * (w + left + right) / (h * w) - 1
         dense = self.kernel == (1, 1) and self.groups == 1 and x.is_contiguous(memory_format=torch.channels_last)
-        if not dense or extra > 0.05:  # small grids: computing the border costs more than a strided write
+        # small grids: computing the border costs more than a strided write
+        if not dense or extra > DENSE_PAD_MAX_EXTRA:
             y = self._pointwise_into_pool(x)
             if y is None:
                 y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

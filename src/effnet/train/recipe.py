@@ -12,6 +12,7 @@ OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 AUGMENTS = ("autoaugment", "randaugment", "none")
 AMP_MODES = ("auto", "bf16", "off")
+CLASSIFIER_INITS = ("official", "zero")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Recipe:
     label_smoothing: float = 0.1
     ema_decay: float | None = 0.9999  # None: no EMA, the trained weights are evaluated and saved
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n)) as tf.train.ExponentialMovingAverage
+    # classifier initialisation: "official" U(±1/√classes) as the TF code, or "zero" (initial loss ln classes;
+    # converges much faster from scratch with few classes and a wide head, where the official init starts
+    # with logits of std ≈ √(features/3/classes), e.g. loss ≈ 10 for B0 on 10 classes)
+    classifier_init: str = "official"
     # model regularisation (None: the description's own values)
     drop_path_rate: float | None = 0.2
     dropout: float | None = None
@@ -102,6 +107,7 @@ def check_recipe(recipe: Recipe) -> None:
     choice("schedule", SCHEDULES)
     choice("augment", AUGMENTS)
     choice("amp", AMP_MODES)
+    choice("classifier_init", CLASSIFIER_INITS)
     choice("interpolation", ("bicubic", "bilinear"))
     positive = ["base_lr", "decay_epochs", "decay_rate", "eps"]
     nonneg = ["weight_decay", "warmup_epochs", "label_smoothing", "momentum", "min_lr_ratio"]

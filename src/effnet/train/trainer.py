@@ -147,6 +147,9 @@ def train_model(
     spec = prepare_spec(model, resolution, chosen)
     seed_everything(seed)
     net = EfficientNet(spec, num_classes=splits.num_classes)
+    if chosen.classifier_init == "zero" and isinstance(net.classifier, nn.Linear):
+        nn.init.zeros_(net.classifier.weight)
+        nn.init.zeros_(net.classifier.bias)
     config = RunConfig(
         epochs=epochs,
         batch_size=batch_size,
