@@ -16,8 +16,11 @@ from effnet.train.trainer import (
     RunConfig,
     Trainer,
     check_run_arguments,
+    check_whole_number,
     resolve_recipe,
     seed_everything,
+    spec_changes,
+    zero_classifier,
 )
 
 
@@ -78,28 +81,18 @@ def finetune_model(
     from effnet.weights import load_model
 
     check_run_arguments(epochs, batch_size, seed, max_steps_per_epoch)
-    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
-        raise UserError(f"freeze_epochs must be a whole number ≥ 0, got {freeze_epochs!r}")
-    if isinstance(freeze_stages, bool) or not isinstance(freeze_stages, int) or freeze_stages < 0:
-        raise UserError(f"freeze_stages must be a whole number ≥ 0, got {freeze_stages!r}")
+    check_whole_number("freeze_epochs", freeze_epochs, 0)
+    check_whole_number("freeze_stages", freeze_stages, 0)
     device = recipe_overrides.pop("device", None)
     splits = load_splits(data)
     chosen = resolve_recipe(recipe, splits, recipe_overrides)
-    changes: dict[str, Any] = {}
-    if resolution is not None:
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-            raise UserError(f"resolution must be a whole number of pixels ≥ 1, got {resolution!r}")
-        changes["resolution"] = resolution
-    for name in ("drop_path_rate", "dropout", "bn_momentum"):
-        if getattr(chosen, name) is not None:
-            changes[name] = getattr(chosen, name)
+    changes = spec_changes(resolution, chosen)
     seed_everything(seed)
     net, info = load_model(weights, num_classes=splits.num_classes, model=model, format=format, **changes)
     if freeze_stages >= len(net.stages):
         raise UserError(f"freeze_stages must be below the model's {len(net.stages)} stages, got {freeze_stages}")
-    if info.class_names != splits.class_names:  # a new classifier: start from zero (loss ln(classes))
-        nn.init.zeros_(net.classifier.weight)
-        nn.init.zeros_(net.classifier.bias)
+    if info.class_names != splits.class_names:  # a new classifier
+        zero_classifier(net)
     config = RunConfig(
         epochs=epochs,
         batch_size=batch_size,

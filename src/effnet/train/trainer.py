@@ -74,30 +74,45 @@ class RunConfig:
     time_limit: float | None = None
 
 
+def check_whole_number(name: str, value: Any, low: int, unit: str = "") -> None:
+    """A UserError unless ``value`` is an int (not a bool) ≥ ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"{name} must be a whole number{unit} ≥ {low}, got {value!r}")
+
+
 def check_run_arguments(epochs: int, batch_size: int, seed: int, max_steps_per_epoch: int | None) -> None:
     """User mistakes in the run's numbers are UserErrors."""
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"{name} must be a whole number ≥ {low}, got {value!r}")
+        check_whole_number(name, value, low)
     if max_steps_per_epoch is not None and (not isinstance(max_steps_per_epoch, int) or max_steps_per_epoch < 1):
         raise UserError(f"max_steps_per_epoch must be a whole number ≥ 1, got {max_steps_per_epoch!r}")
+
+
+def spec_changes(resolution: int | None, recipe: Recipe) -> dict[str, Any]:
+    """Description fields a run sets: the training resolution and the recipe's stochastic depth,
+    dropout and BatchNorm momentum (where the recipe gives them)."""
+    changes: dict[str, Any] = {}
+    if resolution is not None:
+        check_whole_number("resolution", resolution, 1, unit=" of pixels")
+        changes["resolution"] = resolution
+    for name in ("drop_path_rate", "dropout", "bn_momentum"):
+        if getattr(recipe, name) is not None:
+            changes[name] = getattr(recipe, name)
+    return changes
 
 
 def prepare_spec(model: str | NetworkSpec, resolution: int | None, recipe: Recipe) -> NetworkSpec:
     """The description to train: the recipe's stochastic depth and dropout, the training resolution."""
     spec = resolve_description(model)
-    changes: dict[str, Any] = {}
-    if resolution is not None:
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-            raise UserError(f"resolution must be a whole number of pixels ≥ 1, got {resolution!r}")
-        changes["resolution"] = resolution
-    if recipe.drop_path_rate is not None:
-        changes["drop_path_rate"] = recipe.drop_path_rate
-    if recipe.dropout is not None:
-        changes["dropout"] = recipe.dropout
-    if recipe.bn_momentum is not None:
-        changes["bn_momentum"] = recipe.bn_momentum
+    changes = spec_changes(resolution, recipe)
     return spec.with_(**changes) if changes else spec
+
+
+def zero_classifier(net: EfficientNet) -> None:
+    """Start the classifier at zero: every class equally likely, loss ln(classes)."""
+    if isinstance(net.classifier, nn.Linear):
+        nn.init.zeros_(net.classifier.weight)
+        nn.init.zeros_(net.classifier.bias)
 
 
 def resolve_recipe(recipe: str | Recipe, splits: DataSplits, overrides: dict[str, Any]) -> Recipe:
@@ -147,9 +162,8 @@ def train_model(
     spec = prepare_spec(model, resolution, chosen)
     seed_everything(seed)
     net = EfficientNet(spec, num_classes=splits.num_classes)
-    if chosen.classifier_init == "zero" and isinstance(net.classifier, nn.Linear):
-        nn.init.zeros_(net.classifier.weight)
-        nn.init.zeros_(net.classifier.bias)
+    if chosen.classifier_init == "zero":
+        zero_classifier(net)
     config = RunConfig(
         epochs=epochs,
         batch_size=batch_size,
