@@ -129,6 +129,14 @@ def _axis_plan(size: int, kernel: int, stride: int) -> tuple[int, int, int, int]
     return padding, crop, before, after
 
 
+def _zero_border(t: torch.Tensor, pad: tuple[int, int, int, int]) -> None:
+    """Zero the border (left, right, top, bottom) of ``t`` in place."""
+    left, right, top, bottom = pad
+    for region in (t[:, :, :top], t[:, :, t.shape[2] - bottom :], t[:, :, :, :left], t[:, :, :, t.shape[3] - right :]):
+        if region.numel():
+            region.zero_()
+
+
 class _Pool:
     """Scratch memory reused between calls, one flat tensor per thread, shared by layers whose
     outputs are consumed at once: on CPU a fresh large tensor costs page faults, often more than
@@ -275,10 +283,7 @@ class FastConv(nn.Module):
         torch.addmm(self.bias, rows, self.weight.reshape(out_c, c).t(), out=out.permute(0, 2, 3, 1).view(-1, out_c))
         if self.act is not None:
             _ACT_FUNCS[self.act](out)
-        h, w = hp - top - bottom, wp - left - right
-        for region in (out[:, :, :top], out[:, :, top + h :], out[:, :, :, :left], out[:, :, :, left + w :]):
-            if region.numel():
-                region.zero_()
+        _zero_border(out, pad)
         return out
 
     def _padded_buffer(
@@ -294,9 +299,7 @@ class FastConv(nn.Module):
         if out is None or out.shape != shape or out.dtype != like.dtype or out.device != like.device:
             out = torch.empty((n, shape[2], shape[3], c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
             if zero:
-                for region in (out[:, :, :top], out[:, :, top + h :], out[:, :, :, :left], out[:, :, :, left + w :]):
-                    if region.numel():
-                        region.zero_()
+                _zero_border(out, pad)
             if key is not None:
                 self._workspace[key] = out
         return out, out[:, :, top : top + h, left : left + w]
@@ -552,12 +555,12 @@ def optimize(
 ) -> nn.Module:
     """An inference-only module computing ``model``'s eval-mode function, faster.
 
-        ``backend``: ``"eager"`` (folded, fused PyTorch module), ``"compile"`` (that module through
-        :func:`torch.compile`, weights frozen) or ``"onnxruntime"`` (exported to ONNX and run in an
-        ONNX Runtime session with ``threads`` threads; ``input_size`` picks the exported resolution,
-        the model's own by default). ``onednn=True`` runs each convolution, its activation and residual sum
-    as one oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build). The model itself
-        is left unchanged; inputs may be any layout (converted to channels_last)."""
+    ``backend``: ``"eager"`` (folded, fused PyTorch module), ``"compile"`` (that module through
+    :func:`torch.compile`, weights frozen) or ``"onnxruntime"`` (exported to ONNX and run in an
+    ONNX Runtime session with ``threads`` threads; ``input_size`` picks the exported resolution,
+    the model's own by default). ``onednn=True`` runs each convolution, its activation and residual
+    sum as one oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build).
+    The model itself is left unchanged; inputs may be any layout (converted to channels_last)."""
     from effnet.build.model import EfficientNet
 
     if not isinstance(model, EfficientNet):
