@@ -94,7 +94,7 @@ def run_scratch(args: argparse.Namespace) -> dict:
     name = f"{args.model}" + (f"-w{width:g}-d{depth:g}" if (width, depth) != (1.0, 1.0) else "")
     name += f"-stem{args.stem_stride}" if args.stem_stride != 2 else ""
     spec = spec.with_(resolution=32, stem_stride=args.stem_stride, name=name)
-    batch = args.batch_size or (256 if args.device.startswith("cuda") else 128)
+    batch = args.batch_size or (256 if cuda else 128)
     schedule = plan(create_model(spec, num_classes=10), batch, 32, args.minutes * 60, args.threads, args.device)
     torch.set_num_threads(schedule["threads"])
     print(f"(a) from scratch: {spec.name} at 32×32, plan {schedule}", file=sys.stderr)
@@ -110,11 +110,11 @@ def run_scratch(args: argparse.Namespace) -> dict:
 
 def run_finetune(args: argparse.Namespace) -> dict:
     from effnet.train import finetune_model
+    from effnet.train.finetune import BackboneFreezer
 
     res = args.resolution
     model = create_model("efficientnet_lite0", num_classes=10, resolution=res)
-    for part in (model.stem, *model.stages[: args.freeze_stages]) if args.freeze_stages else ():
-        part.requires_grad_(False)  # timed as trained: no backward pass through the frozen part
+    BackboneFreezer(0, args.freeze_stages)(model, 0)  # timed as trained: no backward through frozen stages
     batch = args.batch_size or (256 if args.device.startswith("cuda") else 64)
     schedule = plan(model, batch, res, args.minutes * 60, args.threads, args.device)
     torch.set_num_threads(schedule["threads"])
@@ -173,7 +173,9 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=64, help="(b): fine-tuning resolution")
     parser.add_argument("--freeze-stages", type=int, default=0, help="(b): keep the stem and N first stages as loaded")
     parser.add_argument("--crop-min", type=float, default=0.5, help="(b): random-resized-crop smallest area")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the faster of 1, cpus − 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: the faster of 1 and all cores)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="data-loading processes (default: cpus − 1, ≤ 8)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

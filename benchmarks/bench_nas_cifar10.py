@@ -90,10 +90,13 @@ def main() -> int:
     # short from-scratch budgets: a zero-initialised classifier (the official U(±1/√classes) starts a
     # 10-class, wide-head model at a loss near 10) and CIFAR's usual weight decay
     overrides = {"warmup_epochs": args.warmup_epochs, "classifier_init": "zero", "weight_decay": args.weight_decay}
-    reference = get_description("efficientnet_b0")
-    if args.ref_width != 1.0 or args.ref_depth != 1.0:
-        reference = scale_network(reference, width=args.ref_width, depth=args.ref_depth)
-    reference = reference.with_(stem_stride=args.stem_stride, name="b0-proxy-reference")
+    # B0 at the proxy's depth and stem stride: the search space's reference (also at its width) and the
+    # baseline the best architecture is compared with (at the width matching its multiply-adds)
+    b0 = get_description("efficientnet_b0").with_(stem_stride=args.stem_stride)
+    if args.ref_depth != 1.0:
+        b0 = scale_network(b0, depth=args.ref_depth)
+    reference = scale_network(b0, width=args.ref_width) if args.ref_width != 1.0 else b0
+    reference = reference.with_(name="b0-proxy-reference")
     start = time.perf_counter()
     for n_trials in range(1, args.trials + 1):  # one more each call: the study resumes, the clock decides
         result = search_architectures(
@@ -114,9 +117,6 @@ def main() -> int:
     search_seconds = time.perf_counter() - start
     best = NetworkSpec.load(result.best["description"]).with_(resolution=args.resolution)
     best_macs = profile(best, num_classes=10).macs
-    b0 = get_description("efficientnet_b0").with_(stem_stride=args.stem_stride)
-    if args.ref_depth != 1.0:
-        b0 = scale_network(b0, depth=args.ref_depth)
     matched, width = match_width(b0, best_macs, args.resolution)
     b0_macs = profile(b0.with_(resolution=args.resolution), num_classes=10).macs
 
