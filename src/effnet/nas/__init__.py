@@ -1,6 +1,7 @@
 """Architecture search for a new baseline (MnasNet / EfficientNet §4): space, objective, strategies."""
 
-from effnet.nas.objective import Objective, measure_latency_ms
+from effnet.build.profile import measure_latency_ms
+from effnet.nas.objective import Objective
 from effnet.nas.runner import SearchResult, TrainEvaluator, pareto_front, search_architectures
 from effnet.nas.space import CONV_OPS, DECISIONS, SearchSpace
 from effnet.nas.strategies import STRATEGIES, Controller, Reinforce, make_sampler

@@ -81,20 +81,3 @@ class Objective:
             "w": self.exponent,
             "resolution": self.resolution,
         }
-
-
-def measure_latency_ms(
-    spec: Any,
-    resolution: int,
-    *,
-    num_classes: int = 1000,
-    repeats: int = 10,
-    warmup: int = 2,
-    threads: int | None = None,
-) -> float:
-    """Median CPU latency of one image through the model at ``resolution``, in milliseconds."""
-    from effnet.build.profile import measure_latency_ms as measure
-
-    return measure(
-        spec, resolution=resolution, num_classes=num_classes, repeats=repeats, warmup=warmup, threads=threads
-    )

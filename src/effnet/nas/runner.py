@@ -26,10 +26,10 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.build.profile import profile
+from effnet.build.profile import measure_latency_ms, profile
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
-from effnet.nas.objective import Objective, measure_latency_ms
+from effnet.nas.objective import Objective
 from effnet.nas.space import SearchSpace
 from effnet.nas.strategies import STRATEGIES, is_multi_objective, make_sampler
 
@@ -340,7 +340,7 @@ def search_architectures(
         cost: float = counts.macs
         if objective.metric == "latency":
             if "latency_ms" not in result:
-                result["latency_ms"] = measure_latency_ms(spec, resolution, num_classes=num_classes)
+                result["latency_ms"] = measure_latency_ms(spec, resolution=resolution, num_classes=num_classes)
             cost = float(result["latency_ms"])
             trial.set_user_attr("latency_ms", cost)
         reward = objective.reward(accuracy, cost)
