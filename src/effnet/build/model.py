@@ -12,7 +12,7 @@ from effnet.build.blocks import BLOCK_TYPES
 from effnet.build.layers import ConvNormAct, NormSettings
 from effnet.describe.network import NetworkSpec
 from effnet.describe.zoo import get_description
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 
 class EfficientNet(nn.Module):
@@ -31,10 +31,8 @@ class EfficientNet(nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise UserError(f"num_classes must be a whole number ≥ 0, got {num_classes!r}")
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise UserError(f"in_chans must be a whole number ≥ 1, got {in_chans!r}")
+        check_whole_number("num_classes", num_classes, 0)
+        check_whole_number("in_chans", in_chans, 1)
         self.spec = spec
         self.num_classes = num_classes
         self.in_chans = in_chans

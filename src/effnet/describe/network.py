@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.describe.blocks import BlockSpec, format_blocks, parse_blocks
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 ACTIVATIONS = ("silu", "relu", "relu6", "hard_swish", "gelu")
 PADDINGS = ("same", "symmetric")
@@ -139,8 +139,7 @@ def check_network(spec: NetworkSpec) -> None:
         raise UserError(f"padding {spec.padding!r} is unknown (known: {', '.join(PADDINGS)})")
     for name in ("stem_channels", "stem_kernel", "stem_stride", "resolution", "channel_divisor"):
         value = getattr(spec, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"description field {name} must be a whole number ≥ 1, got {value!r}")
+        check_whole_number(f"description field {name}", value, 1)
     if spec.stem_kernel % 2 == 0:
         raise UserError(f"description field stem_kernel must be odd, got {spec.stem_kernel}")
     if not isinstance(spec.head_channels, int) or spec.head_channels < 0:

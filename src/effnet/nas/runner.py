@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from effnet.build.profile import measure_latency_ms, profile
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 from effnet.nas.objective import Objective
 from effnet.nas.space import SearchSpace
 from effnet.nas.strategies import STRATEGIES, is_multi_objective, make_sampler
@@ -242,8 +242,7 @@ def search_architectures(
     if strategy not in STRATEGIES:
         raise UserError(f"strategy {strategy!r} is unknown (known: {', '.join(STRATEGIES)})")
     for name, value in (("n_trials", n_trials), ("epochs", epochs), ("resolution", resolution)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        check_whole_number(name, value, 1)
     space = space or SearchSpace()
     objective = objective or Objective(resolution=resolution)
     if objective.resolution != resolution:

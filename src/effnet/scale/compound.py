@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 #: The paper's coefficients, found by grid search at φ = 1 on B0.
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
@@ -109,8 +109,8 @@ def scale_network(
         image_size = max(RESOLUTION_STEP, int(round(size / RESOLUTION_STEP)) * RESOLUTION_STEP)
         if resolution == 1.0:
             image_size = spec.resolution
-    elif isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise UserError(f"image size must be a whole number of pixels ≥ 1, got {image_size!r}")
+    else:
+        check_whole_number("image size", image_size, 1, " of pixels")
     return spec.with_(
         name=name or spec.name,
         blocks=tuple(blocks),

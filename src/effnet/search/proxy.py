@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 from effnet.scale.compound import scale_network
 
 
@@ -29,8 +29,7 @@ class Proxy:
     def __post_init__(self) -> None:
         for name in ("resolution", "epochs", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a whole number ≥ 1, got {value!r}")
+            check_whole_number(name, value, 1)
 
     def settings(self) -> dict[str, Any]:
         """What makes two trials comparable (recorded in the study). The data path is kept as given,

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 #: The SQLite file created in the output folder when no ``--storage`` is given.
 DEFAULT_DB = "study.db"
@@ -76,8 +76,7 @@ def sqlite_path(url: str) -> Path | None:
 def open_storage(storage: str | Path | None, *, output: str | Path | None = None, heartbeat: int = DEFAULT_HEARTBEAT):
     """An Optuna ``RDBStorage`` with heartbeats (``heartbeat`` seconds; stale after twice that)."""
     url = storage_url(storage, output)
-    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int) or heartbeat < 1:
-        raise UserError(f"heartbeat must be a whole number of seconds ≥ 1, got {heartbeat!r}")
+    check_whole_number("heartbeat", heartbeat, 1, " of seconds")
     engine: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Several processes on one file: wait for the lock instead of failing at once.

@@ -9,14 +9,13 @@ from typing import Any
 from torch import nn
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 from effnet.train.data import load_splits
 from effnet.train.trainer import (
     EpochCallback,
     RunConfig,
     Trainer,
     check_run_arguments,
-    check_whole_number,
     resolve_recipe,
     seed_everything,
     spec_changes,

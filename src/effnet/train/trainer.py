@@ -24,7 +24,7 @@ from torch import nn
 from effnet.build.model import EfficientNet, resolve_description
 from effnet.build.profile import profile
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed as dist_utils
 from effnet.train.data import (
@@ -74,18 +74,12 @@ class RunConfig:
     time_limit: float | None = None
 
 
-def check_whole_number(name: str, value: Any, low: int, unit: str = "") -> None:
-    """A UserError unless ``value`` is an int (not a bool) ≥ ``low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"{name} must be a whole number{unit} ≥ {low}, got {value!r}")
-
-
 def check_run_arguments(epochs: int, batch_size: int, seed: int, max_steps_per_epoch: int | None) -> None:
     """User mistakes in the run's numbers are UserErrors."""
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
         check_whole_number(name, value, low)
-    if max_steps_per_epoch is not None and (not isinstance(max_steps_per_epoch, int) or max_steps_per_epoch < 1):
-        raise UserError(f"max_steps_per_epoch must be a whole number ≥ 1, got {max_steps_per_epoch!r}")
+    if max_steps_per_epoch is not None:
+        check_whole_number("max_steps_per_epoch", max_steps_per_epoch, 1)
 
 
 def spec_changes(resolution: int | None, recipe: Recipe) -> dict[str, Any]:

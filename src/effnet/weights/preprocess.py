@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 #: ImageNet mean and standard deviation of 0–1 RGB pixels (the official B-series preprocessing).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,8 +36,7 @@ class Preprocessing:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 1:
-            raise UserError(f"preprocessing resolution must be a whole number ≥ 1, got {self.resolution!r}")
+        check_whole_number("preprocessing resolution", self.resolution, 1)
         if not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:
             raise UserError(f"preprocessing crop_pct must be within (0, 1], got {self.crop_pct!r}")
         if self.interpolation not in INTERPOLATIONS:
