@@ -1,8 +1,9 @@
 """Side by side: effnet EfficientNet-B0 against timm's and torchvision's, inference and training.
 
 One process, same threads, batch sizes, input and layout (channels_last) for every model; A/B
-repetitions interleaved (every configuration timed once per round, rounds repeated) so machine
-load hits all sides alike; medians and ratios printed. Training peak memory is measured per
+repetitions interleaved (every configuration timed once per round, in a fresh random order each
+round, after one untimed call; rounds repeated) so machine load and the memory state one model
+leaves for the next hit all sides alike; medians and ratios printed. Training peak memory is measured per
 configuration in a fresh subprocess (CPU: peak resident memory, VmHWM; CUDA: ``max_memory_allocated``).
 
     python benchmarks/bench_speed.py            # full run (CPU here, CUDA when present)
@@ -18,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -166,10 +168,14 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
                 one = time.perf_counter() - start
                 calls[name] = max(1, math.ceil(args.min_time / max(one, 1e-4)))
             runs: dict[str, list[float]] = {name: [] for name in runners}
+            order = list(runners)
+            shuffle = random.Random(batch)
             for round_index in range(args.rounds):
                 log(f"  batch {batch}: round {round_index + 1}/{args.rounds}")
-                for name, fn in runners.items():
-                    runs[name].append(time_call(fn, x, calls[name], device))
+                shuffle.shuffle(order)  # no configuration always follows the same one
+                for name in order:
+                    runners[name](x)  # steady state: the previous configuration's memory churn settles
+                    runs[name].append(time_call(runners[name], x, calls[name], device))
         results[str(batch)] = {
             name: {
                 "median": statistics.median(r),

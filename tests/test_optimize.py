@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from effnet import create_model
+from effnet.build.layers import PaddedConv2d, same_padding
 from effnet.errors import UserError
 from effnet.export.optimize import FastConv, _axis_plan, optimize
 
@@ -97,6 +99,57 @@ def test_same_padding_by_cropping_a_symmetric_convolution(size: int, kernel: int
     assert torch.allclose(got[:, :, crop : crop + out, crop : crop + out], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "kernel", "stride"), [(224, 224, 3, 2), (56, 56, 5, 2), (14, 15, 5, 2), (8, 7, 3, 2)]
+)
+def test_same_padding_by_a_zero_extended_kernel(height: int, width: int, kernel: int, stride: int) -> None:
+    # one leading zero row/column in the kernel + symmetric padding by the larger side = TF 'same'
+    conv = PaddedConv2d(4, 4, kernel, stride=stride, groups=4, input_size=height)
+    fast = FastConv(conv, None, None)
+    x = torch.randn(2, 4, height, width)
+    plan = fast._plan(height, width)
+    assert plan.pre_pad is None and plan.crop is None
+    assert plan.extend == (int(height % 2 == 0), int(width % 2 == 0))
+    (top, bottom), (left, right) = same_padding(height, kernel, stride), same_padding(width, kernel, stride)
+    expected = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, conv.bias, stride, groups=4)
+    assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)
+
+
+def test_fast_path_at_other_sizes_and_batches_reuses_its_buffers() -> None:
+    # non-square and odd sizes (per-axis padding), batch sizes changing between calls
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    fast = optimize(model)
+    for batch, height, width in [(3, 64, 64), (1, 64, 64), (2, 65, 64), (3, 64, 64), (1, 48, 71)]:
+        x = torch.randn(batch, 3, height, width)
+        with torch.no_grad():
+            expected = model(x)
+        assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0), (batch, height, width)
+
+
+def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    # large outputs go into memory kept between calls (here all of them): calls must not see each
+    # other's results, nor may a returned feature map change when the model is called again
+    import effnet.export.optimize as optimize_module
+
+    monkeypatch.setattr(optimize_module, "FRESH_ALLOC_BYTES", 0)
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    features = _randomise_bn(create_model("efficientnet_b0", features_only=True))
+    fast, fast_features = optimize(model), optimize(features)
+    a, b = torch.randn(3, 3, 64, 64), torch.randn(2, 3, 80, 80)
+    with torch.no_grad():
+        expected_a, expected_b, maps_b = model(a), model(b), features(b)
+    first = fast(a)
+    assert torch.allclose(fast(b), expected_b, atol=1e-4, rtol=0)
+    assert torch.allclose(first, expected_a, atol=1e-4, rtol=0)
+    assert torch.allclose(fast(a), expected_a, atol=1e-4, rtol=0)
+    got_b = fast_features(b)
+    fast_features(a)  # must not overwrite the maps returned before
+    for got, want in zip(got_b, maps_b, strict=True):
+        assert torch.allclose(got, want, atol=1e-4 * max(1.0, want.abs().max().item()), rtol=0)
+
+
 def test_onnxruntime_backend_matches() -> None:
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
@@ -122,7 +175,7 @@ def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:
         functional = FastEfficientNet(model, export=True)
         for module in functional.modules():
             if isinstance(module, FastConv):
-                module.crop = module.crop_when_functional = crop
+                module.crop_when_functional = crop
         assert torch.allclose(functional(x), expected, atol=1e-4, rtol=0)
 
 

@@ -51,4 +51,7 @@ def test_predictor_api_batches(photos):
     predictor = load_predictor("lite0-imagenet")
     results = list(predictor.predict_files([str(photos["coffee"])] * 3, top_k=1, batch_size=2))
     assert len(results) == 3 and {r.top[0]["label"] for r in results} == {"espresso"}
-    assert results[0].top == results[2].top
+    # the same image in a batch of two and alone: same label, probabilities equal to float rounding
+    # (oneDNN may block a batch of one differently)
+    assert [t["index"] for t in results[0].top] == [t["index"] for t in results[2].top]
+    assert results[0].top[0]["prob"] == pytest.approx(results[2].top[0]["prob"], abs=1e-6)

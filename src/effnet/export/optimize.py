@@ -3,14 +3,16 @@
 What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md``):
 
 - BatchNorm is folded into the convolution before it (weights scaled, a bias added).
-- Tensors are channels_last throughout; activations and residual sums run in place. Optionally
-  (``onednn=True``, CPU float32) each convolution, its activation and a residual sum run as one
-  fused oneDNN kernel; on this machine's build that measured no faster, so it is off by default.
-- TensorFlow 'same' padding of strided layers, asymmetric at the built size, costs what symmetric
-  padding costs: the expansion before a strided depthwise convolution writes its activation straight
-  into a zero-bordered buffer kept between calls (no padded copy, no fresh page-faulting tensor);
-  without an expansion the convolution pads symmetrically by enough and its output is cropped (a
-  view); the stem's 3-channel input is copied once into such a buffer.
+- Tensors are channels_last throughout; activations run in place and each block's residual sum is
+  written over its input by the projection itself (oneDNN's in-place convolution + add).
+- Large outputs (FRESH_ALLOC_BYTES and up) go into memory kept between calls instead of fresh
+  tensors, which glibc's malloc would page-fault in again on every call.
+- TensorFlow 'same' padding of strided layers, asymmetric at even sizes (one more row and column
+  after than before), costs about what symmetric padding costs: the kernel gets one leading zero
+  row and column and the convolution pads symmetrically by the larger side. Same sums, no padded
+  copy, no cropped output; only the stem's 3-channel input is copied into a zero-bordered buffer.
+- Optionally (``onednn=True``, CPU float32) the other convolutions run oneDNN's fused
+  convolution + activation kernels; measured no faster here, so off by default.
 - Squeeze-excitation runs as two small matrix products on the pooled vector and gates in place.
 
 ``backend="compile"`` wraps the folded module's functional form in :func:`torch.compile` (Inductor,
@@ -39,8 +41,14 @@ from effnet.errors import UserError
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
-#: forward_padded computes densely over the padded grid up to this fraction of extra positions
-DENSE_PAD_MAX_EXTRA = 0.05
+#: convolution outputs of this size and more go into memory the fast path keeps between calls
+#: (oneDNN adds the result onto zeros there) instead of fresh tensors. glibc's malloc maps blocks
+#: of 32 MiB and more afresh on every call and hands the top of its heap back to the system when
+#: more than twice its mmap threshold is free there, so large fresh tensors are page-faulted in
+#: again on every call: at batch 16 on B0 that was 14,000 faults (~57 MB) per call with a 32 MiB
+#: limit and none with 16 MiB (benchmarks/SPEED.md).
+FRESH_ALLOC_BYTES = 16 * 2**20
+
 
 #: oneDNN post-op name and scalars of each activation module oneDNN can fuse into a convolution.
 _ONEDNN_ACTS: dict[str, tuple[str, list[float]]] = {
@@ -79,15 +87,6 @@ _ACT_FUNCS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-_ACT_OUT: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "silu": lambda x, out: torch.ops.aten.silu.out(x, out=out),
-    "relu": lambda x, out: torch.ops.aten.relu.out(x, out=out),
-    "relu6": lambda x, out: torch.ops.aten.hardtanh.out(x, 0.0, 6.0, out=out),
-    "hard_swish": lambda x, out: torch.ops.aten.hardswish.out(x, out=out),
-    "gelu": lambda x, out: torch.ops.aten.gelu.out(x, out=out),
-}
-
-
 def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(conv(x))`` as one convolution (BN in eval mode)."""
     weight = conv.weight.detach().clone()
@@ -97,7 +96,7 @@ def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, 
         else torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
     )
     if bn is None:
-        return weight, bias
+        return weight.contiguous(memory_format=torch.channels_last), bias
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     weight = weight * scale.reshape(-1, 1, 1, 1)
     bias = (bias - bn.running_mean) * scale + bn.bias.detach()
@@ -105,19 +104,21 @@ def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, 
 
 
 class _Plan:
-    """How one strided 'same' convolution is run at one input size."""
+    """How one 'same' convolution with asymmetric padding is run at one input size."""
 
-    __slots__ = ("pre_pad", "padding", "crop")
+    __slots__ = ("pre_pad", "padding", "crop", "extend")
 
     def __init__(
         self,
         pre_pad: tuple[int, int, int, int] | None,
         padding: tuple[int, int],
-        crop: tuple[int, int, int, int] | None,
+        crop: tuple[int, int, int, int] | None = None,
+        extend: tuple[int, int] = (0, 0),
     ) -> None:
         self.pre_pad = pre_pad  # (left, right, top, bottom) zero padding of the input, or None
         self.padding = padding  # symmetric padding (h, w) the convolution itself applies
         self.crop = crop  # (top, left, height, width) of the output to keep, or None
+        self.extend = extend  # zero rows (top) and columns (left) prepended to the kernel
 
 
 def _axis_plan(size: int, kernel: int, stride: int) -> tuple[int, int, int, int]:
@@ -138,28 +139,43 @@ def _zero_border(t: torch.Tensor, pad: tuple[int, int, int, int]) -> None:
 
 
 class _Pool:
-    """Scratch memory reused between calls, one flat tensor per thread, shared by layers whose
-    outputs are consumed at once: on CPU a fresh large tensor costs page faults, often more than
-    the convolution writing it."""
+    """Memory kept between calls for large convolution outputs: one flat tensor per thread and
+    slot. Slots: ``expand`` (a block's expansion, then the head), ``dw`` (the depthwise output)
+    and ``out`` (the stem's and a block's output; a block without a residual reads its input
+    before it writes its output, one with a residual adds its output to that input in place)."""
 
     def __init__(self) -> None:
-        self._buffers: dict[int, torch.Tensor] = {}
+        self._buffers: dict[tuple[int, str], torch.Tensor] = {}
 
-    def get(self, numel: int, like: torch.Tensor) -> torch.Tensor:
-        key = threading.get_ident()
+    def channels_last(self, shape: tuple[int, int, int, int], like: torch.Tensor, slot: str) -> torch.Tensor:
+        """A channels_last tensor of ``shape`` (dtype and device of ``like``) in ``slot``."""
+        n, c, h, w = shape
+        key = (threading.get_ident(), slot)
         buf = self._buffers.get(key)
-        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
-            buf = like.new_empty(numel)
+        if buf is None or buf.numel() < n * c * h * w or buf.dtype != like.dtype or buf.device != like.device:
+            buf = like.new_empty(n * c * h * w)
             self._buffers[key] = buf
-        return buf[:numel]
+        return buf[: n * c * h * w].view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _onednn_ok(x: torch.Tensor) -> bool:
+    """Whether oneDNN's in-place convolution takes ``x`` (CPU, float32, channels_last)."""
+    return (
+        x.is_cpu
+        and x.dtype == torch.float32
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and torch.backends.mkldnn.is_available()
+    )
 
 
 class FastConv(nn.Module):
     """A convolution with BatchNorm folded in and its activation fused (inference only).
 
-    ``same`` convolutions keep TensorFlow's asymmetric padding at any input size; ``crop`` says
-    whether they may compute a slightly larger output and crop it (free when the next layer reads a
-    strided view) rather than pad the input (one copy)."""
+    ``same`` convolutions keep TensorFlow's padding at any input size. Where it is asymmetric (one
+    more row or column after than before: strided layers at even sizes) the kernel gets one
+    leading zero row or column and the convolution pads symmetrically by the larger amount: the
+    same sums, with no padded copy of the input and no cropped output. ``pad_input`` copies the
+    input into a zero-bordered buffer instead (cheaper for the stem's three channels)."""
 
     def __init__(
         self,
@@ -167,7 +183,7 @@ class FastConv(nn.Module):
         bn: nn.BatchNorm2d | None,
         act: str | None,
         *,
-        crop: bool = True,
+        pad_input: bool = False,
         onednn: bool = False,
         export: bool = False,
     ) -> None:
@@ -182,19 +198,23 @@ class FastConv(nn.Module):
         self.same = isinstance(conv, PaddedConv2d)
         self.padding = (0, 0) if self.same else tuple(conv.padding)  # type: ignore[arg-type]
         self.act = act
-        self.crop = crop
+        self.pad_input = pad_input
         self.export = export
         self.onednn = onednn and not export and act in (None, *_ONEDNN_ACTS)
         self._plans: dict[tuple[int, int], _Plan] = {}
+        self._extended: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = {}
         #: padded input buffers kept between calls (one per thread): a fresh large tensor costs
-        #: page faults, far more than the activation written into it; their borders stay zero
+        #: page faults, far more than the input copied into it; their borders stay zero
         self.reuse_buffers = not export
-        #: the functional form for torch.compile crops too (ONNX gets asymmetric Conv pads instead)
+        #: the functional form for torch.compile computes a larger output and crops it (a view the
+        #: compiler fuses); ONNX gets the asymmetric pads in its Conv node instead
         self.crop_when_functional = False
         self._workspace: dict[tuple[int, str], torch.Tensor] = {}
-        #: set on 1×1 expansions whose output the block consumes at once: computed as one matrix
-        #: product into the model's shared scratch memory instead of a fresh tensor
+        self._layouts: dict[tuple[int, str] | None, tuple[torch.Size, tuple[int, int, int, int]]] = {}
+        #: the model's kept memory (eager CPU path): an output of FRESH_ALLOC_BYTES or more goes
+        #: into ``slot`` there; a residual sum is written over the residual (the block's input)
         self.pool: _Pool | None = None
+        self.slot = "expand"
 
     def extra_repr(self) -> str:
         out, inp = self.weight.shape[0], self.weight.shape[1] * self.groups
@@ -210,98 +230,106 @@ class FastConv(nn.Module):
             pw, cw, left, right = _axis_plan(width, self.kernel[1], self.stride[1])
             out_h, out_w = math.ceil(height / self.stride[0]), math.ceil(width / self.stride[1])
             if (top, bottom, left, right) == (ph, ph, pw, pw):
-                plan = _Plan(None, (ph, pw), None)
-            elif self.crop and (not self.export or self.crop_when_functional):
-                plan = _Plan(None, (ph, pw), (ch, cw, out_h, out_w))
-            else:
-                plan = _Plan((left, right, top, bottom), (0, 0), None)
+                plan = _Plan(None, (ph, pw))
+            elif self.export and self.crop_when_functional:
+                plan = _Plan(None, (ph, pw), crop=(ch, cw, out_h, out_w))
+            elif self.export or self.pad_input:
+                plan = _Plan((left, right, top, bottom), (0, 0))
+            else:  # after − before is 0 or 1 per axis: one leading zero row/column in the kernel
+                plan = _Plan(None, (bottom, right), extend=(bottom - top, right - left))
             self._plans[(height, width)] = plan
         return plan
 
-    def _pointwise_into_pool(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The 1×1 convolution as ``bias + x @ Wᵀ`` written into scratch memory (None: not applicable)."""
-        if self.pool is None or not x.is_cpu or not x.is_contiguous(memory_format=torch.channels_last):
-            return None
-        n, c, h, w = x.shape
-        out_c = self.weight.shape[0]
-        out = self.pool.get(n * h * w * out_c, x).view(n * h * w, out_c)
-        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        torch.addmm(self.bias, rows, self.weight.reshape(out_c, c).t(), out=out)
-        return out.view(n, h, w, out_c).permute(0, 3, 1, 2)
+    def _weight(self, extend: tuple[int, int]) -> torch.Tensor:
+        """The folded kernel, with ``extend`` leading zero rows and columns."""
+        if extend == (0, 0):
+            return self.weight
+        key = (extend, self.weight.device, self.weight.dtype)
+        weight = self._extended.get(key)
+        if weight is None:
+            weight = F.pad(self.weight, (extend[1], 0, extend[0], 0)).contiguous(memory_format=torch.channels_last)
+            self._extended[key] = weight
+        return weight
 
-    def _conv(self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None) -> torch.Tensor:
-        if residual is None and (y := self._pointwise_into_pool(x)) is not None:
-            return _ACT_FUNCS[self.act](y) if self.act is not None else y
+    def _output_shape(self, x: torch.Tensor, padding: tuple[int, int], weight: torch.Tensor) -> tuple[int, ...]:
+        n, _, h, w = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = weight.shape[2:], self.stride, self.dilation
+        return (
+            n,
+            weight.shape[0],
+            (h + 2 * padding[0] - dh * (kh - 1) - 1) // sh + 1,
+            (w + 2 * padding[1] - dw * (kw - 1) - 1) // sw + 1,
+        )
+
+    def _into_kept_memory(
+        self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None, weight: torch.Tensor
+    ) -> torch.Tensor | None:
+        """oneDNN's convolution adding in place: onto the residual (the block input, read by nobody
+        after), or, for an output of FRESH_ALLOC_BYTES or more, onto zeros in the kept memory.
+        None where neither applies (then a fresh tensor is cheaper)."""
+        if self.pool is None or not _onednn_ok(x):
+            return None
+        shape = self._output_shape(x, padding, weight)
+        if residual is not None:
+            if self.act is not None or not _onednn_ok(residual) or tuple(residual.shape) != shape:
+                return None
+            other = residual
+        elif math.prod(shape) * x.element_size() >= FRESH_ALLOC_BYTES:
+            other = self.pool.channels_last(shape, x, self.slot).zero_()  # type: ignore[arg-type]
+        else:
+            return None
+        y = torch.ops.mkldnn._convolution_pointwise_.binary(
+            other, x, weight, self.bias, list(padding), list(self.stride), list(self.dilation), self.groups,
+            "add", 1.0, None, [], None,
+        )  # fmt: skip
+        return _ACT_FUNCS[self.act](y) if self.act is not None else y
+
+    def _conv(
+        self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None, extend: tuple[int, int] = (0, 0)
+    ) -> torch.Tensor:
+        weight = self._weight(extend)
+        if (y := self._into_kept_memory(x, padding, residual, weight)) is not None:
+            return y
         if self.onednn and x.is_cpu and x.dtype == torch.float32:
             if residual is not None and self.act is None:
                 return torch.ops.mkldnn._convolution_pointwise.binary(
-                    x, residual, self.weight, self.bias, list(padding), list(self.stride), list(self.dilation),
+                    x, residual, weight, self.bias, list(padding), list(self.stride), list(self.dilation),
                     self.groups, "add", 1.0, None, [], None,
                 )  # fmt: skip
             attr, scalars = _ONEDNN_ACTS[self.act] if self.act else ("none", [])
             y = torch.ops.mkldnn._convolution_pointwise(
-                x, self.weight, self.bias, list(padding), list(self.stride), list(self.dilation), self.groups,
+                x, weight, self.bias, list(padding), list(self.stride), list(self.dilation), self.groups,
                 attr, scalars, "",
             )  # fmt: skip
         else:
-            y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+            y = F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
             if self.act is not None:
                 y = _ACT_FUNCS[self.act](y)
         if residual is not None:
             y = y + residual if self.export else y.add_(residual)
         return y
 
-    def forward_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
-        """This 1×1 convolution and its activation with a zero border (left, right, top, bottom): the
-        next strided 'same' convolution then needs no padded copy of its (wide) input.
-
-        On a large grid the narrow input is copied into a zero-bordered buffer, the matrix product and
-        activation run densely over the padded grid (activation in place), and the border, where the
-        result is act(bias), is zeroed again: a pass over the narrow input instead of an extra one over
-        the wide output. On a small grid (border > 5% of it) the activation writes the interior."""
-        left, right, top, bottom = pad
-        n, _, h, w = x.shape
-        extra = (h + top + bottom) * (w + left + right) / (h * w) - 1
-        dense = self.kernel == (1, 1) and self.groups == 1 and x.is_contiguous(memory_format=torch.channels_last)
-        # small grids: computing the border costs more than a strided write
-        if not dense or extra > DENSE_PAD_MAX_EXTRA:
-            y = self._pointwise_into_pool(x)
-            if y is None:
-                y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-            out, inner = self._padded_buffer(y.shape, y, pad, "out", zero=True)
-            if self.act is None:
-                inner.copy_(y)
-            else:
-                _ACT_OUT[self.act](y, inner)
-            return out
-        padded_x, inner_x = self._padded_buffer(x.shape, x, pad, "in", zero=True)
-        inner_x.copy_(x)
-        n, c, hp, wp = padded_x.shape
-        out_c = self.weight.shape[0]
-        out, _ = self._padded_buffer((n, out_c, hp, wp), x, (0, 0, 0, 0), "dense", zero=False)
-        rows = padded_x.permute(0, 2, 3, 1).reshape(n * hp * wp, c)
-        torch.addmm(self.bias, rows, self.weight.reshape(out_c, c).t(), out=out.permute(0, 2, 3, 1).view(-1, out_c))
-        if self.act is not None:
-            _ACT_FUNCS[self.act](out)
-        _zero_border(out, pad)
-        return out
-
     def _padded_buffer(
         self, size: Any, like: torch.Tensor, pad: tuple[int, int, int, int], slot: str, zero: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A channels_last tensor of ``size`` (dtype and device of ``like``) plus a border (zeroed when
-        made if ``zero``), kept between calls (per thread and slot), and its interior view."""
+        """A channels_last tensor of ``size`` (dtype and device of ``like``) plus a border (zeroed if
+        ``zero``), in memory kept between calls (per thread and slot; any size up to the largest
+        seen reuses it), and its interior view."""
         n, c, h, w = size
         left, right, top, bottom = pad
-        shape = (n, c, h + top + bottom, w + left + right)
+        hp, wp = h + top + bottom, w + left + right
         key = (threading.get_ident(), slot) if self.reuse_buffers else None
-        out = self._workspace.get(key) if key is not None else None
-        if out is None or out.shape != shape or out.dtype != like.dtype or out.device != like.device:
-            out = torch.empty((n, shape[2], shape[3], c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
-            if zero:
-                _zero_border(out, pad)
+        flat = self._workspace.get(key) if key is not None else None
+        fresh = flat is None or flat.numel() < n * c * hp * wp or flat.dtype != like.dtype or flat.device != like.device
+        if fresh:
+            flat = torch.empty(n * c * hp * wp, dtype=like.dtype, device=like.device)
             if key is not None:
-                self._workspace[key] = out
+                self._workspace[key] = flat
+        out = flat[: n * c * hp * wp].view(n, hp, wp, c).permute(0, 3, 1, 2)
+        if zero and (fresh or self._layouts.get(key) != (out.shape, pad)):  # the border stays zero
+            _zero_border(out, pad)
+        if key is not None:
+            self._layouts[key] = (out.shape, pad)
         return out, out[:, :, top : top + h, left : left + w]
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -319,7 +347,7 @@ class FastConv(nn.Module):
                 padded, inner = self._padded_buffer(x.shape, x, plan.pre_pad, "in", zero=True)
                 inner.copy_(x)
                 x = padded
-        y = self._conv(x, plan.padding, residual if plan.crop is None else None)
+        y = self._conv(x, plan.padding, residual if plan.crop is None else None, plan.extend)
         if plan.crop is not None:
             top, left, height, width = plan.crop
             y = y[:, :, top : top + height, left : left + width]
@@ -373,35 +401,36 @@ class FastSE(nn.Module):
         return x * gate  # a cropped view: the product is dense again, for the next convolution
 
 
-def _fast_cna(module: nn.Module, *, crop: bool, onednn: bool, export: bool) -> FastConv:
+def _use_pool(pool: _Pool | None, **slots: FastConv | None) -> None:
+    """Let these convolutions keep large outputs in ``pool``, each in the named slot."""
+    for slot, conv in slots.items():
+        if conv is not None:
+            conv.pool, conv.slot = pool, slot
+
+
+def _fast_cna(module: nn.Module, *, pad_input: bool = False, onednn: bool, export: bool) -> FastConv:
     assert isinstance(module, ConvNormAct)
-    return FastConv(module.conv, module.bn, _activation_name(module.act), crop=crop, onednn=onednn, export=export)
+    return FastConv(
+        module.conv, module.bn, _activation_name(module.act), pad_input=pad_input, onednn=onednn, export=export
+    )
 
 
 class FastMBConv(nn.Module):
-    """MBConv for inference: expand → depthwise (cropped 'same') → SE → project with the residual fused."""
+    """MBConv for inference: expand → depthwise → SE → project with the residual fused."""
 
     def __init__(self, block: MBConv, onednn: bool, export: bool, pool: _Pool | None = None) -> None:
         super().__init__()
         kw = {"onednn": onednn, "export": export}
-        self.expand = _fast_cna(block.expand, crop=True, **kw) if block.expand is not None else None
-        # after an expansion, asymmetric 'same' padding is written by the expansion's activation
-        # (forward_padded); without one, the depthwise output is cropped instead
-        self.depthwise = _fast_cna(block.depthwise, crop=block.expand is None, **kw)
-        self.pad_in_expand = block.expand is not None and self.depthwise.same and not export
-        if self.expand is not None and not export and self.expand.kernel == (1, 1) and self.expand.groups == 1:
-            self.expand.pool = pool
+        self.expand = _fast_cna(block.expand, **kw) if block.expand is not None else None
+        self.depthwise = _fast_cna(block.depthwise, **kw)
         self.se = FastSE(block.se, export) if block.se is not None else None
-        self.project = _fast_cna(block.project, crop=True, **kw)
+        self.project = _fast_cna(block.project, **kw)
         self.has_skip = block.has_skip
+        if not export:
+            _use_pool(pool, expand=self.expand, dw=self.depthwise, out=self.project)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plan = self.depthwise._plan(int(x.shape[-2]), int(x.shape[-1])) if self.pad_in_expand else None
-        if plan is not None and plan.pre_pad is not None:
-            out = self.depthwise._conv(self.expand.forward_padded(x, plan.pre_pad), plan.padding, None)
-        else:
-            out = self.expand(x) if self.expand is not None else x
-            out = self.depthwise(out)
+        out = self.depthwise(self.expand(x) if self.expand is not None else x)
         if self.se is not None:
             out = self.se(out)
         return self.project(out, x if self.has_skip else None)
@@ -410,27 +439,28 @@ class FastMBConv(nn.Module):
 class FastDepthwiseSeparable(nn.Module):
     """Depthwise-separable block for inference."""
 
-    def __init__(self, block: DepthwiseSeparable, onednn: bool, export: bool) -> None:
+    def __init__(self, block: DepthwiseSeparable, onednn: bool, export: bool, pool: _Pool | None = None) -> None:
         super().__init__()
         kw = {"onednn": onednn, "export": export}
-        self.depthwise = _fast_cna(block.depthwise, crop=True, **kw)
+        self.depthwise = _fast_cna(block.depthwise, **kw)
         self.se = FastSE(block.se, export) if block.se is not None else None
-        self.pointwise = _fast_cna(block.pointwise, crop=True, **kw)
+        self.pointwise = _fast_cna(block.pointwise, **kw)
         self.has_skip = block.has_skip
+        if not export:
+            _use_pool(pool, dw=self.depthwise, out=self.pointwise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.depthwise(x)
         if self.se is not None:
             out = self.se(out)
-        out = self.pointwise(out)
-        return out + x if self.has_skip else out
+        return self.pointwise(out, x if self.has_skip else None)
 
 
 def _convert_generic(module: nn.Module, onednn: bool, export: bool) -> nn.Module:
     """Any other block: its own forward, with each ConvNormAct and SE swapped for the fast ones."""
     for name, child in list(module.named_children()):
         if isinstance(child, ConvNormAct):
-            setattr(module, name, _fast_cna(child, crop=False, onednn=onednn, export=export))
+            setattr(module, name, _fast_cna(child, onednn=onednn, export=export))
         elif isinstance(child, SqueezeExcite):
             setattr(module, name, FastSE(child, export))
         else:
@@ -442,7 +472,7 @@ def _convert_block(block: nn.Module, onednn: bool, export: bool, pool: _Pool) ->
     if isinstance(block, MBConv):
         return FastMBConv(block, onednn, export, pool)
     if isinstance(block, DepthwiseSeparable):
-        return FastDepthwiseSeparable(block, onednn, export)
+        return FastDepthwiseSeparable(block, onednn, export, pool)
     return _convert_generic(copy.deepcopy(block), onednn, export)
 
 
@@ -459,17 +489,19 @@ class FastEfficientNet(nn.Module):
         self.export = export
         self.channels_last_input = not export
         # the stem's input has few channels: padding it is cheaper than cropping the wide output
-        self.stem = _fast_cna(model.stem, crop=False, onednn=onednn, export=export)
+        self.stem = _fast_cna(model.stem, pad_input=True, onednn=onednn, export=export)
         self.stem_pool = copy.deepcopy(model.stem_pool)
-        pool = _Pool()  # one scratch buffer for every block's expansion: they run one after another
+        pool = _Pool()  # shared by all blocks: they run one after another
         self.stages = nn.ModuleList(
             nn.Sequential(*[_convert_block(block, onednn, export, pool) for block in stage]) for stage in model.stages
         )
         self.head = (
-            _fast_cna(model.head, crop=False, onednn=onednn, export=export)
+            _fast_cna(model.head, onednn=onednn, export=export)
             if isinstance(model.head, ConvNormAct)
             else nn.Identity()
         )
+        if not export:
+            _use_pool(pool, out=self.stem, expand=self.head if isinstance(self.head, FastConv) else None)
         classifier = model.classifier
         self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
         self.eval()
@@ -486,12 +518,14 @@ class FastEfficientNet(nn.Module):
     def forward(self, x: torch.Tensor) -> Any:
         x = self.stem(self._prepare(x))
         if self.features_only:
-            maps: list[torch.Tensor] = [x] if -1 in self._feature_stages else []
+            # on the CPU path later layers may overwrite a map (kept memory, residual sums in place)
+            keep = (lambda t: t.clone()) if _onednn_ok(x) and not self.export else (lambda t: t)
+            maps: list[torch.Tensor] = [keep(x)] if -1 in self._feature_stages else []
             x = self.stem_pool(x)
             for index, stage in enumerate(self.stages):
                 x = stage(x)
                 if index in self._feature_stages:
-                    maps.append(x)
+                    maps.append(keep(x))
             return maps
         x = self.stem_pool(x)
         for stage in self.stages:
@@ -578,7 +612,7 @@ def optimize(
         fast.channels_last_input = True
         for module in fast.modules():
             if isinstance(module, FastConv):  # a cropped view fuses into the consumer; a pad is a copy
-                module.crop = module.crop_when_functional = True
+                module.crop_when_functional = True
         return torch.compile(fast, options={"freezing": True})  # type: ignore[return-value]
     if model.features_only:
         raise UserError("the onnxruntime backend supports classification models, not features_only")
