@@ -110,6 +110,7 @@ def test_same_padding_by_a_zero_extended_kernel(height: int, width: int, kernel:
     plan = fast._plan(height, width)
     assert plan.pre_pad is None and plan.crop is None
     assert plan.extend == (int(height % 2 == 0), int(width % 2 == 0))
+    assert fast._plan(height, width, "cuda").crop is not None  # on CUDA: a larger output, cropped
     (top, bottom), (left, right) = same_padding(height, kernel, stride), same_padding(width, kernel, stride)
     expected = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, conv.bias, stride, groups=4)
     assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)

@@ -11,6 +11,7 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
   after than before), costs about what symmetric padding costs: the kernel gets one leading zero
   row and column and the convolution pads symmetrically by the larger side. Same sums, no padded
   copy, no cropped output; only the stem's 3-channel input is copied into a zero-bordered buffer.
+  (On CUDA, where fast depthwise kernels are 3×3 and 5×5 only, a larger output is cropped instead.)
 - Optionally (``onednn=True``, CPU float32) the other convolutions run oneDNN's fused
   convolution + activation kernels; measured no faster here, so off by default.
 - Squeeze-excitation runs as two small matrix products on the pooled vector and gates in place.
@@ -174,8 +175,10 @@ class FastConv(nn.Module):
     ``same`` convolutions keep TensorFlow's padding at any input size. Where it is asymmetric (one
     more row or column after than before: strided layers at even sizes) the kernel gets one
     leading zero row or column and the convolution pads symmetrically by the larger amount: the
-    same sums, with no padded copy of the input and no cropped output. ``pad_input`` copies the
-    input into a zero-bordered buffer instead (cheaper for the stem's three channels)."""
+    same sums, with no padded copy of the input and no cropped output. On CUDA the convolution
+    pads symmetrically by enough and its output is cropped instead (a view; not yet measured on a
+    GPU). ``pad_input`` copies the input into a zero-bordered buffer (cheaper for the stem's three
+    channels)."""
 
     def __init__(
         self,
@@ -201,7 +204,7 @@ class FastConv(nn.Module):
         self.pad_input = pad_input
         self.export = export
         self.onednn = onednn and not export and act in (None, *_ONEDNN_ACTS)
-        self._plans: dict[tuple[int, int], _Plan] = {}
+        self._plans: dict[tuple[int, int, str], _Plan] = {}
         self._extended: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = {}
         #: padded input buffers kept between calls (one per thread): a fresh large tensor costs
         #: page faults, far more than the input copied into it; their borders stay zero
@@ -223,21 +226,22 @@ class FastConv(nn.Module):
             f"same={self.same}, onednn={self.onednn}"
         )
 
-    def _plan(self, height: int, width: int) -> _Plan:
-        plan = self._plans.get((height, width))
+    def _plan(self, height: int, width: int, device: str = "cpu") -> _Plan:
+        plan = self._plans.get((height, width, device))
         if plan is None:
             ph, ch, top, bottom = _axis_plan(height, self.kernel[0], self.stride[0])
             pw, cw, left, right = _axis_plan(width, self.kernel[1], self.stride[1])
             out_h, out_w = math.ceil(height / self.stride[0]), math.ceil(width / self.stride[1])
             if (top, bottom, left, right) == (ph, ph, pw, pw):
                 plan = _Plan(None, (ph, pw))
-            elif self.export and self.crop_when_functional:
+            elif (self.export and self.crop_when_functional) or (device == "cuda" and not self.pad_input):
+                # on CUDA too: cuDNN keeps its k3/k5 depthwise kernels, the crop is a view
                 plan = _Plan(None, (ph, pw), crop=(ch, cw, out_h, out_w))
             elif self.export or self.pad_input:
                 plan = _Plan((left, right, top, bottom), (0, 0))
             else:  # after − before is 0 or 1 per axis: one leading zero row/column in the kernel
                 plan = _Plan(None, (bottom, right), extend=(bottom - top, right - left))
-            self._plans[(height, width)] = plan
+            self._plans[(height, width, device)] = plan
         return plan
 
     def _weight(self, extend: tuple[int, int]) -> torch.Tensor:
@@ -335,7 +339,7 @@ class FastConv(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.same:
             return self._conv(x, self.padding, residual)  # type: ignore[arg-type]
-        plan = self._plan(int(x.shape[-2]), int(x.shape[-1]))
+        plan = self._plan(int(x.shape[-2]), int(x.shape[-1]), x.device.type)
         if plan.pre_pad is not None and self.export:
             y = _AsymmetricConv.apply(x, self.weight, self.bias, plan.pre_pad, self.stride, self.dilation, self.groups)
             y = _ACT_FUNCS[self.act](y) if self.act is not None else y
