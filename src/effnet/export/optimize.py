@@ -206,14 +206,13 @@ class FastConv(nn.Module):
         self.onednn = onednn and not export and act in (None, *_ONEDNN_ACTS)
         self._plans: dict[tuple[int, int, str], _Plan] = {}
         self._extended: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = {}
-        #: padded input buffers kept between calls (one per thread): a fresh large tensor costs
-        #: page faults, far more than the input copied into it; their borders stay zero
-        self.reuse_buffers = not export
+        #: pad_input's zero-bordered copy of the input, kept between calls (a fresh large tensor
+        #: costs page faults, far more than the copy), and per thread the layout whose border is zero
+        self._inputs = _Pool()
+        self._borders: dict[int, tuple[int, torch.Size, tuple[int, int, int, int]]] = {}
         #: the functional form for torch.compile computes a larger output and crops it (a view the
         #: compiler fuses); ONNX gets the asymmetric pads in its Conv node instead
         self.crop_when_functional = False
-        self._workspace: dict[tuple[int, str], torch.Tensor] = {}
-        self._layouts: dict[tuple[int, str] | None, tuple[torch.Size, tuple[int, int, int, int]]] = {}
         #: the model's kept memory (eager CPU path): an output of FRESH_ALLOC_BYTES or more goes
         #: into ``slot`` there; a residual sum is written over the residual (the block's input)
         self.pool: _Pool | None = None
@@ -313,28 +312,18 @@ class FastConv(nn.Module):
             y = y + residual if self.export else y.add_(residual)
         return y
 
-    def _padded_buffer(
-        self, size: Any, like: torch.Tensor, pad: tuple[int, int, int, int], slot: str, zero: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A channels_last tensor of ``size`` (dtype and device of ``like``) plus a border (zeroed if
-        ``zero``), in memory kept between calls (per thread and slot; any size up to the largest
-        seen reuses it), and its interior view."""
-        n, c, h, w = size
+    def _padded_input(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+        """``x`` copied into a channels_last buffer with a zero border (left, right, top, bottom),
+        kept between calls; the border is zeroed again only when the buffer or its layout changes."""
+        n, c, h, w = x.shape
         left, right, top, bottom = pad
-        hp, wp = h + top + bottom, w + left + right
-        key = (threading.get_ident(), slot) if self.reuse_buffers else None
-        flat = self._workspace.get(key) if key is not None else None
-        fresh = flat is None or flat.numel() < n * c * hp * wp or flat.dtype != like.dtype or flat.device != like.device
-        if fresh:
-            flat = torch.empty(n * c * hp * wp, dtype=like.dtype, device=like.device)
-            if key is not None:
-                self._workspace[key] = flat
-        out = flat[: n * c * hp * wp].view(n, hp, wp, c).permute(0, 3, 1, 2)
-        if zero and (fresh or self._layouts.get(key) != (out.shape, pad)):  # the border stays zero
+        out = self._inputs.channels_last((n, c, h + top + bottom, w + left + right), x, "in")
+        layout = (out.data_ptr(), out.shape, pad)
+        if self._borders.get(threading.get_ident()) != layout:
             _zero_border(out, pad)
-        if key is not None:
-            self._layouts[key] = (out.shape, pad)
-        return out, out[:, :, top : top + h, left : left + w]
+            self._borders[threading.get_ident()] = layout
+        out[:, :, top : top + h, left : left + w].copy_(x)
+        return out
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.same:
@@ -345,12 +334,8 @@ class FastConv(nn.Module):
             y = _ACT_FUNCS[self.act](y) if self.act is not None else y
             return y + residual if residual is not None else y
         if plan.pre_pad is not None:
-            if self.export or not x.is_contiguous(memory_format=torch.channels_last):
-                x = F.pad(x, plan.pre_pad)
-            else:
-                padded, inner = self._padded_buffer(x.shape, x, plan.pre_pad, "in", zero=True)
-                inner.copy_(x)
-                x = padded
+            is_cl = x.is_contiguous(memory_format=torch.channels_last)
+            x = self._padded_input(x, plan.pre_pad) if is_cl else F.pad(x, plan.pre_pad)
         y = self._conv(x, plan.padding, residual if plan.crop is None else None, plan.extend)
         if plan.crop is not None:
             top, left, height, width = plan.crop
