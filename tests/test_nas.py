@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import random
+import sys
+import time
 
 import optuna
 import pytest
@@ -238,3 +242,38 @@ def test_measured_latency_can_replace_multiply_adds(tmp_path):
         assert t["reward"] == pytest.approx(t["accuracy"] * (t["latency_ms"] / 5.0) ** -0.07, rel=1e-12)
         spec = B0.with_(blocks=parse_blocks(t["blocks"]), resolution=32)
         assert t["macs"] == profile(spec, num_classes=10).macs
+
+
+def _search_worker(barrier, db, output):
+    def slow(spec, number):
+        time.sleep(0.3)  # long enough for the workers to overlap
+        return fake_accuracy(spec, number)
+
+    barrier.wait()
+    try:
+        search_architectures(
+            strategy="tpe", n_trials=3, resolution=32, evaluate=slow, storage=str(db), study_name="shared",
+            output=output, progress=False, plot=False,
+        )  # fmt: skip
+    except BaseException as err:  # noqa: BLE001 - reported through the exit status
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        os._exit(1)
+    os._exit(0)
+
+
+def test_workers_starting_together_never_evaluate_more_than_asked(tmp_path):
+    # Four processes on one new SQLite study asking for 3 architectures: each worker's "is another
+    # trial needed?" and its start of that trial are one step, so no worker starts a surplus trial
+    # (checked apart, they all saw "0 of 3" at once and the study ended with 4 or more).
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    db = tmp_path / "shared.db"
+    workers = [context.Process(target=_search_worker, args=(barrier, db, tmp_path / f"w{i}")) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0] * 4
+    trials = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # they shared the work

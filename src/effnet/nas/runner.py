@@ -41,7 +41,6 @@ Evaluator = Callable[[NetworkSpec, int], dict[str, Any]]
 MAX_CONSECUTIVE_FAILURES = 3
 #: Seconds between looks at the study while other workers finish its last trials.
 WAIT_SECONDS = 2.0
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -166,21 +165,30 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     return recovered
 
 
-def _open_storage(storage: str | None, output: Path, heartbeat: int) -> RDBStorage:
-    """Open the storage; workers that create a new database at the same moment race on its schema,
-    and the loser finds it made on a second look."""
-    from effnet.search.storage import open_storage
+def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], Any]) -> None:
+    """Evaluate a started trial with heartbeats and record its outcome (as ``Study.optimize`` would)."""
+    from effnet.search.storage import Heartbeat
 
-    for attempt in range(5):
+    with Heartbeat(study, trial._trial_id):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna
-                return open_storage(storage, output=output, heartbeat=heartbeat)
-        except UserError as err:
-            if attempt == 4 or "constraint" not in str(err).lower() and "locked" not in str(err).lower():
-                raise
-            time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
+            value = objective(trial)
+        except optuna.TrialPruned:
+            value, state = None, TrialState.PRUNED
+        except BaseException:  # a user error or an interrupt: recorded as failed, then reported
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            state = TrialState.COMPLETE
+    try:
+        study.tell(trial, value, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker heard no heartbeat for too long and failed this trial; the architecture is
+        # queued again, so this result is dropped rather than counted twice.
+        print(
+            f"effnet: trial {trial.number} was declared stale by another worker; its result is dropped "
+            "(raise --heartbeat?)",
+            file=sys.stderr,
+        )
 
 
 def _retry() -> RetryHeartbeatStaleTrialCallback:
@@ -237,7 +245,8 @@ def search_architectures(
     ``best.json`` (the best architecture's description), ``trials.csv``, ``pareto.png`` and
     ``search.json``; the study is in ``storage`` (default ``output/study.db``).
     """
-    from effnet.search.storage import DEFAULT_HEARTBEAT
+    from effnet.search.queue import queue_lock, worker_id
+    from effnet.search.storage import DEFAULT_HEARTBEAT, open_storage
 
     if strategy not in STRATEGIES:
         raise UserError(f"strategy {strategy!r} is unknown (known: {', '.join(STRATEGIES)})")
@@ -269,7 +278,7 @@ def search_architectures(
     if isinstance(storage, BaseStorage):  # e.g. optuna.storages.InMemoryStorage() for one process
         rdb = storage
     else:
-        rdb = _open_storage(storage, out, heartbeat or DEFAULT_HEARTBEAT)
+        rdb = open_storage(storage, output=out, heartbeat=heartbeat or DEFAULT_HEARTBEAT)
         rdb.failed_trial_callback = _retry()
     multi = is_multi_objective(strategy)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -303,11 +312,20 @@ def search_architectures(
     def evaluated() -> list[FrozenTrial]:
         return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
-    current: list[int] = []
+    def claim() -> optuna.Trial | None:
+        """Atomically start the next trial (a re-queued one first); None while the last
+        architectures are being evaluated by other workers."""
+        with queue_lock(study):
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not waiting and len(evaluated()) + len(running) >= n_trials:
+                return None
+            with warnings.catch_warnings():  # the heartbeats are ours (see _run_trial)
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+                return study.ask()
 
     def run_one(trial: optuna.Trial) -> float | tuple[float, float]:
-        current.append(trial.number)
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("worker", worker_id())
         params = {name: trial.suggest_categorical(name, dist.choices) for name, dist in distributions.items()}
         spec = space.network(params, name=f"{study_name}-{trial.number}").with_(resolution=resolution)
         trial.set_user_attr("blocks", spec.block_strings)
@@ -379,14 +397,12 @@ def search_architectures(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     optuna.storages.fail_stale_trials(study)  # workers elsewhere that stopped beating
-            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not waiting and len(evaluated()) + len(running) >= n_trials:
+            trial = claim()
+            if trial is None:
                 time.sleep(WAIT_SECONDS)  # other workers are evaluating the last architectures
                 continue
-            current.clear()
-            study.optimize(run_one, n_trials=1, catch=(), gc_after_trial=False)
-            last = next(t for t in study.get_trials(deepcopy=False) if t.number == current[0])
+            _run_trial(study, trial, run_one)
+            last = study._storage.get_trial(trial._trial_id)
             record = trial_record(last)
             if record["state"] == "COMPLETE":
                 failures = 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage
 
 from effnet.errors import UserError, check_whole_number
@@ -83,9 +84,11 @@ def open_storage(storage: str | Path | None, *, output: str | Path | None = None
         engine["connect_args"] = {"timeout": 60}
     else:
         engine["pool_pre_ping"] = True
+    path = sqlite_path(url)
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            # Processes sharing a new SQLite file create its tables one at a time.
+            with warnings.catch_warnings(), _file_lock(path):  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
         except ImportError as err:
@@ -93,12 +96,14 @@ def open_storage(storage: str | Path | None, *, output: str | Path | None = None
                 f"storage {url.split('://')[0]} needs a driver: {err} (pip install 'effnet[postgres]')"
             ) from None
         except Exception as err:  # sqlalchemy's errors: a server not reachable, a bad URL, …
-            # Workers starting together on an empty database race to create the tables: try again.
-            racing = "UniqueViolation" in repr(err) or "already exists" in str(err)
+            # Workers starting together on an empty database (a server, or a SQLite file opened by a
+            # program that does not take our lock) race to create the tables: try again.
+            text = str(err)
+            racing = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in text or "locked" in text
             if racing and attempt + 1 < _OPEN_ATTEMPTS:
                 time.sleep(0.5 + random.random())
                 continue
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
             raise UserError(f"cannot open storage {redact_url(url)}: {first}") from None
     raise AssertionError("unreachable")
 
@@ -159,7 +164,13 @@ def study_lock(study: optuna.Study) -> Iterator[None]:
     A PostgreSQL server serialises with row locks itself, so there this does nothing.
     """
     rdb = backend(study)
-    path = sqlite_path(rdb.url) if rdb is not None else None
+    with _file_lock(sqlite_path(rdb.url) if rdb is not None else None):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` between processes; nothing when ``path`` is None."""
     if path is None:
         yield
         return
