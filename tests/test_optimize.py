@@ -8,7 +8,7 @@ from torch import nn
 from effnet import create_model
 from effnet.build.layers import PaddedConv2d, same_padding
 from effnet.errors import UserError
-from effnet.export.optimize import FastConv, _axis_plan, optimize
+from effnet.export.optimize import FastConv, _axis_plan, _early_stages, optimize
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -149,6 +149,31 @@ def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPa
     fast_features(a)  # must not overwrite the maps returned before
     for got, want in zip(got_b, maps_b, strict=True):
         assert torch.allclose(got, want, atol=1e-4 * max(1.0, want.abs().max().item()), rtol=0)
+
+
+def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import effnet.export.optimize as optimize_module
+
+    stages, widths = _early_stages(create_model("efficientnet_b0").spec)
+    # B0 at 224: stem, then stages 0–3 reach stride 16; the widest is stage 1's expansion, 96 × 112²
+    assert stages == 4 and max(widths) == 96 * 112 * 112
+    # every output in kept memory too: one chunk's result must not be overwritten by the next
+    monkeypatch.setattr(optimize_module, "FRESH_ALLOC_BYTES", 0)
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    fast = optimize(model)
+    x = torch.randn(7, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = model(x)
+    for chunk in (0, 1, 3, 7):  # 3 leaves a last chunk of one image
+        assert torch.allclose(fast._classify(x, chunk), expected, atol=1e-4, rtol=0), chunk
+    # a cache of 1 MiB makes chunks of one image worth trying at 64²: the first calls alternate
+    # between the two ways and time them, then the faster one is kept for that input shape
+    monkeypatch.setattr(optimize_module, "_last_level_cache_bytes", lambda: 2**20)
+    assert fast._chunk_size(x) == 1 and fast._chunk_size(x[:1]) == 0
+    outputs = [fast(x) for _ in range(2 * optimize_module.TUNING_CALLS)]
+    assert list(fast._chunk_for.values()) in ([0], [1]) and not fast._tuning
+    assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
 
 
 def test_onnxruntime_backend_matches() -> None:
