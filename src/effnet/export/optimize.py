@@ -29,6 +29,7 @@ All backends compute the plain model's eval-mode function (within float rounding
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
 import threading
@@ -63,14 +64,16 @@ CHUNK_CACHE_SHARE = 0.6
 TUNING_CALLS = 3
 
 
+@functools.cache
 def _last_level_cache_bytes() -> int:
-    """The largest CPU cache (Linux sysfs), or 32 MiB where it cannot be read."""
+    """The largest CPU cache (Linux sysfs, read once), or 32 MiB where it cannot be read."""
+    units = {"K": 2**10, "M": 2**20}
     sizes = []
     for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
         try:
             text = path.read_text().strip().upper()
-            sizes.append(int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]] if text[-1] in "KM" else int(text))
-        except (OSError, ValueError, KeyError):
+            sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+        except (OSError, ValueError):
             continue
     return max(sizes, default=32 * 2**20)
 
@@ -536,9 +539,9 @@ class FastEfficientNet(nn.Module):
         classifier = model.classifier
         self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
         self._early_stages, self._early_widths = _early_stages(model.spec)
-        #: per input shape: timings of [whole batch, chunked] while tuning, then the choice (chunk or 0)
-        self._tuning: dict[tuple[int, ...], list[list[float]]] = {}
-        self._chunk_for: dict[tuple[int, ...], int] = {}
+        #: per CPU input shape: timings of [whole batch, chunked] while tuning, then the choice (chunk or 0)
+        self._tuning: dict[tuple[Any, ...], list[list[float]]] = {}
+        self._chunk_for: dict[tuple[Any, ...], int] = {}
         self.eval()
 
     def train(self, mode: bool = True) -> FastEfficientNet:
@@ -590,12 +593,12 @@ class FastEfficientNet(nn.Module):
     def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
         """Whole batch or early stages in chunks, whichever ran faster here for this input shape
         (decided on the first calls, which alternate between the two; both give the same results)."""
-        key = (*x.shape, x.device.index or 0) if x.device.type == "cpu" else ()
-        chunk = self._chunk_size(x) if key else 0
-        if not chunk:
-            return self._classify(x)
+        key = (x.device.type, *x.shape)
         if key in self._chunk_for:
             return self._classify(x, self._chunk_for[key])
+        chunk = self._chunk_size(x) if x.device.type == "cpu" else 0
+        if not chunk:
+            return self._classify(x)
         timings = self._tuning.setdefault(key, [[], []])
         which = 0 if len(timings[0]) <= len(timings[1]) else 1
         start = time.perf_counter()
@@ -611,8 +614,9 @@ class FastEfficientNet(nn.Module):
         """Images per chunk for the early stages (0: not worth trying for this input)."""
         scale = x.shape[2] * x.shape[3] / self.spec.resolution**2
         widest = max(self._early_widths, default=0) * scale * x.element_size()
-        chunk = int(CHUNK_CACHE_SHARE * _last_level_cache_bytes() // widest) if widest else 0
-        chunk = max(chunk, 1)
+        if not widest:  # no stage reaches stride 16: nothing to run in chunks
+            return 0
+        chunk = max(int(CHUNK_CACHE_SHARE * _last_level_cache_bytes() // widest), 1)
         return chunk if chunk * 2 <= x.shape[0] else 0
 
 
