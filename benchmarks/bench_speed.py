@@ -48,19 +48,27 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build(name: str, *, image_size: int, memory: bool = False, padding: str | None = None) -> nn.Module:
-    """A B0 by family: ``effnet`` (ours), ``timm`` or ``torchvision``; random weights, no download."""
+def build(
+    name: str, *, image_size: int, memory: bool = False, padding: str | None = None, drop_path: float = 0.2
+) -> nn.Module:
+    """A B0 by family: ``effnet`` (ours), ``timm`` or ``torchvision``; random weights, no download.
+
+    All three drop residual branches at the same rate in training (stochastic depth 0.2: the paper's
+    recipe, torchvision's and effnet's default; timm's model defaults to none), so a training step
+    does the same work in each."""
     if name == "timm":
         import timm
 
-        return timm.create_model("efficientnet_b0", pretrained=False)
+        return timm.create_model("efficientnet_b0", pretrained=False, drop_path_rate=drop_path)
     if name == "torchvision":
         import torchvision
 
-        return torchvision.models.efficientnet_b0(weights=None)
+        return torchvision.models.efficientnet_b0(weights=None, stochastic_depth_prob=drop_path)
     from effnet import create_model
 
-    return create_model("efficientnet_b0", padding=padding, resolution=image_size, memory_efficient=memory)
+    return create_model(
+        "efficientnet_b0", padding=padding, resolution=image_size, memory_efficient=memory, drop_path_rate=drop_path
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -115,8 +123,11 @@ def inference_runners(args: argparse.Namespace, device: torch.device) -> dict[st
     return runners
 
 
-def fast_path_error(args: argparse.Namespace, device: torch.device) -> float:
-    """Largest |fast path − plain model| on a batch (random BN statistics make folding count)."""
+def fast_path_error(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Largest |fast path − plain model| on a batch (random BN statistics make folding count).
+
+    ``fp32``: both in strict float32. On CUDA, cuDNN's default TF32 convolutions (10-bit mantissa)
+    round the folded and unfolded weights differently; that figure is reported as ``tf32``."""
     from effnet.export.optimize import optimize
 
     torch.manual_seed(0)
@@ -127,8 +138,18 @@ def fast_path_error(args: argparse.Namespace, device: torch.device) -> float:
             module.running_var.uniform_(0.5, 2.0)
     model = model.to(device, memory_format=torch.channels_last)
     x = torch.randn(4, 3, args.image_size, args.image_size, device=device)
-    with torch.inference_mode():
-        return (optimize(model)(x) - model(x)).abs().max().item()
+    fast = optimize(model)
+    errors = {}
+    modes = ("fp32", "tf32") if device.type == "cuda" else ("fp32",)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        for mode in modes:
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+            with torch.inference_mode():
+                errors[mode] = (fast(x) - model(x)).abs().max().item()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    return errors
 
 
 def time_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int, device: torch.device) -> float:
@@ -281,7 +302,7 @@ def _div(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def ratios(inference: dict[str, Any], training: dict[str, Any], error: float | None) -> dict[str, float]:
+def ratios(inference: dict[str, Any], training: dict[str, Any], error: dict[str, float] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     big = inference.get("16") or inference[max(inference, key=int)] if inference else None
     if big:
@@ -297,7 +318,9 @@ def ratios(inference: dict[str, Any], training: dict[str, Any], error: float | N
             out["best_vs_timm_compiled_b16"] = med[best] / med["timm compiled"]
         out["fast_eager_vs_torchvision_eager_b16"] = med["effnet fast"] / med["torchvision eager"]
     if error is not None:
-        out["fast_max_abs_diff"] = error
+        out["fast_max_abs_diff"] = error["fp32"]
+        if "tf32" in error:
+            out["fast_max_abs_diff_tf32"] = error["tf32"]
     if training:
         timm = training["timm"]
         for key, config, field in (
@@ -353,7 +376,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch and ONNX Runtime)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved inference rounds")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved inference rounds")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per timed inference measurement")
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=3, help="timed steps per training process")
