@@ -1,10 +1,14 @@
 """The inference fast path computes the plain model's eval-mode function."""
 
+import copy
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import effnet.export.optimize as optimize_module
 from effnet import create_model
 from effnet.build.layers import PaddedConv2d, same_padding
 from effnet.errors import UserError
@@ -131,8 +135,6 @@ def test_fast_path_at_other_sizes_and_batches_reuses_its_buffers() -> None:
 def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     # large outputs go into memory kept between calls (here all of them): calls must not see each
     # other's results, nor may a returned feature map change when the model is called again
-    import effnet.export.optimize as optimize_module
-
     monkeypatch.setattr(optimize_module, "FRESH_ALLOC_BYTES", 0)
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
@@ -152,8 +154,6 @@ def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPa
 
 
 def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    import effnet.export.optimize as optimize_module
-
     stages, widths = _early_stages(create_model("efficientnet_b0").spec)
     # B0 at 224: stem, then stages 0–3 reach stride 16; the widest is stage 1's expansion, 96 × 112²
     assert stages == 4 and max(widths) == 96 * 112 * 112
@@ -171,8 +171,8 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
     # between the two ways and time them, then the faster one is kept for that input shape
     monkeypatch.setattr(optimize_module, "_last_level_cache_bytes", lambda: 2**20)
     assert fast._chunk_size(x) == 1 and fast._chunk_size(x[:1]) == 0
-    outputs = [fast(x) for _ in range(2 * optimize_module.TUNING_CALLS)]
-    assert list(fast._chunk_for.values()) in ([0], [1]) and not fast._tuning
+    outputs = [fast(x) for _ in range(fast._tuner.calls_to_decide)]
+    assert fast._tuner.choice(("cpu", *x.shape)) in (False, True) and not fast._tuner._timings
     assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
 
 
@@ -186,6 +186,53 @@ def test_onnxruntime_backend_matches() -> None:
         expected = model(x)
     assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0)
     assert torch.allclose(fast(x[:1]), expected[:1], atol=1e-4, rtol=0)
+
+
+def test_onnxruntime_runner_splits_batches_and_takes_channels_last_as_is() -> None:
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10, resolution=64))
+    fast = optimize(model, backend="onnxruntime", threads=2)
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    # 5 images in parts of 3 and 2, one on this thread and one on the pool's: the same outputs in order
+    got = fast._run_split(x.numpy(), False)[0]
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-4, rtol=0)
+    outputs = [fast(x) for _ in range(fast._tuner.calls_to_decide)]
+    assert fast._tuner.choice((False, 5, 3, 64, 64)) in (False, True)
+    assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
+    assert torch.allclose(fast(x[:1]), expected[:1], atol=1e-4, rtol=0)  # one image: never split
+    assert fast._tuner.choice((False, 1, 3, 64, 64)) is None
+    # channels_last input goes in as NHWC, to a model that starts with a transpose
+    assert (True, 2) not in fast._sessions
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fast(x_cl), expected, atol=1e-4, rtol=0)
+    assert (True, 2) in fast._sessions and fast.session(True, 2).get_inputs()[0].shape[1:] == [64, 64, 3]
+    got = fast._run_split(x_cl.permute(0, 2, 3, 1).numpy(), True)[0]
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-4, rtol=0)
+    # a copy (deepcopy, pickle) makes its own sessions and threads
+    twin = copy.deepcopy(fast)
+    assert not twin._sessions and torch.allclose(twin(x_cl), expected, atol=1e-4, rtol=0)
+
+
+def test_shape_tuner_keeps_the_faster_way_per_key() -> None:
+    tuner = optimize_module.ShapeTuner(timed=2)
+    calls: list[bool] = []
+
+    def call(second: bool) -> bool:
+        calls.append(second)
+        time.sleep(0.0 if second else 0.02)
+        return second
+
+    for _ in range(tuner.calls_to_decide):
+        assert tuner.choice("a") is None
+        tuner.run("a", call)
+    assert calls == [False, False, True, True] * 2  # in turn, two calls at a time
+    assert tuner.choice("a") is True and tuner.choice("b") is None
+    assert tuner.run("a", call) is True and calls[-1] is True
+    tuner.decide("b", False)
+    assert tuner.run("b", call) is False
 
 
 def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:

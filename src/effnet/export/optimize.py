@@ -22,7 +22,9 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
 
 ``backend="compile"`` wraps the folded module's functional form in :func:`torch.compile` (Inductor,
 weights frozen); ``backend="onnxruntime"`` exports it to ONNX (asymmetric padding as the Conv's own
-``pads``, no Pad nodes) and runs it in an ONNX Runtime session.
+``pads``, no Pad nodes) and runs it in ONNX Runtime (:class:`OrtModule`): channels_last inputs go
+in as NHWC without a copy, and a batch may run split between one-thread sessions at once where
+that is faster than splitting each operator between threads (timed on the first calls).
 All backends compute the plain model's eval-mode function (within float rounding, ~1e-5).
 """
 
@@ -32,13 +34,16 @@ import copy
 import functools
 import io
 import math
+import statistics
 import threading
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,8 +65,11 @@ FRESH_ALLOC_BYTES = 16 * 2**20
 #: Images per chunk in the early stages aim to keep each chunk's widest activation within this
 #: share of the last-level cache.
 CHUNK_CACHE_SHARE = 0.6
-#: Calls per candidate (the first of each not counted) before the faster way is kept for a shape.
-TUNING_CALLS = 3
+#: Timed calls per candidate (each after an untimed one) before the faster way is kept for a shape.
+TUNING_CALLS = 2
+#: The same for ONNX Runtime's whole-batch and split runs, whose difference (~5-10%) is within the
+#: call-to-call noise of a shared machine: more calls, so that the median decides.
+ORT_TUNING_CALLS = 4
 
 
 @functools.cache
@@ -539,9 +547,8 @@ class FastEfficientNet(nn.Module):
         classifier = model.classifier
         self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
         self._early_stages, self._early_widths = _early_stages(model.spec)
-        #: per CPU input shape: timings of [whole batch, chunked] while tuning, then the choice (chunk or 0)
-        self._tuning: dict[tuple[Any, ...], list[list[float]]] = {}
-        self._chunk_for: dict[tuple[Any, ...], int] = {}
+        #: per input shape: whether the early stages run in chunks (timed on CPU, never on CUDA)
+        self._tuner = ShapeTuner()
         self.eval()
 
     def train(self, mode: bool = True) -> FastEfficientNet:
@@ -594,21 +601,14 @@ class FastEfficientNet(nn.Module):
         """Whole batch or early stages in chunks, whichever ran faster here for this input shape
         (decided on the first calls, which alternate between the two; both give the same results)."""
         key = (x.device.type, *x.shape)
-        if key in self._chunk_for:
-            return self._classify(x, self._chunk_for[key])
+        chunked = self._tuner.choice(key)
+        if chunked is not None:
+            return self._classify(x, self._chunk_size(x) if chunked else 0)
         chunk = self._chunk_size(x) if x.device.type == "cpu" else 0
         if not chunk:
+            self._tuner.decide(key, False)
             return self._classify(x)
-        timings = self._tuning.setdefault(key, [[], []])
-        which = 0 if len(timings[0]) <= len(timings[1]) else 1
-        start = time.perf_counter()
-        out = self._classify(x, chunk if which else 0)
-        timings[which].append(time.perf_counter() - start)
-        if min(len(t) for t in timings) >= TUNING_CALLS:
-            whole, chunked = (min(t[1:]) for t in timings)
-            self._chunk_for[key] = chunk if chunked < whole else 0
-            del self._tuning[key]
-        return out
+        return self._tuner.run(key, lambda chunked: self._classify(x, chunk if chunked else 0))
 
     def _chunk_size(self, x: torch.Tensor) -> int:
         """Images per chunk for the early stages (0: not worth trying for this input)."""
@@ -620,19 +620,137 @@ class FastEfficientNet(nn.Module):
         return chunk if chunk * 2 <= x.shape[0] else 0
 
 
-class OrtModule(nn.Module):
-    """An ONNX Runtime session behind a module's call: torch tensors in, torch tensors out."""
+class ShapeTuner:
+    """Picks, per input key, the faster of two ways to compute the same thing. The first calls run
+    the two ways in turn, two calls at a time, and time the second of each pair (the first absorbs
+    what the other way left behind: cold caches, another thread pool still spinning); after
+    ``timed`` timed calls of each, the way with the shorter median is kept for that key."""
 
-    def __init__(self, session: Any, output_names: list[str]) -> None:
+    def __init__(self, timed: int = TUNING_CALLS) -> None:
+        self.timed = timed
+        self._timings: dict[Any, tuple[list[float], list[float]]] = {}
+        self._calls: dict[Any, int] = {}
+        self._chosen: dict[Any, bool] = {}
+
+    @property
+    def calls_to_decide(self) -> int:
+        """Calls of a key before its way is kept."""
+        return 4 * self.timed
+
+    def choice(self, key: Any) -> bool | None:
+        """The way kept for ``key`` (False: the first, True: the second); None while undecided."""
+        return self._chosen.get(key)
+
+    def decide(self, key: Any, second: bool) -> None:
+        """Keep a way for ``key`` without timing (when only one is possible there)."""
+        self._chosen[key] = second
+
+    def run(self, key: Any, call: Callable[[bool], Any]) -> Any:
+        """``call(second)`` with the way kept for ``key``, or, while tuning, with the way whose turn it is."""
+        if key in self._chosen:
+            return call(self._chosen[key])
+        index = self._calls.get(key, 0)
+        self._calls[key] = index + 1
+        use_second = bool(index // 2 % 2)
+        start = time.perf_counter()
+        out = call(use_second)
+        if index % 2:
+            first, second = self._timings.setdefault(key, ([], []))
+            (second if use_second else first).append(time.perf_counter() - start)
+            if len(second) >= self.timed:
+                self._chosen[key] = statistics.median(second) < statistics.median(first)
+                del self._timings[key], self._calls[key]
+        return out
+
+
+class OrtModule(nn.Module):
+    """An ONNX model run by ONNX Runtime behind a module's call: torch tensors in, torch tensors out.
+
+    With ``split`` and ``threads`` > 1, a batch may instead be split into ``threads`` parts that
+    run at once in one-thread sessions (ONNX Runtime releases the GIL while it runs): whole images
+    per thread skip the synchronisation after every operator that splitting each operator between
+    threads pays on a network of many small layers. The first calls per input shape time both ways
+    and keep the faster. With ``channels_last``, channels_last inputs go in as they lie (NHWC) to a
+    copy of the model that starts with a transpose, which ONNX Runtime folds into its own layout
+    change, instead of being copied to NCHW first. Sessions are made on first use of each kind."""
+
+    def __init__(
+        self, onnx_model: bytes, threads: int | None = None, *, split: bool = True, channels_last: bool = True
+    ) -> None:
         super().__init__()
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.output_names = output_names
+        self.onnx_model = onnx_model
+        self.threads = threads or torch.get_num_threads()
+        self.split = split and self.threads > 1
+        self.channels_last = channels_last
+        self._sessions: dict[tuple[bool, int], Any] = {}
+        self._lock = threading.Lock()
+        self._tuner = ShapeTuner(ORT_TUNING_CALLS)
+        self._pool: ThreadPoolExecutor | None = None
+        self.session(False, self.threads)  # a broken model fails here, not on the first call
+
+    def session(self, nhwc: bool, threads: int) -> Any:
+        """The session for NHWC or NCHW input with ``threads`` intra-op threads (made once)."""
+        key = (nhwc, threads)
+        with self._lock:
+            if key not in self._sessions:
+                model = _nhwc_input(self.onnx_model) if nhwc else self.onnx_model
+                self._sessions[key] = ort_session(model, threads)
+            return self._sessions[key]
 
     def forward(self, x: torch.Tensor) -> Any:
-        outputs = self.session.run(None, {self.input_name: x.detach().cpu().contiguous().numpy()})
+        x = x.detach().cpu()
+        nhwc = self.channels_last and x.dim() == 4 and not x.is_contiguous()
+        nhwc = nhwc and x.is_contiguous(memory_format=torch.channels_last)
+        # numpy's copy, not torch's: torch's OpenMP threads would spin on after it, on the cores
+        # ONNX Runtime is about to use (that halved its speed at batch 1)
+        array = x.permute(0, 2, 3, 1).numpy() if nhwc else np.ascontiguousarray(x.numpy())
+        if self.split and array.shape[0] > 1:
+            key = (nhwc, *array.shape)
+            outputs = self._tuner.run(
+                key, lambda split: self._run_split(array, nhwc) if split else self._run(array, nhwc)
+            )
+        else:
+            outputs = self._run(array, nhwc)
         tensors = [torch.from_numpy(out) for out in outputs]
         return tensors if len(tensors) > 1 else tensors[0]
+
+    def _run(self, array: np.ndarray, nhwc: bool) -> list[np.ndarray]:
+        session = self.session(nhwc, self.threads)
+        return session.run(None, {session.get_inputs()[0].name: array})
+
+    def _run_split(self, array: np.ndarray, nhwc: bool) -> list[np.ndarray]:
+        """The batch in up to ``threads`` parts at once, one on this thread; outputs concatenated."""
+        session = self.session(nhwc, 1)
+        name = session.get_inputs()[0].name
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="effnet-ort")
+        parts = np.array_split(array, min(self.threads, array.shape[0]))
+        pending = [self._pool.submit(session.run, None, {name: part}) for part in parts[1:]]
+        results = [session.run(None, {name: parts[0]})] + [future.result() for future in pending]
+        return [np.concatenate(outs) for outs in zip(*results, strict=True)]
+
+    def __getstate__(self) -> dict[str, Any]:  # sessions, lock and threads are not copied; made anew
+        return {**self.__dict__, "_sessions": {}, "_lock": None, "_pool": None, "_tuner": ShapeTuner(ORT_TUNING_CALLS)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({**state, "_lock": threading.Lock()})
+
+
+def _nhwc_input(onnx_model: bytes) -> bytes:
+    """The same model taking its image input as NHWC: a Transpose to NCHW placed first."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_model)
+    graph = model.graph
+    image = graph.input[0]
+    inner = f"{image.name}_nchw"
+    for node in graph.node:
+        node.input[:] = [inner if name == image.name else name for name in node.input]
+    graph.node.insert(0, onnx.helper.make_node("Transpose", [image.name], [inner], perm=[0, 3, 1, 2]))
+    dims = [copy.deepcopy(dim) for dim in image.type.tensor_type.shape.dim]
+    for dim, source in zip(image.type.tensor_type.shape.dim, (dims[0], dims[2], dims[3], dims[1]), strict=True):
+        dim.CopyFrom(source)
+    return model.SerializeToString()
 
 
 def ort_session(onnx_model: bytes | str, threads: int | None = None) -> Any:
@@ -705,4 +823,4 @@ def optimize(
     size = input_size or model.spec.resolution
     fast = FastEfficientNet(model, onednn=False, export=True).cpu().float()
     example = torch.randn(1, model.in_chans, size, size)
-    return OrtModule(ort_session(onnx_bytes(fast, example), threads), ["output"])
+    return OrtModule(onnx_bytes(fast, example), threads)
