@@ -188,11 +188,15 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
                 log(f"  warm-up batch {batch}: {name}")
                 if name.startswith("effnet") and "symmetric" not in name:
                     errors[name] = (fn(x).float().cpu() - reference).abs().max().item()
+                # first calls: allocation, and the fast paths' own choices per input shape on CPU
+                # (early stages in chunks or not: 16 calls; ONNX Runtime's batch split between
+                # threads or not: 32 calls), each made by timing both ways
                 start = time.perf_counter()
-                for _ in range(2):
+                warm = 0
+                while warm < 2 or time.perf_counter() - start < args.warmup:
                     fn(x)
+                    warm += 1
                 sync(device)
-                one = time.perf_counter() - start
                 start = time.perf_counter()
                 fn(x)
                 sync(device)
@@ -207,15 +211,32 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
                 for name in order:
                     runners[name](x)  # steady state: the previous configuration's memory churn settles
                     runs[name].append(time_call(runners[name], x, calls[name], device))
+        kept = first_call_choices(runners, batch)
         results[str(batch)] = {
             name: {
                 "median": statistics.median(r),
                 "runs": r,
                 **({"max_abs_diff": errors[name]} if name in errors else {}),
+                **({"kept": kept[name]} if name in kept else {}),
             }
             for name, r in runs.items()
         }
     return results
+
+
+def first_call_choices(runners: dict[str, Callable[[torch.Tensor], Any]], batch: int) -> dict[str, str]:
+    """What each fast path kept, after timing both ways on its first calls, for this batch size:
+    early stages in chunks or whole batch (eager fast path), split or whole batch (ONNX Runtime)."""
+    words = {"FastEfficientNet": ("whole batch", "early stages in chunks"), "OrtModule": ("whole batch", "split")}
+    out = {}
+    for name, fn in runners.items():
+        tuner = getattr(fn, "tuner", None)
+        if tuner is None or type(fn).__name__ not in words:
+            continue
+        ways = [second for key, second in tuner.kept().items() if batch in key[1:2]]
+        if ways:
+            out[name] = words[type(fn).__name__][ways[-1]]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -368,6 +389,8 @@ def print_report(report: dict[str, Any]) -> None:
             runs = " ".join(f"{v:.1f}" for v in r["runs"])
             diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
             print(f"  {name:35s} {r['median']:10.1f} {r['median'] / base:13.2f} {diff:>12s}   {runs}")
+        if kept := {name: r["kept"] for name, r in table.items() if "kept" in r}:
+            print("  kept after the first calls: " + "; ".join(f"{name}: {way}" for name, way in kept.items()))
     if report["training"]:
         t = report["training"]
         print(f"\ntraining, batch {report['train_batch']} (SGD step; fresh process per configuration and round)")
@@ -399,6 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rounds", type=int, default=9, help="interleaved inference rounds")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per timed inference measurement")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds of untimed calls per configuration (CPU 5, CUDA 1)"
+    )
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=3, help="timed steps per training process")
     parser.add_argument(
@@ -423,8 +449,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.compile = not cuda
     if args.train_rounds is None:
         args.train_rounds = 1 if cuda else 2
+    if args.warmup is None:  # on CPU, long enough for the fast paths' first-call choices (~32 calls)
+        args.warmup = 1.0 if cuda else 5.0
     if args.quick:
-        args.image_size, args.batch_sizes, args.rounds, args.min_time = 64, [1, 4], 2, 0.05
+        args.image_size, args.batch_sizes, args.rounds, args.min_time, args.warmup = 64, [1, 4], 2, 0.05, 0.0
         args.train_batch, args.train_steps, args.train_rounds, args.compile = 4, 1, 1, False
     return args
 

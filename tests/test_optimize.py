@@ -171,8 +171,8 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
     # between the two ways and time them, then the faster one is kept for that input shape
     monkeypatch.setattr(optimize_module, "_last_level_cache_bytes", lambda: 2**20)
     assert fast._chunk_size(x) == 1 and fast._chunk_size(x[:1]) == 0
-    outputs = [fast(x) for _ in range(fast._tuner.calls_to_decide)]
-    assert fast._tuner.choice(("cpu", *x.shape)) in (False, True) and not fast._tuner._timings
+    outputs = [fast(x) for _ in range(fast.tuner.calls_to_decide)]
+    assert fast.tuner.choice(("cpu", *x.shape)) in (False, True) and not fast.tuner._timings
     assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
 
 
@@ -199,11 +199,11 @@ def test_onnxruntime_runner_splits_batches_and_takes_channels_last_as_is() -> No
     # 5 images in parts of 3 and 2, one on this thread and one on the pool's: the same outputs in order
     got = fast._run_split(x.numpy(), False)[0]
     assert torch.allclose(torch.from_numpy(got), expected, atol=1e-4, rtol=0)
-    outputs = [fast(x) for _ in range(fast._tuner.calls_to_decide)]
-    assert fast._tuner.choice((False, 5, 3, 64, 64)) in (False, True)
+    outputs = [fast(x) for _ in range(fast.tuner.calls_to_decide)]
+    assert fast.tuner.choice((False, 5, 3, 64, 64)) in (False, True)
     assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
     assert torch.allclose(fast(x[:1]), expected[:1], atol=1e-4, rtol=0)  # one image: never split
-    assert fast._tuner.choice((False, 1, 3, 64, 64)) is None
+    assert fast.tuner.choice((False, 1, 3, 64, 64)) is None
     # channels_last input goes in as NHWC, to a model that starts with a transpose
     assert (True, 2) not in fast._sessions
     x_cl = x.contiguous(memory_format=torch.channels_last)

@@ -66,10 +66,11 @@ FRESH_ALLOC_BYTES = 16 * 2**20
 #: share of the last-level cache.
 CHUNK_CACHE_SHARE = 0.6
 #: Timed calls per candidate (each after an untimed one) before the faster way is kept for a shape.
-TUNING_CALLS = 2
+TUNING_CALLS = 4
 #: The same for ONNX Runtime's whole-batch and split runs, whose difference (~5-10%) is within the
-#: call-to-call noise of a shared machine: more calls, so that the median decides.
-ORT_TUNING_CALLS = 4
+#: call-to-call noise of a shared machine (split calls ±20%): 4 timed calls each chose wrongly in
+#: one full benchmark run, 8 chose right in 6 of 6 probes.
+ORT_TUNING_CALLS = 8
 
 
 @functools.cache
@@ -548,7 +549,7 @@ class FastEfficientNet(nn.Module):
         self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
         self._early_stages, self._early_widths = _early_stages(model.spec)
         #: per input shape: whether the early stages run in chunks (timed on CPU, never on CUDA)
-        self._tuner = ShapeTuner()
+        self.tuner = ShapeTuner()
         self.eval()
 
     def train(self, mode: bool = True) -> FastEfficientNet:
@@ -601,14 +602,14 @@ class FastEfficientNet(nn.Module):
         """Whole batch or early stages in chunks, whichever ran faster here for this input shape
         (decided on the first calls, which alternate between the two; both give the same results)."""
         key = (x.device.type, *x.shape)
-        chunked = self._tuner.choice(key)
+        chunked = self.tuner.choice(key)
         if chunked is not None:
             return self._classify(x, self._chunk_size(x) if chunked else 0)
         chunk = self._chunk_size(x) if x.device.type == "cpu" else 0
         if not chunk:
-            self._tuner.decide(key, False)
+            self.tuner.decide(key, False)
             return self._classify(x)
-        return self._tuner.run(key, lambda chunked: self._classify(x, chunk if chunked else 0))
+        return self.tuner.run(key, lambda chunked: self._classify(x, chunk if chunked else 0))
 
     def _chunk_size(self, x: torch.Tensor) -> int:
         """Images per chunk for the early stages (0: not worth trying for this input)."""
@@ -640,6 +641,10 @@ class ShapeTuner:
     def choice(self, key: Any) -> bool | None:
         """The way kept for ``key`` (False: the first, True: the second); None while undecided."""
         return self._chosen.get(key)
+
+    def kept(self) -> dict[Any, bool]:
+        """Every key decided so far and its way (True: the second)."""
+        return dict(self._chosen)
 
     def decide(self, key: Any, second: bool) -> None:
         """Keep a way for ``key`` without timing (when only one is possible there)."""
@@ -684,7 +689,8 @@ class OrtModule(nn.Module):
         self.channels_last = channels_last
         self._sessions: dict[tuple[bool, int], Any] = {}
         self._lock = threading.Lock()
-        self._tuner = ShapeTuner(ORT_TUNING_CALLS)
+        #: per input layout and shape: whether the batch runs split between threads
+        self.tuner = ShapeTuner(ORT_TUNING_CALLS)
         self._pool: ThreadPoolExecutor | None = None
         self.session(False, self.threads)  # a broken model fails here, not on the first call
 
@@ -706,7 +712,7 @@ class OrtModule(nn.Module):
         array = x.permute(0, 2, 3, 1).numpy() if nhwc else np.ascontiguousarray(x.numpy())
         if self.split and array.shape[0] > 1:
             key = (nhwc, *array.shape)
-            outputs = self._tuner.run(
+            outputs = self.tuner.run(
                 key, lambda split: self._run_split(array, nhwc) if split else self._run(array, nhwc)
             )
         else:
@@ -730,7 +736,7 @@ class OrtModule(nn.Module):
         return [np.concatenate(outs) for outs in zip(*results, strict=True)]
 
     def __getstate__(self) -> dict[str, Any]:  # sessions, lock and threads are not copied; made anew
-        return {**self.__dict__, "_sessions": {}, "_lock": None, "_pool": None, "_tuner": ShapeTuner(ORT_TUNING_CALLS)}
+        return {**self.__dict__, "_sessions": {}, "_lock": None, "_pool": None, "tuner": ShapeTuner(ORT_TUNING_CALLS)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__({**state, "_lock": threading.Lock()})
