@@ -227,15 +227,16 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
 def first_call_choices(runners: dict[str, Callable[[torch.Tensor], Any]], batch: int) -> dict[str, str]:
     """What each fast path kept, after timing both ways on its first calls, for this batch size:
     early stages in chunks or whole batch (eager fast path), split or whole batch (ONNX Runtime)."""
-    words = {"FastEfficientNet": ("whole batch", "early stages in chunks"), "OrtModule": ("whole batch", "split")}
+    from effnet.export.optimize import FastEfficientNet, OrtModule
+
+    words = {FastEfficientNet: ("whole batch", "early stages in chunks"), OrtModule: ("whole batch", "split")}
     out = {}
     for name, fn in runners.items():
-        tuner = getattr(fn, "tuner", None)
-        if tuner is None or type(fn).__name__ not in words:
+        if type(fn) not in words:  # plain models, peers, compiled modules: no first-call choices
             continue
-        ways = [second for key, second in tuner.kept().items() if batch in key[1:2]]
+        ways = [second for key, second in fn.tuner.kept().items() if key[1] == batch]  # keys: (device or layout, N, …)
         if ways:
-            out[name] = words[type(fn).__name__][ways[-1]]
+            out[name] = words[type(fn)][ways[-1]]
     return out
 
 

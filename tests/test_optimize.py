@@ -176,26 +176,25 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
     assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
 
 
-def test_onnxruntime_backend_matches() -> None:
+def _onnxruntime_case(threads: int, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A B0 at 64² (random BN statistics) behind the onnxruntime backend, an input and the model's output."""
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0", num_classes=10, resolution=64))
-    fast = optimize(model, backend="onnxruntime", threads=1)
-    x = torch.randn(2, 3, 64, 64)
+    fast = optimize(model, backend="onnxruntime", threads=threads)
+    x = torch.randn(batch, 3, 64, 64)
     with torch.no_grad():
-        expected = model(x)
+        return fast, x, model(x)
+
+
+def test_onnxruntime_backend_matches() -> None:
+    fast, x, expected = _onnxruntime_case(threads=1, batch=2)
     assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0)
     assert torch.allclose(fast(x[:1]), expected[:1], atol=1e-4, rtol=0)
 
 
 def test_onnxruntime_runner_splits_batches_and_takes_channels_last_as_is() -> None:
-    pytest.importorskip("onnxruntime")
-    torch.manual_seed(0)
-    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10, resolution=64))
-    fast = optimize(model, backend="onnxruntime", threads=2)
-    x = torch.randn(5, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(x)
+    fast, x, expected = _onnxruntime_case(threads=2, batch=5)
     # 5 images in parts of 3 and 2, one on this thread and one on the pool's: the same outputs in order
     got = fast._run_split(x.numpy(), False)[0]
     assert torch.allclose(torch.from_numpy(got), expected, atol=1e-4, rtol=0)

@@ -602,14 +602,9 @@ class FastEfficientNet(nn.Module):
         """Whole batch or early stages in chunks, whichever ran faster here for this input shape
         (decided on the first calls, which alternate between the two; both give the same results)."""
         key = (x.device.type, *x.shape)
-        chunked = self.tuner.choice(key)
-        if chunked is not None:
-            return self._classify(x, self._chunk_size(x) if chunked else 0)
-        chunk = self._chunk_size(x) if x.device.type == "cpu" else 0
-        if not chunk:
-            self.tuner.decide(key, False)
-            return self._classify(x)
-        return self.tuner.run(key, lambda chunked: self._classify(x, chunk if chunked else 0))
+        if self.tuner.choice(key) is None and not (x.device.type == "cpu" and self._chunk_size(x)):
+            self.tuner.decide(key, False)  # no chunks worth trying for this input: nothing to time
+        return self.tuner.run(key, lambda chunked: self._classify(x, self._chunk_size(x) if chunked else 0))
 
     def _chunk_size(self, x: torch.Tensor) -> int:
         """Images per chunk for the early stages (0: not worth trying for this input)."""
@@ -736,7 +731,7 @@ class OrtModule(nn.Module):
         return [np.concatenate(outs) for outs in zip(*results, strict=True)]
 
     def __getstate__(self) -> dict[str, Any]:  # sessions, lock and threads are not copied; made anew
-        return {**self.__dict__, "_sessions": {}, "_lock": None, "_pool": None, "tuner": ShapeTuner(ORT_TUNING_CALLS)}
+        return {**self.__dict__, "_sessions": {}, "_lock": None, "_pool": None, "tuner": ShapeTuner(self.tuner.timed)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__({**state, "_lock": threading.Lock()})
