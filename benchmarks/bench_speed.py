@@ -92,7 +92,7 @@ def onnxruntime_runner(
     one session and NCHW input as a user would run it, or with ``split`` the way effnet's onnxruntime
     backend runs its own export (batches split between one-thread runs where that is faster,
     channels_last input passed as NHWC without a copy)."""
-    from effnet.export.optimize import OrtModule, onnx_bytes
+    from effnet.infer.optimize import OrtModule, onnx_bytes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -102,7 +102,7 @@ def onnxruntime_runner(
 
 def inference_runners(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[torch.Tensor], Any]]:
     """Every inference configuration, by name."""
-    from effnet.export.optimize import optimize
+    from effnet.infer.optimize import optimize
 
     size = args.image_size
     cl = torch.channels_last
@@ -138,7 +138,7 @@ def fast_path_error(args: argparse.Namespace, device: torch.device) -> dict[str,
 
     ``fp32``: both in strict float32. On CUDA, cuDNN's default TF32 convolutions (10-bit mantissa)
     round the folded and unfolded weights differently; that figure is reported as ``tf32``."""
-    from effnet.export.optimize import optimize
+    from effnet.infer.optimize import optimize
 
     torch.manual_seed(0)
     model = build("effnet", image_size=args.image_size).eval()
@@ -227,7 +227,7 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
 def first_call_choices(runners: dict[str, Callable[[torch.Tensor], Any]], batch: int) -> dict[str, str]:
     """What each fast path kept, after timing both ways on its first calls, for this batch size:
     early stages in chunks or whole batch (eager fast path), split or whole batch (ONNX Runtime)."""
-    from effnet.export.optimize import FastEfficientNet, OrtModule
+    from effnet.infer.optimize import FastEfficientNet, OrtModule
 
     words = {FastEfficientNet: ("whole batch", "early stages in chunks"), OrtModule: ("whole batch", "split")}
     out = {}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from effnet import create_model, get_description, model_names, profile, scale_network
-from effnet.build.blocks import BasicBlock, Bottleneck, DepthwiseSeparable
+from effnet.models.blocks import BasicBlock, Bottleneck, DepthwiseSeparable
 
 # Parameter counts of torchvision's models at 1000 classes (and the published MobileNetV1 4.2M).
 TORCHVISION_PARAMS = {

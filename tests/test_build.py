@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from effnet import create_model, get_description, profile
-from effnet.build.blocks import MBConv
-from effnet.build.layers import PaddedConv2d, same_padding
 from effnet.errors import UserError
+from effnet.models.blocks import MBConv
+from effnet.models.layers import PaddedConv2d
+from effnet.models.padding import same_padding
 
 
 def test_same_padding_rule():

@@ -4,7 +4,7 @@ import pytest
 
 from effnet import NetworkSpec, UserError, get_description, parse_blocks
 from effnet.describe.blocks import format_block, parse_block
-from effnet.describe.zoo import B0_BLOCKS, EFFICIENTNET_B0
+from effnet.describe.family import B0_BLOCKS, EFFICIENTNET_B0
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from effnet import create_model
-from effnet.build.efficient import MemoryEfficientMBConv, MemoryEfficientSiLU
+from effnet.models.memory import MemoryEfficientMBConv, MemoryEfficientSiLU
 
 
 def _saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import effnet.export.optimize as optimize_module
+import effnet.infer.optimize as optimize_module
 from effnet import create_model
-from effnet.build.layers import PaddedConv2d, same_padding
 from effnet.errors import UserError
-from effnet.export.optimize import FastConv, _axis_plan, _early_stages, optimize
+from effnet.infer.optimize import FastConv, _early_stages, optimize
+from effnet.models.layers import PaddedConv2d
+from effnet.models.padding import axis_plan as _axis_plan
+from effnet.models.padding import same_padding
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -236,7 +238,7 @@ def test_shape_tuner_keeps_the_faster_way_per_key() -> None:
 
 def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:
     # what backend="compile" traces (cropped 'same' convolutions) and what ONNX gets (asymmetric pads)
-    from effnet.export.optimize import FastEfficientNet
+    from effnet.infer.optimize import FastEfficientNet
 
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0"))

@@ -6,7 +6,7 @@ import pytest
 
 from effnet import get_description, profile, scale_compound
 from effnet.errors import UserError
-from effnet.search.plan import PRECISION, largest_phi
+from effnet.scale.plan import PRECISION, largest_phi
 
 
 def test_plan_macs_2e9_is_the_largest_phi_under_budget(cli):
@@ -24,7 +24,7 @@ def test_plan_macs_2e9_is_the_largest_phi_under_budget(cli):
 
 
 def test_plan_params_and_other_coefficients():
-    from effnet.search.plan import plan
+    from effnet.scale.plan import plan
 
     record = plan(get_description("b0"), params=7e6, alpha=1.1, beta=1.2, gamma=1.1)
     phi = record["phi"]

@@ -6,7 +6,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from effnet.predict import load_predictor
+from effnet.infer.predict import load_predictor
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
 

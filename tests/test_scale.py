@@ -3,7 +3,7 @@ import math
 import pytest
 
 from effnet import UserError, compound_coefficients, get_description, profile, scale_compound, scale_network
-from effnet.describe.zoo import COEFFICIENTS, EFFICIENTNET_B0, EFFICIENTNET_LITE0
+from effnet.describe.family import COEFFICIENTS, EFFICIENTNET_B0, EFFICIENTNET_LITE0
 from effnet.scale import round_filters, round_repeats
 
 PARAMS = {

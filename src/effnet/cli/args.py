@@ -7,7 +7,6 @@ import math
 import sys
 from typing import NoReturn
 
-from effnet.describe.blocks import parse_blocks
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 
@@ -92,12 +91,10 @@ def add_architecture(parser: argparse.ArgumentParser, *, default_base: str | Non
 
 def architecture_from_args(args: argparse.Namespace, name: str | None = None) -> NetworkSpec:
     """The description selected by :func:`add_architecture`'s options (or a positional NAME)."""
-    from effnet.build.model import resolve_description
+    from effnet.zoo import description_from_blocks, resolve_description
 
     if getattr(args, "blocks", None):
-        spec = NetworkSpec(name="custom", blocks=parse_blocks(args.blocks))
-        image = getattr(args, "image_size", None)
-        return spec.with_(resolution=image) if image else spec
+        return description_from_blocks(args.blocks, resolution=getattr(args, "image_size", None) or None)
     if getattr(args, "description", None):
         return NetworkSpec.load(args.description)
     chosen = name or getattr(args, "base", None) or args.default_base

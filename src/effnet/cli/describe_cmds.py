@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from effnet.build.profile import profile, summarize
 from effnet.cli.args import (
     add_architecture,
     add_json,
@@ -14,12 +13,35 @@ from effnet.cli.args import (
 )
 from effnet.cli.output import billions, print_json, print_record, print_table
 from effnet.describe.network import NetworkSpec
-from effnet.describe.zoo import get_description, model_names
 from effnet.errors import UserError
+from effnet.models.profile import profile
 from effnet.scale.compound import ALPHA, BETA, GAMMA, compound_coefficients, scale_network
+from effnet.zoo import get_description, model_names
 
 #: --resolution values below this are multipliers, larger ones are pixels.
 RESOLUTION_MULTIPLIER_LIMIT = 16
+
+
+def summarize(spec: NetworkSpec, *, num_classes: int = 1000) -> dict[str, object]:
+    """What ``effnet info`` and ``effnet scale`` report about a description."""
+    counts = profile(spec, num_classes=num_classes)
+    return {
+        "name": spec.name,
+        "params": counts.params,
+        "macs": counts.macs,
+        "resolution": spec.resolution,
+        "width": round(spec.width, 6),
+        "depth": round(spec.depth, 6),
+        "resolution_multiplier": round(spec.resolution_multiplier, 6),
+        "dropout": spec.dropout,
+        "drop_path_rate": spec.drop_path_rate,
+        "stem_channels": spec.stem_channels,
+        "head_channels": spec.head_channels,
+        "activation": spec.activation,
+        "padding": spec.padding,
+        "num_blocks": spec.num_blocks,
+        "blocks": spec.block_strings,
+    }
 
 
 def _resolution_kwargs(value: float | None) -> dict[str, float | int]:

@@ -214,7 +214,7 @@ def cmd_study_scaling(args: argparse.Namespace) -> int:
 
 # -- plan -----------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
-    from effnet.search.plan import plan
+    from effnet.scale.plan import plan
 
     base = architecture_from_args(args)
     record = plan(

@@ -147,12 +147,11 @@ def _show(report: dict[str, Any], as_json: bool) -> None:
 
 
 def _model_from_args(args: argparse.Namespace) -> Any:
-    from effnet.describe.blocks import parse_blocks
     from effnet.describe.network import NetworkSpec
+    from effnet.zoo import description_from_blocks
 
-    if args.blocks:  # the stem feeds the first block
-        blocks = parse_blocks(args.blocks)
-        return NetworkSpec(name="custom", blocks=blocks, stem_channels=blocks[0].in_channels)
+    if args.blocks:
+        return description_from_blocks(args.blocks)
     if args.description:
         return NetworkSpec.load(args.description)
     return args.model

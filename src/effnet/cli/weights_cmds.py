@@ -25,7 +25,7 @@ def _weights_help() -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from effnet.predict import load_predictor
+    from effnet.infer.predict import load_predictor
 
     predictor = load_predictor(args.weights, model=args.model)
     failed: list[str] = []
@@ -49,7 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from effnet.build.profile import profile
+    from effnet.models.profile import profile
     from effnet.weights import load_model, save_weights
 
     model, info = load_model(args.source, model=args.model, format=args.from_)

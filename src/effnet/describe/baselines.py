@@ -1,6 +1,6 @@
 """Other baselines the compound scaler accepts: ResNets and MobileNets, written as descriptions.
 
-Each is registered with :func:`effnet.describe.register_baseline` on import, so ``effnet info
+Each is listed by :mod:`effnet.zoo`, so ``effnet info
 resnet50`` and ``effnet scale --base mobilenet_v2 --width 2`` work like the EfficientNets.
 Shapes follow torchvision (parameter counts equal torchvision's exactly at 1000 classes); ResNets
 are v1.5 (stride on the 3×3 of the bottleneck) with projection shortcuts where the shape changes.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from effnet.describe.blocks import parse_blocks
 from effnet.describe.network import NetworkSpec
-from effnet.describe.zoo import register_baseline
 
 #: torchvision's BatchNorm defaults (PyTorch momentum 0.1 = TF decay 0.9, eps 1e-5).
 _TORCH_BN = {"bn_eps": 1e-5, "bn_momentum": 0.1}
@@ -120,6 +119,3 @@ B0_MINI = NetworkSpec(
 BASELINE_SPECS: dict[str, NetworkSpec] = {
     spec.name: spec for spec in (RESNET18, RESNET34, RESNET50, RESNET101, MOBILENET_V1, MOBILENET_V2, B0_MINI)
 }
-
-for _key, _spec in BASELINE_SPECS.items():
-    register_baseline(_key, _spec)

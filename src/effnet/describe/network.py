@@ -43,6 +43,8 @@ class NetworkSpec:
     fix_stem_head: bool = False
     fix_first_last_repeats: bool = False
     channel_divisor: int = 8
+    #: An EfficientNet-Lite: trained on 0–255 pixels with mean 127 and std 128 (the preprocessing).
+    lite: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.blocks, (list, str)):
@@ -118,7 +120,10 @@ class NetworkSpec:
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        """Write the description as JSON (atomically: a full disk leaves any old file intact)."""
+        from effnet.atomic import atomic_write_text
+
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> NetworkSpec:
@@ -152,5 +157,19 @@ def check_network(spec: NetworkSpec) -> None:
         value = getattr(spec, name)
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise UserError(f"description field {name} must be a positive number, got {value!r}")
+    check_channels(spec)
     if spec.resolution < spec.total_stride:
         raise UserError(f"resolution {spec.resolution} is smaller than the network's total stride {spec.total_stride}")
+
+
+def check_channels(spec: NetworkSpec) -> None:
+    """Each stage must take the channels the one before it gives: stem → stage 1 → … (stages count from 1)."""
+    given, source = spec.stem_channels, "the stem"
+    for number, block in enumerate(spec.blocks, start=1):
+        if block.in_channels != given:
+            raise UserError(
+                f"stage {number} ({block.to_string()}) takes {block.in_channels} input channels but {source} "
+                f"gives {given}",
+                field="blocks",
+            )
+        given, source = block.out_channels, f"stage {number}"

@@ -65,9 +65,9 @@ def export_model(model: nn.Module, path: str | Path, format: str, *, opset: int 
     model = model.eval()
     if format == "onnx":
         # the inference fast path's export form: BatchNorm folded, TF padding inside each Conv node
-        from effnet.build.model import EfficientNet
         from effnet.export.onnx import export_onnx, run_onnx
-        from effnet.export.optimize import FastEfficientNet
+        from effnet.infer.optimize import FastEfficientNet
+        from effnet.models.efficientnet import EfficientNet
 
         exportable = FastEfficientNet(model, export=True) if isinstance(model, EfficientNet) else model
         export_onnx(exportable, path, opset=opset)

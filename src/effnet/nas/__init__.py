@@ -1,6 +1,6 @@
 """Architecture search for a new baseline (MnasNet / EfficientNet §4): space, objective, strategies."""
 
-from effnet.build.profile import measure_latency_ms
+from effnet.models.profile import measure_latency_ms
 from effnet.nas.objective import Objective
 from effnet.nas.runner import SearchResult, TrainEvaluator, pareto_front, search_architectures
 from effnet.nas.space import CONV_OPS, DECISIONS, SearchSpace

@@ -26,9 +26,9 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.build.profile import measure_latency_ms, profile
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_whole_number
+from effnet.models.profile import measure_latency_ms, profile
 from effnet.nas.objective import Objective
 from effnet.nas.space import SearchSpace
 from effnet.nas.strategies import STRATEGIES, is_multi_objective, make_sampler

@@ -16,8 +16,9 @@ from typing import Any
 
 from effnet.describe.blocks import BlockSpec
 from effnet.describe.network import NetworkSpec
-from effnet.describe.zoo import get_description
 from effnet.errors import UserError
+from effnet.scale.rounding import round_filters
+from effnet.zoo import get_description
 
 #: Convolution ops: name → (block kind, expansion ratio).
 CONV_OPS: dict[str, tuple[str, float]] = {
@@ -32,11 +33,6 @@ CONV_OPS: dict[str, tuple[str, float]] = {
 DECISIONS = ("op", "kernel", "se", "skip", "filters", "layers")
 
 Value = str | int | float | bool
-
-
-def round_channels(channels: float, divisor: int = 8) -> int:
-    """Nearest multiple of ``divisor`` (at least ``divisor``)."""
-    return max(divisor, int(channels / divisor + 0.5) * divisor)
 
 
 def _op_of(block: BlockSpec) -> str | None:
@@ -169,7 +165,9 @@ class SearchSpace:
         channels = self.reference.stem_channels
         for i, ref in enumerate(self.reference.blocks):
             kind, expand = CONV_OPS[str(params[f"s{i}_op"])]
-            out = round_channels(ref.out_channels * float(params[f"s{i}_filters"]), self.reference.channel_divisor)
+            out = round_filters(
+                ref.out_channels, float(params[f"s{i}_filters"]), self.reference.channel_divisor, guard=False
+            )
             blocks.append(
                 BlockSpec(
                     repeats=max(1, ref.repeats + int(params[f"s{i}_layers"])),

@@ -1,4 +1,4 @@
-"""Scale: compound scaling as pure functions on descriptions."""
+"""Scale: compound scaling as pure functions on descriptions, the rounding rules, the budget planner."""
 
 from effnet.scale.compound import (
     ALPHA,
@@ -6,11 +6,10 @@ from effnet.scale.compound import (
     GAMMA,
     Coefficients,
     compound_coefficients,
-    round_filters,
-    round_repeats,
     scale_compound,
     scale_network,
 )
+from effnet.scale.rounding import round_filters, round_repeats
 
 __all__ = [
     "ALPHA",

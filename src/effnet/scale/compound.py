@@ -1,7 +1,6 @@
 """Compound scaling as pure functions: description in, scaled description out.
 
-The official rounding: channels are multiplied by the width and rounded to a multiple of 8,
-never more than 10% below the exact value; repeats become ceil(depth × repeats).
+Channels and repeats are rounded by :mod:`effnet.scale.rounding` (the official rules).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_whole_number
+from effnet.scale.rounding import round_filters, round_repeats
 
 #: The paper's coefficients, found by grid search at φ = 1 on B0.
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
@@ -50,20 +50,6 @@ def compound_coefficients(phi: float, alpha: float = ALPHA, beta: float = BETA, 
     beta = _check_positive("beta", beta)
     gamma = _check_positive("gamma", gamma)
     return Coefficients(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
-
-
-def round_filters(channels: int, width: float, divisor: int = 8) -> int:
-    """Official channel rounding: nearest multiple of ``divisor``, at most 10% below exact."""
-    exact = channels * width
-    new = max(divisor, int(exact + divisor / 2) // divisor * divisor)
-    if new < 0.9 * exact:
-        new += divisor
-    return int(new)
-
-
-def round_repeats(repeats: int, depth: float) -> int:
-    """Official repeat rounding: ceil(depth × repeats)."""
-    return int(math.ceil(depth * repeats))
 
 
 def scale_network(

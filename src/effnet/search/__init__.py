@@ -5,9 +5,9 @@ PostgreSQL URL for many workers. :class:`effnet.search.queue.PointQueue` trains 
 fixed list exactly once, across workers and interruptions.
 """
 
+from effnet.scale.plan import plan
 from effnet.search.grid import GridConfig, scaling_grid, search_scaling
 from effnet.search.pipeline import FinalConfig, run_pipeline
-from effnet.search.plan import plan
 from effnet.search.proxy import Proxy
 from effnet.search.queue import Point, PointQueue
 from effnet.search.storage import DEFAULT_HEARTBEAT, open_storage, open_study, storage_url

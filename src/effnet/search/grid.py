@@ -18,9 +18,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.build.profile import profile
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
+from effnet.models.profile import profile
 from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
 from effnet.search.queue import Point, PointQueue, check_settings
 from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, study_url
@@ -225,7 +225,7 @@ def search_scaling(
         "grid": {**asdict(grid), "points": len(points)},
     }
     if plot is not None:
-        from effnet.search.plots import plot_search
+        from effnet.plots import plot_search
 
         path = Path(plot) if plot else output / "search_scaling.png"
         result["plot"] = str(plot_search(rows, path, title=f"α/β/γ grid search on {base.name} (φ = 1)"))

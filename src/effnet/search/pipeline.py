@@ -95,7 +95,7 @@ def run_pipeline(
     final_base = base.with_(resolution=final.resolution or proxy.resolution)
     plan_record = None
     if final.budget():
-        from effnet.search.plan import plan
+        from effnet.scale.plan import plan
 
         plan_record = plan(final_base, **final.budget(), alpha=alpha, beta=beta, gamma=gamma, num_classes=num_classes)
         phi = plan_record["phi"]

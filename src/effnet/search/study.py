@@ -98,7 +98,7 @@ def _is_base(family: str, value: float) -> bool:
 
 def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int) -> tuple[list[Point], dict]:
     """The points to train (the baseline once) and, per family, the keys of its curve in order."""
-    from effnet.build.profile import profile
+    from effnet.models.profile import profile
 
     points: dict[str, Point] = {}
     curves: dict[str, list[tuple[str, float]]] = {}
@@ -165,7 +165,7 @@ def study_scaling(
     csv_path: str | Path | None = "",
 ) -> dict[str, Any]:
     """Train (or resume) the four sweeps; returns ``{"curves", "comparison", "plot", "csv", …}``."""
-    from effnet.build.profile import profile
+    from effnet.models.profile import profile
 
     proxy = proxy or Proxy()
     sweeps = sweeps or Sweeps()
@@ -243,7 +243,7 @@ def study_scaling(
     if csv_path is not None:
         result["csv"] = str(write_csv(curves, Path(csv_path) if csv_path else output / "scaling_study.csv"))
     if plot is not None:
-        from effnet.search.plots import plot_study
+        from effnet.plots import plot_study
 
         path = Path(plot) if plot else output / "scaling_study.png"
         title = f"scaling {base.name}: one dimension vs compound (α={sweeps.alpha:g}, β={sweeps.beta:g}, γ={sweeps.gamma:g})"

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.build.model import EfficientNet, resolve_description
-from effnet.build.profile import profile
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_whole_number
+from effnet.models.efficientnet import EfficientNet
+from effnet.models.profile import profile
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed as dist_utils
 from effnet.train.data import (
@@ -42,6 +42,7 @@ from effnet.train.data import (
 from effnet.train.ema import ModelEma
 from effnet.train.optim import build_optimizer, build_scheduler
 from effnet.train.recipe import Recipe, get_recipe
+from effnet.zoo import resolve_description
 
 EpochCallback = Callable[[int, dict], None]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effnet.build.blocks import MBConv
-from effnet.build.layers import ConvNormAct
 from effnet.errors import UserError
+from effnet.models.blocks import MBConv
+from effnet.models.layers import ConvNormAct
 
 
 @dataclass(frozen=True)

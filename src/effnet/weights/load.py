@@ -12,15 +12,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from effnet.build.model import EfficientNet, create_model, resolve_description
 from effnet.describe.network import NetworkSpec
-from effnet.describe.zoo import get_description, model_names
 from effnet.errors import UserError
+from effnet.models.efficientnet import EfficientNet, create_model
 from effnet.weights import keras, lukemelas, timm, torchvision
 from effnet.weights.files import read_weights
 from effnet.weights.layout import Layout, Part, convert_state_dict
 from effnet.weights.native import WeightsInfo, check_description, info_from_metadata, is_native
 from effnet.weights.preprocess import Preprocessing, default_preprocessing
+from effnet.zoo import get_description, model_names, resolve_description
 
 FORMATS = ("auto", "native", "timm", "torchvision", "lukemelas", "keras")
 

@@ -83,16 +83,11 @@ class Preprocessing:
             raise UserError(f"bad preprocessing record in weight file: {err}") from None
 
 
-def is_lite(spec: NetworkSpec) -> bool:
-    """Whether a description is an EfficientNet-Lite (trained on 0–255 pixels, mean 127, std 128)."""
-    return "lite" in spec.name or (spec.activation == "relu6" and spec.fix_stem_head)
-
-
 def default_preprocessing(spec: NetworkSpec) -> Preprocessing:
     """The official evaluation preprocessing for a description: crop size/(size+32), bicubic,
     ImageNet mean/std (Lite: mean 127, std 128 of 0–255 pixels)."""
     size = spec.resolution
-    lite = is_lite(spec)
+    lite = spec.lite
     return Preprocessing(
         resolution=size,
         crop_pct=size / (size + CROP_PADDING),

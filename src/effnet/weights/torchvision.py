@@ -45,7 +45,7 @@ class TorchvisionLayout(Layout):
         spec = model.spec
         if spec.padding != "symmetric":
             raise UserError("torchvision weights need a model built with padding='symmetric'")
-        return 1e-3 if spec.width >= _EPS_1E3_MIN_WIDTH and "lite" not in spec.name else 1e-5
+        return 1e-3 if spec.width >= _EPS_1E3_MIN_WIDTH and not spec.lite else 1e-5
 
 
 def looks_like(keys: Iterable[str]) -> bool:

@@ -1,7 +1,7 @@
 """Classifying images with a loaded model: preprocessing from the weight file, top-k labels.
 
 :func:`make_runner` is the single place that decides how a batch is computed: the inference
-fast path of :mod:`effnet.export.optimize`.
+fast path of :mod:`effnet.infer.optimize`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 
 def make_runner(model: nn.Module) -> Runner:
     """The function that turns a preprocessed batch into logits: the inference fast path
-    (:func:`effnet.export.optimize.optimize`: BatchNorm folded, channels_last, free 'same' padding)."""
-    from effnet.build.model import EfficientNet
-    from effnet.export.optimize import optimize
+    (:func:`effnet.infer.optimize.optimize`: BatchNorm folded, channels_last, free 'same' padding)."""
+    from effnet.infer.optimize import optimize
+    from effnet.models.efficientnet import EfficientNet
 
     model = optimize(model.eval()) if isinstance(model, EfficientNet) else model.eval()
 

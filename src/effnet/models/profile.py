@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from effnet.build.model import EfficientNet, resolve_description
 from effnet.describe.network import NetworkSpec
+from effnet.models.efficientnet import EfficientNet
+from effnet.zoo import resolve_description
 
 
 @dataclass(frozen=True)
@@ -45,28 +46,6 @@ def profile(
         with counter, torch.no_grad():
             meta(torch.empty(1, in_chans, size, size))
     return Profile(params=int(params), macs=int(counter.get_total_flops() // 2), resolution=size)
-
-
-def summarize(spec: NetworkSpec, *, num_classes: int = 1000) -> dict[str, object]:
-    """What ``effnet info`` and ``effnet scale`` report about a description."""
-    counts = profile(spec, num_classes=num_classes)
-    return {
-        "name": spec.name,
-        "params": counts.params,
-        "macs": counts.macs,
-        "resolution": spec.resolution,
-        "width": round(spec.width, 6),
-        "depth": round(spec.depth, 6),
-        "resolution_multiplier": round(spec.resolution_multiplier, 6),
-        "dropout": spec.dropout,
-        "drop_path_rate": spec.drop_path_rate,
-        "stem_channels": spec.stem_channels,
-        "head_channels": spec.head_channels,
-        "activation": spec.activation,
-        "padding": spec.padding,
-        "num_blocks": spec.num_blocks,
-        "blocks": spec.block_strings,
-    }
 
 
 def measure_latency_ms(

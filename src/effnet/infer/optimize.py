@@ -48,9 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.build.blocks import DepthwiseSeparable, MBConv
-from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding, same_padding_by_crop
 from effnet.errors import UserError
+from effnet.models.blocks import DepthwiseSeparable, MBConv
+from effnet.models.layers import ConvNormAct, PaddedConv2d, SqueezeExcite
+from effnet.models.padding import axis_plan
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
@@ -98,7 +99,7 @@ _ONEDNN_ACTS: dict[str, tuple[str, list[float]]] = {
 
 def _activation_name(module: nn.Module) -> str | None:
     """The activation a module computes, by name; None for identity."""
-    from effnet.build import efficient
+    from effnet.models import memory as efficient
 
     if isinstance(module, nn.Identity):
         return None
@@ -156,15 +157,6 @@ class _Plan:
         self.padding = padding  # symmetric padding (h, w) the convolution itself applies
         self.crop = crop  # (top, left, height, width) of the output to keep, or None
         self.extend = extend  # zero rows (top) and columns (left) prepended to the kernel
-
-
-def _axis_plan(size: int, kernel: int, stride: int) -> tuple[int, int, int, int]:
-    """(symmetric padding, crop offset, pad before, pad after) giving TF 'same' along one axis."""
-    before, after = same_padding(size, kernel, stride)
-    if before == after:
-        return before, 0, before, after
-    padding, crop = same_padding_by_crop(size, kernel, stride)
-    return padding, crop, before, after
 
 
 def _zero_border(t: torch.Tensor, pad: tuple[int, int, int, int]) -> None:
@@ -264,8 +256,8 @@ class FastConv(nn.Module):
     def _plan(self, height: int, width: int, device: str = "cpu") -> _Plan:
         plan = self._plans.get((height, width, device))
         if plan is None:
-            ph, ch, top, bottom = _axis_plan(height, self.kernel[0], self.stride[0])
-            pw, cw, left, right = _axis_plan(width, self.kernel[1], self.stride[1])
+            ph, ch, top, bottom = axis_plan(height, self.kernel[0], self.stride[0])
+            pw, cw, left, right = axis_plan(width, self.kernel[1], self.stride[1])
             out_h, out_w = math.ceil(height / self.stride[0]), math.ceil(width / self.stride[1])
             if (top, bottom, left, right) == (ph, ph, pw, pw):
                 plan = _Plan(None, (ph, pw))
@@ -800,7 +792,7 @@ def optimize(
     the model's own by default). ``onednn=True`` runs each convolution, its activation and residual
     sum as one oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build).
     The model itself is left unchanged; inputs may be any layout (converted to channels_last)."""
-    from effnet.build.model import EfficientNet
+    from effnet.models.efficientnet import EfficientNet
 
     if not isinstance(model, EfficientNet):
         raise UserError(f"optimize expects an effnet model, got {type(model).__name__}")

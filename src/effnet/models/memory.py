@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.build.blocks import MBConv
-from effnet.build.layers import ConvNormAct, PaddedConv2d, SqueezeExcite, same_padding, same_padding_by_crop
+from effnet.models.blocks import MBConv
+from effnet.models.layers import ConvNormAct, PaddedConv2d, SqueezeExcite
+from effnet.models.padding import axis_plan
 
 
 def _affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> tuple:
@@ -102,11 +103,10 @@ def _conv_plan(conv: nn.Conv2d, height: int, width: int) -> tuple:
     if not isinstance(conv, PaddedConv2d):
         return tuple(conv.padding), None
     k, s = conv.kernel_size[0], conv.stride[0]
-    (top, bottom), (left, right) = same_padding(height, k, s), same_padding(width, k, s)
-    if top == bottom and left == right:
-        return (top, left), None
-    (ph, ch), (pw, cw) = same_padding_by_crop(height, k, s), same_padding_by_crop(width, k, s)
-    return (ph, pw), (ch, cw, math.ceil(height / s), math.ceil(width / s))
+    rows, cols = axis_plan(height, k, s), axis_plan(width, k, s)
+    if not rows.crop and not cols.crop:
+        return (rows.padding, cols.padding), None
+    return (rows.padding, cols.padding), (rows.crop, cols.crop, math.ceil(height / s), math.ceil(width / s))
 
 
 class _ConvAfterBNSiLUFunction(torch.autograd.Function):

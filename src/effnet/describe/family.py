@@ -1,4 +1,5 @@
-"""The published EfficientNets: the B0 baseline, written once, and the official coefficient table."""
+"""The published EfficientNets as data: the B0 and Lite0 baselines, written once, and the official
+coefficient table. Looking a model up by name (which applies the scaling) is :mod:`effnet.zoo`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from dataclasses import dataclass
 
 from effnet.describe.blocks import parse_blocks
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
 
 #: EfficientNet-B0, exactly as in the official code.
 B0_BLOCKS = (
@@ -21,13 +21,15 @@ B0_BLOCKS = (
 
 EFFICIENTNET_B0 = NetworkSpec(name="efficientnet_b0", blocks=parse_blocks(B0_BLOCKS))
 
-#: EfficientNet-Lite0: B0 without squeeze-excitation, ReLU6, stem/head and end stages fixed.
+#: EfficientNet-Lite0: B0 without squeeze-excitation, ReLU6, stem/head and end stages fixed, trained
+#: on 0–255 pixels with mean 127 and std 128 (``lite``).
 EFFICIENTNET_LITE0 = NetworkSpec(
     name="efficientnet_lite0",
     blocks=tuple(block.with_(se_ratio=0.0) for block in EFFICIENTNET_B0.blocks),
     activation="relu6",
     fix_stem_head=True,
     fix_first_last_repeats=True,
+    lite=True,
 )
 
 
@@ -61,45 +63,5 @@ COEFFICIENTS: dict[str, Coefficient] = {
     "efficientnet_lite4": Coefficient("lite0", 1.4, 1.8, 300, 0.3),
 }
 
-#: Baselines any scaled model starts from; other packages register theirs here.
-BASELINES: dict[str, NetworkSpec] = {"b0": EFFICIENTNET_B0, "lite0": EFFICIENTNET_LITE0}
-
-
-def register_baseline(key: str, spec: NetworkSpec) -> None:
-    """Make a baseline description available by name (``effnet info NAME``, ``--base NAME``)."""
-    BASELINES[key] = spec
-
-
-def model_names() -> list[str]:
-    """Every name :func:`get_description` accepts (the EfficientNets, then other baselines)."""
-    others = [spec.name for key, spec in BASELINES.items() if key not in ("b0", "lite0")]
-    return list(COEFFICIENTS) + others
-
-
-def _canonical(name: str) -> str:
-    key = name.strip().lower().replace("-", "_")
-    if key.startswith("tf_"):
-        key = key[3:]
-    if key in COEFFICIENTS or any(spec.name == key for spec in BASELINES.values()):
-        return key
-    if f"efficientnet_{key}" in COEFFICIENTS:
-        return f"efficientnet_{key}"
-    return key
-
-
-def get_description(name: str) -> NetworkSpec:
-    """The description of a named model: ``efficientnet_b0``…``b8``, ``l2``, ``lite0``…``lite4``
-    (short forms like ``b3`` and ``lite0`` work too) or a registered baseline."""
-    from effnet.scale.compound import scale_network
-
-    key = _canonical(name)
-    row = COEFFICIENTS.get(key)
-    if row is not None:
-        base = BASELINES[row.base]
-        return scale_network(
-            base, depth=row.depth, width=row.width, image_size=row.resolution, dropout=row.dropout, name=key
-        ).with_(resolution_multiplier=row.resolution / base.resolution)
-    for spec in BASELINES.values():
-        if spec.name == key:
-            return spec
-    raise UserError(f"unknown model {name!r}; `effnet models` lists the known ones")
+#: The baselines the coefficient table scales, by the key its rows name.
+FAMILY_BASES: dict[str, NetworkSpec] = {"b0": EFFICIENTNET_B0, "lite0": EFFICIENTNET_LITE0}

@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from effnet.build.profile import measure_latency_ms, profile
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.scale.compound import ALPHA, BETA, GAMMA, compound_coefficients, scale_compound
@@ -26,7 +25,11 @@ METRICS = ("macs", "params", "latency_ms")
 
 
 def cost_function(metric: str, *, num_classes: int = 1000, batch_size: int = 1, repeats: int = 10):
-    """The cost of a description under ``metric`` (macs, params or latency_ms)."""
+    """The cost of a description under ``metric`` (macs, params or latency_ms), counted or timed by
+    :mod:`effnet.models.profile` (imported here, when a cost is asked for: the planner itself is
+    arithmetic on descriptions)."""
+    from effnet.models.profile import measure_latency_ms, profile
+
     if metric == "macs":
         return lambda spec: float(profile(spec, num_classes=num_classes).macs)
     if metric == "params":
@@ -95,6 +98,8 @@ def plan(
 
     phi = largest_phi(cost, budget)
     spec = scale_compound(base, phi, alpha, beta, gamma, name=f"{base.name}-phi{phi:.4f}")
+    from effnet.models.profile import profile
+
     counts = profile(spec, num_classes=num_classes)
     coeffs = compound_coefficients(phi, alpha, beta, gamma)
     record: dict[str, Any] = {

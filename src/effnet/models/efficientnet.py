@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from effnet.build.blocks import BLOCK_TYPES
-from effnet.build.layers import ConvNormAct, NormSettings
 from effnet.describe.network import NetworkSpec
-from effnet.describe.zoo import get_description
-from effnet.errors import UserError, check_whole_number
+from effnet.errors import check_whole_number
+from effnet.models.blocks import build_block
+from effnet.models.layers import ConvNormAct, NormSettings
+from effnet.zoo import resolve_description
 
 
 class EfficientNet(nn.Module):
@@ -56,24 +56,9 @@ class EfficientNet(nn.Module):
         stages = []
         for stage_index, block in enumerate(spec.blocks):
             layers = []
-            block_type = BLOCK_TYPES[block.kind]
             for repeat in range(block.repeats):
-                first = repeat == 0
-                layers.append(
-                    block_type(
-                        block.in_channels if first else block.out_channels,
-                        block.out_channels,
-                        block.kernel,
-                        block.stride if first else 1,
-                        block.expand_ratio,
-                        block.se_ratio,
-                        block.skip,
-                        norm,
-                        drop_path=spec.drop_path_rate * index / total,
-                        input_size=size,
-                    )
-                )
-                if first:
+                layers.append(build_block(block, repeat, norm, spec.drop_path_rate * index / total, size))
+                if repeat == 0:
                     size = math.ceil(size / block.stride)
                     reduction *= block.stride
                 index += 1
@@ -126,8 +111,8 @@ class EfficientNet(nn.Module):
 
     def set_memory_efficient(self, enable: bool = True) -> None:
         """Training memory mode: keep each expanded activation once, recompute the rest in backward
-        (see :mod:`effnet.build.efficient`); switch it off before scripting or exporting."""
-        from effnet.build.efficient import set_memory_efficient
+        (see :mod:`effnet.models.memory`); switch it off before scripting or exporting."""
+        from effnet.models.memory import set_memory_efficient
 
         set_memory_efficient(self, enable)
 
@@ -177,17 +162,6 @@ class EfficientNet(nn.Module):
         if self.features_only:
             return self.forward_feature_maps(x)
         return self.forward_head(self.forward_features(x))
-
-
-def resolve_description(name_or_description: str | NetworkSpec) -> NetworkSpec:
-    """A description from a model name, a description, or a JSON description file."""
-    if isinstance(name_or_description, NetworkSpec):
-        return name_or_description
-    if isinstance(name_or_description, str) and name_or_description.endswith(".json"):
-        return NetworkSpec.load(name_or_description)
-    if isinstance(name_or_description, str):
-        return get_description(name_or_description)
-    raise UserError(f"expected a model name or a NetworkSpec, got {type(name_or_description).__name__}")
 
 
 def create_model(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from effnet.models.padding import same_padding
 
 
 @dataclass(frozen=True)
@@ -33,24 +34,6 @@ def make_activation(name: str) -> nn.Module:
     if name == "gelu":
         return nn.GELU()
     raise ValueError(f"unknown activation {name!r}")
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's 'SAME' padding of one dimension: (before, after), the extra after."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def same_padding_by_crop(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' from a symmetric padding: (padding p, outputs to skip at the start).
-
-    Padding p ≥ after with p ≡ before (mod stride) and skipping the first (p − before) / stride
-    outputs gives exactly the asymmetric result, without a padded copy of the input.
-    """
-    before, after = same_padding(size, kernel, stride)
-    extra = max(0, math.ceil((after - before) / stride))
-    return before + extra * stride, extra
 
 
 class PaddedConv2d(nn.Conv2d):

@@ -1,0 +1,90 @@
+"""Every file effnet writes goes through here: a temporary file in the target folder, fsync, then a
+rename over the target. A crash or a full disk leaves the old file or the new one, never a part.
+
+Temporary files are named ``.NAME.<random>.effnet-tmp``; :func:`remove_stale_temporaries` removes
+ones a killed process left behind. Files get the user's umask (``mkstemp`` would make them 0600)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from effnet.errors import UserError
+
+TEMP_SUFFIX = ".effnet-tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_path(path: str | os.PathLike[str]) -> Path:
+    """A new, empty temporary file beside ``path`` (for writers that need a file name)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _check_folder(target: Path) -> None:
+    folder = target.parent
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a folder")
+    if not folder.exists():
+        raise UserError(f"cannot write {target}: folder {folder} does not exist")
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any] | None = None, *,
+                 write_path: Callable[[str], Any] | None = None, mkdir: bool = False) -> Path:  # fmt: skip
+    """Write ``path`` atomically, either by ``write(binary file object)`` or, for libraries that only
+    take a file name, by ``write_path(temporary file name)``. Returns the path written."""
+    if (write is None) == (write_path is None):
+        raise TypeError("give exactly one of write and write_path")
+    target = Path(path)
+    if mkdir:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    _check_folder(target)
+    tmp = temporary_path(target)
+    try:
+        if write is not None:
+            with open(tmp, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            write_path(str(tmp))  # type: ignore[misc]
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {target}: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, mkdir: bool = False) -> Path:
+    """Write a text file (UTF-8) atomically."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), mkdir=mkdir)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mkdir: bool = False) -> Path:
+    """Write a binary file atomically."""
+    return atomic_write(path, lambda handle: handle.write(data), mkdir=mkdir)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files a killed writer left in ``folder`` (not recursive); returns them."""
+    removed = []
+    for path in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

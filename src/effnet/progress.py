@@ -1,0 +1,32 @@
+"""The one way effnet shows progress: a tqdm bar on standard error."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def progress_bar(
+    total: int | None = None,
+    *,
+    desc: str,
+    unit: str,
+    enabled: bool = True,
+    initial: int = 0,
+    leave: bool = True,
+    iterable: Any = None,
+) -> Any:
+    """A tqdm bar on stderr (a disabled one when ``enabled`` is false); usable as a context manager."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable,
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=leave,
+    )
