@@ -165,3 +165,15 @@ def test_paper_recipe_runs_and_checkpoints_hold_everything(tmp_path):
     assert state["optimizer"]["state"][0]["square_avg"].shape == state["model"]["stem.conv.weight"].shape
     assert state["config"]["recipe"]["augment"] == "autoaugment" and state["ema"]["updates"] == 2
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "description.json").exists()
+
+
+def test_weight_file_records_the_runs_interpolation(tmp_path):
+    from effnet.weights import load_model
+
+    train_model(
+        TINY, "digits", epochs=1, batch_size=32, recipe="small", max_steps_per_epoch=2, progress=False,
+        output=tmp_path, interpolation="bilinear",
+    )  # fmt: skip
+    _, info = load_model(tmp_path / "model.safetensors")
+    assert info.preprocessing.interpolation == "bilinear"
+    assert info.preprocessing.crop_pct == 1.0  # the small recipe's evaluation crop

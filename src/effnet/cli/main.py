@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -27,6 +28,26 @@ def build_parser() -> Parser:
     return parser
 
 
+def flag_message(err: UserError, command: argparse.ArgumentParser | None) -> str:
+    """The error's message with its field (a library argument, e.g. ``grid_step``) written as the
+    command's flag for it (``--grid-step``), where the command has one."""
+    text = str(err)
+    if err.field is None or command is None or not text.startswith(err.field):
+        return text
+    for action in command._actions:
+        if action.dest == err.field and action.option_strings:
+            flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
+            return flag + text[len(err.field) :]
+    return text
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes print one line on stderr and return 2."""
     parser = build_parser()
@@ -34,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"effnet {args.command}: error: {err}", file=sys.stderr)
+        print(f"effnet {args.command}: error: {flag_message(err, _subcommand(parser, args.command))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"effnet {args.command}: interrupted", file=sys.stderr)

@@ -18,10 +18,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from effnet.errors import UserError
+from effnet.preprocess import Preprocessing, default_preprocessing, official_crop_pct
 from effnet.train.recipe import Recipe
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 VAL_FOLDERS = ("val", "validation", "test")
 
 
@@ -203,46 +202,41 @@ def load_splits(data: str | Path) -> DataSplits:
 
 def normalization(spec: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std (0–1 pixels) the model family expects (Lite: 127/128 of 0–255)."""
-    try:
-        from effnet.weights.preprocess import default_preprocessing
-    except ImportError:  # pragma: no cover - the weights package is optional at import time
-        return IMAGENET_MEAN, IMAGENET_STD
     pre = default_preprocessing(spec)
     return tuple(pre.mean), tuple(pre.std)
 
 
-def eval_crop_pct(recipe: Recipe, resolution: int) -> float:
-    return recipe.crop_pct if recipe.crop_pct is not None else resolution / (resolution + 32)
+def eval_preprocessing(
+    recipe: Recipe, resolution: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> Preprocessing:
+    """How a run evaluates (and what its weight file records): the recipe's crop (default the
+    official size/(size+32)) and interpolation, the run's normalisation."""
+    crop_pct = recipe.crop_pct if recipe.crop_pct is not None else official_crop_pct(resolution)
+    return Preprocessing(resolution, crop_pct, recipe.interpolation, tuple(mean), tuple(std))  # type: ignore[arg-type]
 
 
 def build_transform(
     recipe: Recipe, resolution: int, mean: tuple[float, ...], std: tuple[float, ...], *, train: bool
 ) -> Any:
-    """Train: random-resized crop, flip, AutoAugment/RandAugment; eval: resize + centre crop. Bicubic."""
+    """Train: random-resized crop, flip, AutoAugment/RandAugment; eval: the run's
+    :class:`~effnet.preprocess.Preprocessing` (resize + centre crop)."""
     from torchvision.transforms import v2
 
+    if not train:
+        return eval_preprocessing(recipe, resolution, mean, std).eval_transform()
     mode = getattr(v2.InterpolationMode, recipe.interpolation.upper())
-    steps: list[Any] = []
-    if train:  # on PIL images: their geometric operations support bicubic
-        steps.append(
-            v2.RandomResizedCrop(
-                resolution, scale=recipe.crop_scale, ratio=recipe.crop_ratio, interpolation=mode, antialias=True
-            )
+    steps: list[Any] = [  # on PIL images: their geometric operations support bicubic
+        v2.RandomResizedCrop(
+            resolution, scale=recipe.crop_scale, ratio=recipe.crop_ratio, interpolation=mode, antialias=True
         )
-        if recipe.hflip:
-            steps.append(v2.RandomHorizontalFlip())
-        if recipe.augment == "autoaugment":
-            steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, interpolation=mode))
-        elif recipe.augment == "randaugment":
-            steps.append(v2.RandAugment(recipe.randaugment_n, recipe.randaugment_m, interpolation=mode))
-    else:
-        crop_pct = eval_crop_pct(recipe, resolution)
-        steps += [
-            v2.Resize(int(resolution / crop_pct + 1e-6), interpolation=mode, antialias=True),
-            v2.CenterCrop(resolution),
-        ]
-    steps.append(v2.ToImage())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    ]
+    if recipe.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if recipe.augment == "autoaugment":
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, interpolation=mode))
+    elif recipe.augment == "randaugment":
+        steps.append(v2.RandAugment(recipe.randaugment_n, recipe.randaugment_m, interpolation=mode))
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
 
 

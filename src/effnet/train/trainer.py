@@ -33,7 +33,7 @@ from effnet.train.data import (
     TransformedDataset,
     build_transform,
     default_workers,
-    eval_crop_pct,
+    eval_preprocessing,
     load_splits,
     make_eval_loader,
     make_train_loader,
@@ -583,32 +583,14 @@ class Trainer:
     def write_outputs(self, report: dict[str, Any]) -> None:
         if self.folder is None or not self.ctx.is_main:
             return
-        save_trained_weights(
+        from effnet.weights import save_weights
+
+        save_weights(
             self.eval_model,
             self.folder / "model.safetensors",
             class_names=self.splits.class_names,
-            mean=self.mean,
-            std=self.std,
-            crop_pct=eval_crop_pct(self.recipe, self.spec.resolution),
+            preprocessing=eval_preprocessing(self.recipe, self.spec.resolution, self.mean, self.std),
             extra={"top1": f"{report['top1']:.6f}", "recipe": self.recipe.name, "data": self.splits.name},
         )
         self.spec.save(self.folder / "description.json")
         ckpt.atomic_write_text(self.folder / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-
-
-def save_trained_weights(
-    model: nn.Module,
-    path: Path,
-    *,
-    class_names: list[str],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    crop_pct: float,
-    extra: dict[str, str],
-) -> None:
-    """Write the evaluated weights in effnet's self-describing safetensors format (atomically)."""
-    from effnet.weights import Preprocessing, save_weights
-
-    spec = model.spec  # type: ignore[attr-defined]
-    pre = Preprocessing(resolution=spec.resolution, crop_pct=crop_pct, interpolation="bicubic", mean=mean, std=std)
-    save_weights(model, path, class_names=class_names, preprocessing=pre, extra=extra)

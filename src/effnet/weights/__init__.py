@@ -1,6 +1,14 @@
 """Weights in and out: effnet's self-describing safetensors files, importers for timm, torchvision,
 lukemelas EfficientNet-PyTorch and Keras layouts, pretrained weights available offline."""
 
+from effnet.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LITE_MEAN,
+    LITE_STD,
+    Preprocessing,
+    default_preprocessing,
+)
 from effnet.weights.load import (
     FORMATS,
     PRETRAINED,
@@ -11,14 +19,6 @@ from effnet.weights.load import (
     pretrained_names,
 )
 from effnet.weights.native import WeightsInfo, save_weights
-from effnet.weights.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LITE_MEAN,
-    LITE_STD,
-    Preprocessing,
-    default_preprocessing,
-)
 
 __all__ = [
     "FORMATS",

@@ -15,11 +15,11 @@ from torch import nn
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet, create_model
+from effnet.preprocess import Preprocessing, default_preprocessing
 from effnet.weights import keras, lukemelas, timm, torchvision
 from effnet.weights.files import read_weights
 from effnet.weights.layout import Layout, Part, convert_state_dict
 from effnet.weights.native import WeightsInfo, check_description, info_from_metadata, is_native
-from effnet.weights.preprocess import Preprocessing, default_preprocessing
 from effnet.zoo import get_description, model_names, resolve_description
 
 FORMATS = ("auto", "native", "timm", "torchvision", "lukemelas", "keras")

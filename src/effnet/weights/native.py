@@ -17,7 +17,7 @@ from torch import nn
 
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
-from effnet.weights.preprocess import Preprocessing, default_preprocessing
+from effnet.preprocess import Preprocessing, default_preprocessing
 
 FORMAT = "effnet"
 FORMAT_VERSION = "1"

@@ -1,4 +1,8 @@
-"""How images are prepared for a model: resolution, crop fraction, interpolation, normalisation."""
+"""How images are prepared for a model: resolution, crop fraction, interpolation, normalisation.
+
+The one home of these facts (ImageNet mean/std, the Lite models' 127/128, the official evaluation
+crop size/(size+32)) and of the evaluation transform, which prediction and training's validation
+both build from a :class:`Preprocessing`."""
 
 from __future__ import annotations
 
@@ -18,6 +22,12 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 #: The official evaluation crop: the center size/(size+32) of the short side.
 CROP_PADDING = 32
+
+
+def official_crop_pct(size: int) -> float:
+    """The official evaluation crop fraction at ``size`` px: size / (size + 32) (0.875 at 224)."""
+    return size / (size + CROP_PADDING)
+
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
@@ -50,16 +60,17 @@ class Preprocessing:
         return math.floor(self.resolution / self.crop_pct + 1e-6)
 
     def eval_transform(self) -> Any:
-        """A torchvision.transforms.v2 pipeline: PIL image or uint8 tensor → normalised float tensor."""
+        """A torchvision.transforms.v2 pipeline: PIL image (resized by PIL, as timm and torchvision
+        do) or uint8 tensor → normalised float tensor."""
         import torch
         from torchvision.transforms import v2
 
         mode = getattr(v2.InterpolationMode, self.interpolation.upper())
         return v2.Compose(
             [
-                v2.ToImage(),
                 v2.Resize(self.resize_size, interpolation=mode, antialias=True),
                 v2.CenterCrop(self.resolution),
+                v2.ToImage(),
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(list(self.mean), list(self.std)),
             ]
@@ -90,7 +101,7 @@ def default_preprocessing(spec: NetworkSpec) -> Preprocessing:
     lite = spec.lite
     return Preprocessing(
         resolution=size,
-        crop_pct=size / (size + CROP_PADDING),
+        crop_pct=official_crop_pct(size),
         interpolation="bicubic",
         mean=LITE_MEAN if lite else IMAGENET_MEAN,
         std=LITE_STD if lite else IMAGENET_STD,
