@@ -1,4 +1,6 @@
 import os
+import platform
+import re
 
 import pytest
 import torch
@@ -21,3 +23,36 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+def _cpu() -> tuple[str, list[str]]:
+    """The CPU's model name and the instruction-set flags that change floating-point results here."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return model, flags
+    if match := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+        model = match.group(1).strip()
+    if match := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
+        wanted = re.compile(r"^(avx2|fma|avx512\w*|amx\w*|avx_vnni\w*|f16c)$")
+        flags = sorted({f for f in match.group(1).split() if wanted.match(f)})
+    return model, flags
+
+
+def pytest_report_header(config):
+    """What the suite runs on, so that a failure on a user's machine shows it (tests/README.md)."""
+    model, flags = _cpu()
+    return [
+        f"cpu: {model}, {os.cpu_count()} logical cores; flags: {' '.join(flags) or 'none of avx2/avx512/amx'}",
+        f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+        f"{torch.get_num_threads()} thread(s) per test process",
+    ]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The same lines at the end, where ``pytest -q`` (the README's command) shows them too."""
+    if config.option.verbose < 0 or exitstatus:
+        terminalreporter.section("machine", sep="-")
+        for line in pytest_report_header(config):
+            terminalreporter.write_line(line)

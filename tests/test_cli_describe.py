@@ -81,3 +81,34 @@ def test_console_entry_point_runs():
 
     done = subprocess.run([sys.executable, "-m", "effnet", "scale", "--phi", "nan"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["scale", "--phi", "100"], "--phi must be ≤ 16"),
+        (["scale", "--phi", "1e6"], "--phi must be ≤ 16"),
+        (["scale", "--phi", "10", "--alpha", "3"], "scales depth by"),
+        (["scale", "--width", "1000"], "--width must be ≤ 64"),
+        (["info", "--blocks", "r1000000000_k3_s11_e1_i32_o16"], "repeats"),
+        (["info", "--blocks", "r1_k3_s11_e1_i32_o16", "--image-size", "0"], "--image-size"),
+        (["info", "--blocks", "r1_k3_s11_e1_i32_o16,r1_k3_s22_e6_i24_o40"], "stage 2"),
+        (["info", "--blocks", "r1_k3_s11_e1_i32_o16", "--resolution", "100000"], "resolution"),
+    ],
+)
+def test_out_of_bounds_is_one_line_exit_2(cli, argv, needle):
+    code, out, err = cli(*argv)
+    assert code == 2 and out == ""
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_stem_break_in_a_description_file_names_the_stage(cli, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps({"name": "broken", "blocks": ["r1_k3_s11_e1_i16_o16"], "stem_channels": 32}))
+    code, out, err = cli("info", "--description", str(path))
+    assert code == 2 and "stage 1" in err and "the stem gives 32" in err and len(err.strip().splitlines()) == 1
+
+
+def test_save_into_a_folder_is_one_line(cli, tmp_path):
+    code, _, err = cli("info", "b0", "--save", str(tmp_path))
+    assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1

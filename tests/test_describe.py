@@ -75,3 +75,61 @@ def test_model_name_forms():
     assert get_description("b3") == get_description("efficientnet_b3") == get_description("tf_efficientnet_b3")
     with pytest.raises(UserError, match="unknown model"):
         get_description("efficientnet_b99")
+
+
+def test_channel_breaks_name_the_stage():
+    with pytest.raises(
+        UserError, match=r"stage 1 \(r1_k3_s11_e1_i16_o16\) takes 16 input channels but the stem gives 32"
+    ):
+        NetworkSpec(name="x", blocks="r1_k3_s11_e1_i16_o16")
+    blocks = "r1_k3_s11_e1_i32_o16,r1_k3_s22_e6_i16_o24,r1_k3_s22_e6_i40_o80"
+    with pytest.raises(UserError, match=r"stage 3 .* takes 40 input channels but stage 2 gives 24"):
+        NetworkSpec(name="x", blocks=blocks)
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"name": "x", "blocks": 5}, "blocks must be block strings"),
+        ({"name": "x", "blocks": [1, 2]}, "blocks must be block strings"),
+        ({"name": 5, "blocks": ["r1_k3_s11_e1_i32_o16"]}, "name must be a non-empty string"),
+        ({"name": "x", "blocks": ["r1_k3_s11_e1_i32_o16"], "resolution": 40000}, "resolution must be"),
+        ({"name": "x", "blocks": ["r1_k3_s11_e1_i32_o16"], "stem_pool": "yes"}, "stem_pool must be true or false"),
+        ({"name": "x", "blocks": ["r1_k3_s11_e1_i32_o16"], "dropout": "0.2"}, "dropout must be within"),
+        ({"name": "x", "blocks": ["r1001_k3_s11_e1_i32_o16"]}, "repeats"),
+        ({"name": "x", "blocks": ["r1_k33_s11_e1_i32_o16"]}, "kernel"),
+        ({"name": "x", "blocks": ["r1_k3_s11_e100_i32_o16"]}, "expand ratio"),
+        ({"name": "x", "blocks": ["r1_k3_s11_e1_i32_o100000"]}, "channels"),
+        ({"name": "x", "blocks": ["r1_k3_s11_e1" + "0" * 400 + "_i32_o16"]}, "expand ratio"),
+        ({"name": "x", "blocks": ["r1000_k3_s11_e1_i32_o32"] * 3}, "at most"),
+    ],
+)
+def test_bad_descriptions_are_user_errors(data, needle):
+    with pytest.raises(UserError, match=needle):
+        NetworkSpec.from_dict(data)
+
+
+def test_description_files_that_are_not_descriptions(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_bytes(b'{"name": "\xff\xfe"}')
+    with pytest.raises(UserError, match="not UTF-8"):
+        NetworkSpec.load(path)
+    path.write_text("[" * 100_000)
+    with pytest.raises(UserError, match="not valid JSON"):
+        NetworkSpec.load(path)
+
+
+def test_every_block_kind_has_a_module():
+    from effnet.describe.blocks import BLOCK_KINDS
+    from effnet.models.blocks import BLOCKS, register_block
+
+    assert set(BLOCKS) == set(BLOCK_KINDS)
+    with pytest.raises(ValueError, match="not in the notation"):
+        register_block("zz")
+
+
+def test_description_from_blocks_is_the_one_place():
+    from effnet.zoo import description_from_blocks
+
+    spec = description_from_blocks("r1_k3_s22_e1_i8_o16_se0.25", resolution=64)
+    assert spec.stem_channels == 8 and spec.resolution == 64 and spec.head_channels == 1280

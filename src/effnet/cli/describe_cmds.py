@@ -10,6 +10,7 @@ from effnet.cli.args import (
     architecture_from_args,
     nonnegative_float,
     positive_float,
+    positive_int,
 )
 from effnet.cli.output import billions, print_json, print_record, print_table
 from effnet.describe.network import NetworkSpec
@@ -139,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=positive_float, help="width multiplier to apply")
     p.add_argument("--depth", type=positive_float, help="depth multiplier to apply")
     p.add_argument("--resolution", type=positive_float, help=f"resolution: {scaling_help}")
-    p.add_argument("--image-size", type=int, help="base resolution in pixels for --blocks (default 224)")
+    p.add_argument("--image-size", type=positive_int, help="base resolution in pixels for --blocks (default 224)")
     p.add_argument("--save", metavar="FILE.json", help="also write the description to this file")
     add_json(p)
     p.set_defaults(func=cmd_info)
@@ -157,7 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=positive_float, help="depth multiplier")
     p.add_argument("--width", type=positive_float, help="width multiplier")
     p.add_argument("--resolution", type=positive_float, help=f"resolution: {scaling_help}")
-    p.add_argument("--image-size", type=int, help="base resolution in pixels for --blocks (default 224)")
+    p.add_argument("--image-size", type=positive_int, help="base resolution in pixels for --blocks (default 224)")
     p.add_argument("--save", metavar="FILE.json", help="also write the scaled description to this file")
     add_json(p)
     p.set_defaults(func=cmd_scale)

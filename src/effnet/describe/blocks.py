@@ -63,32 +63,55 @@ def _number(text: str) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+#: Bounds of a block's fields: far beyond every published network (L2's widest stage has 5,504
+#: channels and 21 repeats; V2-XL 32 repeats), small enough that a description can never make effnet
+#: build millions of modules or tensors no machine holds.
+MAX_REPEATS = 1000
+MAX_KERNEL = 31
+MAX_CHANNELS = 65536
+MAX_EXPANSION = 64.0
+
+
 def check_block(block: BlockSpec) -> None:
     """Raise UserError naming the field when a block cannot be built."""
     if block.kind not in BLOCK_KINDS:
-        raise UserError(f"block type {block.kind!r} is unknown (known: {', '.join(BLOCK_KINDS)})")
+        raise UserError(f"block type {block.kind!r} is unknown (known: {', '.join(BLOCK_KINDS)})", field="blocks")
     for name in ("repeats", "kernel", "stride", "in_channels", "out_channels"):
         value = getattr(block, name)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"block field {name} must be a whole number, got {value!r}")
-    if block.repeats < 1:
-        raise UserError(f"block field repeats (r) must be at least 1, got {block.repeats}")
-    if block.kernel < 1 or block.kernel % 2 == 0:
-        raise UserError(f"block field kernel (k) must be an odd number ≥ 1, got {block.kernel}")
+            raise UserError(f"block field {name} must be a whole number, got {value!r}", field="blocks")
+    if not 1 <= block.repeats <= MAX_REPEATS:
+        raise UserError(f"block field repeats (r) must be within 1…{MAX_REPEATS}, got {block.repeats}", field="blocks")
+    if not 1 <= block.kernel <= MAX_KERNEL or block.kernel % 2 == 0:
+        raise UserError(
+            f"block field kernel (k) must be an odd number within 1…{MAX_KERNEL}, got {block.kernel}", field="blocks"
+        )
     if block.stride not in (1, 2):
-        raise UserError(f"block field stride (s) must be 1 or 2, got {block.stride}")
-    if block.in_channels < 1 or block.out_channels < 1:
-        raise UserError("block fields in/out channels (i, o) must be at least 1")
-    if not math.isfinite(block.expand_ratio) or block.expand_ratio <= 0:
-        raise UserError(f"block field expand ratio (e) must be > 0, got {block.expand_ratio}")
-    if not math.isfinite(block.se_ratio) or not 0 <= block.se_ratio <= 1:
-        raise UserError(f"block field se ratio (se) must be within [0, 1], got {block.se_ratio}")
+        raise UserError(f"block field stride (s) must be 1 or 2, got {block.stride}", field="blocks")
+    for name in ("in_channels", "out_channels"):
+        if not 1 <= getattr(block, name) <= MAX_CHANNELS:
+            raise UserError(
+                f"block fields in/out channels (i, o) must be within 1…{MAX_CHANNELS}, got {getattr(block, name)}",
+                field="blocks",
+            )
+    for name, value in (("expand ratio (e)", block.expand_ratio), ("se ratio (se)", block.se_ratio)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"block field {name} must be a finite number, got {value!r}", field="blocks")
+    if not 0 < block.expand_ratio <= MAX_EXPANSION:
+        raise UserError(
+            f"block field expand ratio (e) must be > 0 and ≤ {MAX_EXPANSION:g}, got {block.expand_ratio}",
+            field="blocks",
+        )
+    if not 0 <= block.se_ratio <= 1:
+        raise UserError(f"block field se ratio (se) must be within [0, 1], got {block.se_ratio}", field="blocks")
+    if not isinstance(block.skip, bool):
+        raise UserError(f"block field skip must be true or false, got {block.skip!r}", field="blocks")
 
 
 def parse_block(text: str) -> BlockSpec:
     """Parse one block string such as ``r1_k3_s11_e1_i32_o16_se0.25`` (or ``noskip``)."""
     if not isinstance(text, str) or not text.strip():
-        raise UserError("empty block string")
+        raise UserError("empty block string", field="blocks")
     fields: dict[str, object] = {"skip": True, "se_ratio": 0.0, "kind": "mb"}
     tokens = text.strip().split("_")
     if tokens[0] in BLOCK_KINDS:
@@ -100,10 +123,10 @@ def parse_block(text: str) -> BlockSpec:
             continue
         match = _TOKEN.match(token)
         if not match:
-            raise UserError(f"block string {text!r}: cannot read field {token!r}")
+            raise UserError(f"block string {text!r}: cannot read field {token!r}", field="blocks")
         key, value = match.groups()
         if key in seen:
-            raise UserError(f"block string {text!r}: field {key!r} given twice")
+            raise UserError(f"block string {text!r}: field {key!r} given twice", field="blocks")
         seen.add(key)
         try:
             if key == "r":
@@ -113,7 +136,9 @@ def parse_block(text: str) -> BlockSpec:
             elif key == "s":
                 strides = {int(c) for c in value} if len(value) == 2 else {int(value)}
                 if len(strides) != 1:
-                    raise UserError(f"block string {text!r}: field s (stride) must be square, got {value!r}")
+                    raise UserError(
+                        f"block string {text!r}: field s (stride) must be square, got {value!r}", field="blocks"
+                    )
                 fields["stride"] = strides.pop()
             elif key == "e":
                 fields["expand_ratio"] = float(value)
@@ -124,19 +149,19 @@ def parse_block(text: str) -> BlockSpec:
             elif key == "se":
                 fields["se_ratio"] = float(value)
             else:
-                raise UserError(f"block string {text!r}: unknown field {key!r}")
+                raise UserError(f"block string {text!r}: unknown field {key!r}", field="blocks")
         except ValueError as err:
             if isinstance(err, UserError):
                 raise
-            raise UserError(f"block string {text!r}: field {key!r} has a bad value {value!r}") from None
+            raise UserError(f"block string {text!r}: field {key!r} has a bad value {value!r}", field="blocks") from None
     fields.setdefault("expand_ratio", 1.0)
     for key, name in (("r", "repeats"), ("k", "kernel"), ("s", "stride"), ("i", "in_channels"), ("o", "out_channels")):
         if name not in fields:
-            raise UserError(f"block string {text!r}: field {key!r} ({name}) is missing")
+            raise UserError(f"block string {text!r}: field {key!r} ({name}) is missing", field="blocks")
     try:
         return BlockSpec(**fields)  # type: ignore[arg-type]
     except UserError as err:
-        raise UserError(f"block string {text!r}: {err}") from None
+        raise UserError(f"block string {text!r}: {err}", field="blocks") from None
 
 
 def format_block(block: BlockSpec) -> str:
@@ -159,10 +184,16 @@ def format_block(block: BlockSpec) -> str:
 
 def parse_blocks(text: str | list[str] | tuple[str, ...]) -> tuple[BlockSpec, ...]:
     """Parse a comma-separated string (or a list) of block strings."""
-    items = text.split(",") if isinstance(text, str) else list(text)
+    if isinstance(text, str):
+        items = text.split(",")
+    elif isinstance(text, (list, tuple)) and all(isinstance(item, str) for item in text):
+        items = list(text)
+    else:
+        raise UserError(f"blocks must be block strings (a list or a comma-separated string), got {text!r}"[:200],
+                        field="blocks")  # fmt: skip
     items = [item.strip() for item in items if item.strip()]
     if not items:
-        raise UserError("no block strings given")
+        raise UserError("no block strings given", field="blocks")
     return tuple(parse_block(item) for item in items)
 
 

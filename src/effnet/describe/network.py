@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from effnet.describe.blocks import BlockSpec, format_blocks, parse_blocks
+from effnet.describe.blocks import MAX_CHANNELS, MAX_KERNEL, BlockSpec, format_blocks, parse_blocks
 from effnet.errors import UserError, check_whole_number
 
+#: A description file is a few kilobytes (L2: 2 KB); anything this large is not one.
+MAX_DESCRIPTION_BYTES = 1_000_000
 ACTIVATIONS = ("silu", "relu", "relu6", "hard_swish", "gelu")
 PADDINGS = ("same", "symmetric")
 
@@ -101,22 +103,24 @@ class NetworkSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise UserError(f"unknown description field(s): {', '.join(sorted(unknown))}")
+            raise UserError(f"unknown description field(s): {', '.join(sorted(map(str, unknown)))}"[:300])
         if "blocks" not in data or "name" not in data:
             raise UserError("a network description needs at least 'name' and 'blocks'")
         values = dict(data)
         values["blocks"] = parse_blocks(values["blocks"])
         try:
             return cls(**values)
-        except TypeError as err:
+        except TypeError as err:  # a value of the wrong type where arithmetic meets it
             raise UserError(f"bad network description: {err}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> NetworkSpec:
+    def from_json(cls, text: str | bytes) -> NetworkSpec:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"network description is not valid JSON: {err}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"network description is not valid JSON: {err}"[:300]) from None
+        except RecursionError:
+            raise UserError("network description is not valid JSON: nested too deeply") from None
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
@@ -128,38 +132,72 @@ class NetworkSpec:
     @classmethod
     def load(cls, path: str | Path) -> NetworkSpec:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_bytes()
         except OSError as err:
             raise UserError(f"cannot read description file {path}: {err.strerror}") from None
-        return cls.from_json(text)
+        if len(text) > MAX_DESCRIPTION_BYTES:
+            raise UserError(f"description file {path} is {len(text):,} bytes; a description is at most "
+                            f"{MAX_DESCRIPTION_BYTES:,}")  # fmt: skip
+        try:
+            return cls.from_json(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"description file {path} is not UTF-8 text") from None
+
+
+#: Bounds of a description: far beyond every published network (L2: 800 px, 5,504 head channels,
+#: about 90 blocks; V2-XL about 100 blocks), small enough that a description never makes effnet build
+#: millions of modules or an input no machine holds.
+MAX_RESOLUTION = 4096
+MAX_BLOCKS = 2000
+MAX_STAGES = 100
 
 
 def check_network(spec: NetworkSpec) -> None:
     """Raise UserError naming the field when a description cannot be built."""
+    if not isinstance(spec.name, str) or not spec.name:
+        raise UserError(f"description field name must be a non-empty string, got {spec.name!r}", field="name")
     if not spec.blocks:
-        raise UserError("a network needs at least one block")
+        raise UserError("a network needs at least one block", field="blocks")
+    if len(spec.blocks) > MAX_STAGES or spec.num_blocks > MAX_BLOCKS:
+        raise UserError(
+            f"a network may have at most {MAX_STAGES} stages and {MAX_BLOCKS} blocks, this one has "
+            f"{len(spec.blocks)} and {spec.num_blocks}",
+            field="blocks",
+        )
     if spec.activation not in ACTIVATIONS:
-        raise UserError(f"activation {spec.activation!r} is unknown (known: {', '.join(ACTIVATIONS)})")
+        raise UserError(
+            f"activation {spec.activation!r} is unknown (known: {', '.join(ACTIVATIONS)})", field="activation"
+        )
     if spec.padding not in PADDINGS:
-        raise UserError(f"padding {spec.padding!r} is unknown (known: {', '.join(PADDINGS)})")
-    for name in ("stem_channels", "stem_kernel", "stem_stride", "resolution", "channel_divisor"):
-        value = getattr(spec, name)
-        check_whole_number(f"description field {name}", value, 1)
-    if spec.stem_kernel % 2 == 0:
-        raise UserError(f"description field stem_kernel must be odd, got {spec.stem_kernel}")
-    if not isinstance(spec.head_channels, int) or spec.head_channels < 0:
-        raise UserError(f"description field head_channels must be ≥ 0, got {spec.head_channels!r}")
+        raise UserError(f"padding {spec.padding!r} is unknown (known: {', '.join(PADDINGS)})", field="padding")
+    for name in ("stem_channels", "stem_kernel", "stem_stride", "channel_divisor"):
+        check_whole_number(f"description field {name}", getattr(spec, name), 1, high=MAX_CHANNELS)
+    check_whole_number("resolution", spec.resolution, 1, " of pixels", high=MAX_RESOLUTION)
+    if spec.stem_kernel % 2 == 0 or spec.stem_kernel > MAX_KERNEL:
+        raise UserError(f"description field stem_kernel must be odd and ≤ {MAX_KERNEL}, got {spec.stem_kernel}")
+    check_whole_number("description field head_channels", spec.head_channels, 0, high=MAX_CHANNELS)
+    for name in ("stem_pool", "fix_stem_head", "fix_first_last_repeats", "lite"):
+        if not isinstance(getattr(spec, name), bool):
+            raise UserError(f"description field {name} must be true or false, got {getattr(spec, name)!r}")
     for name in ("dropout", "drop_path_rate"):
         value = getattr(spec, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < 1:
-            raise UserError(f"description field {name} must be within [0, 1), got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not 0 <= value < 1
+        ):
+            raise UserError(f"description field {name} must be within [0, 1), got {value!r}", field=name)
     for name in ("bn_eps", "bn_momentum", "width", "depth", "resolution_multiplier"):
         value = getattr(spec, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise UserError(f"description field {name} must be a positive number, got {value!r}")
     check_channels(spec)
     if spec.resolution < spec.total_stride:
-        raise UserError(f"resolution {spec.resolution} is smaller than the network's total stride {spec.total_stride}")
+        raise UserError(
+            f"resolution {spec.resolution} is smaller than the network's total stride {spec.total_stride}",
+            field="resolution",
+        )
 
 
 def check_channels(spec: NetworkSpec) -> None:

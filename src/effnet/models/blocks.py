@@ -69,9 +69,10 @@ BLOCKS: dict[str, type[nn.Module]] = {}
 def register_block(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: the module built for block kind ``kind`` (a kind of the notation)."""
 
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"block kind {kind!r} is not in the notation (effnet.describe.blocks.BLOCK_KINDS)")
+
     def add(cls: type[nn.Module]) -> type[nn.Module]:
-        if kind not in BLOCK_KINDS:
-            raise ValueError(f"block kind {kind!r} is not in the notation (effnet.describe.blocks.BLOCK_KINDS)")
         BLOCKS[kind] = cls
         return cls
 

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError, check_whole_number
+from effnet.errors import UserError, check_number, check_whole_number
 from effnet.scale.rounding import round_filters, round_repeats
 
 #: The paper's coefficients, found by grid search at φ = 1 on B0.
@@ -32,24 +32,34 @@ class Coefficients:
         return self.depth * self.width**2 * self.resolution**2
 
 
-def _check_positive(name: str, value: float, minimum: float = 0.0, strict: bool = True) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
-        bound = f"> {minimum}" if strict else f"≥ {minimum}"
-        raise UserError(f"{name} must be a finite number {bound}, got {value}")
-    return value
+#: The largest φ accepted: beyond L2 (about φ = 15 in width) and the planner's range.
+MAX_PHI = 16.0
+#: The largest depth, width or resolution multiplier accepted (L2 is ×5.3 in depth).
+MAX_MULTIPLIER = 64.0
+
+
+def _multiplier(name: str, value: float) -> float:
+    return check_number(name, value, low=0.0, high=MAX_MULTIPLIER, strict_low=True)
 
 
 def compound_coefficients(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA) -> Coefficients:
-    """d = α^φ, w = β^φ, r = γ^φ for any real φ ≥ 0."""
-    phi = _check_positive("phi", phi, 0.0, strict=False)
-    alpha = _check_positive("alpha", alpha)
-    beta = _check_positive("beta", beta)
-    gamma = _check_positive("gamma", gamma)
-    return Coefficients(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
+    """d = α^φ, w = β^φ, r = γ^φ for any real φ in [0, 16]."""
+    phi = check_number("phi", phi, low=0.0, high=MAX_PHI)
+    bases = {name: check_number(name, value, low=0.0, strict_low=True)
+             for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma))}  # fmt: skip
+    scaled = {}
+    for (name, base), dimension in zip(bases.items(), ("depth", "width", "resolution"), strict=True):
+        try:
+            scaled[dimension] = base**phi
+        except OverflowError:
+            scaled[dimension] = math.inf
+        if scaled[dimension] > MAX_MULTIPLIER:
+            raise UserError(
+                f"phi {phi:g} with {name} {base:g} scales {dimension} by {scaled[dimension]:.3g}, more than the "
+                f"{MAX_MULTIPLIER:g} effnet accepts",
+                field="phi",
+            )
+    return Coefficients(**scaled)
 
 
 def scale_network(
@@ -68,9 +78,9 @@ def scale_network(
     Lite-style descriptions (``fix_stem_head``, ``fix_first_last_repeats``) keep their stem, head
     and first and last stage repeats, as the official Lite models do.
     """
-    depth = _check_positive("depth", depth)
-    width = _check_positive("width", width)
-    resolution = _check_positive("resolution", resolution)
+    depth = _multiplier("depth", depth)
+    width = _multiplier("width", width)
+    resolution = _multiplier("resolution", resolution)
     divisor = spec.channel_divisor
 
     def chans(c: int) -> int:
@@ -96,7 +106,7 @@ def scale_network(
         if resolution == 1.0:
             image_size = spec.resolution
     else:
-        check_whole_number("image size", image_size, 1, " of pixels")
+        check_whole_number("image_size", image_size, 1, " of pixels")
     return spec.with_(
         name=name or spec.name,
         blocks=tuple(blocks),
