@@ -28,13 +28,17 @@ def model_names() -> list[str]:
 
 
 def _canonical(name: str) -> str:
+    """The table's name for the spellings users bring: ``b3``, ``tf_efficientnet_b3``, ``lite0``,
+    ``v2_s``, ``efficientnet_v2_s`` (torchvision), ``tf_efficientnetv2_s`` (timm)."""
     key = name.strip().lower().replace("-", "_")
     if key.startswith("tf_"):
         key = key[3:]
+    key = key.replace("efficientnet_v2_", "efficientnetv2_")
     if key in COEFFICIENTS or any(spec.name == key for spec in BASELINES.values()):
         return key
-    if f"efficientnet_{key}" in COEFFICIENTS:
-        return f"efficientnet_{key}"
+    for prefix in ("efficientnet_", "efficientnet"):
+        if f"{prefix}{key}" in COEFFICIENTS:
+            return f"{prefix}{key}"
     return key
 
 
@@ -49,7 +53,7 @@ def get_description(name: str) -> NetworkSpec:
         base = BASELINES[row.base]
         return scale_network(
             base, depth=row.depth, width=row.width, image_size=row.resolution, dropout=row.dropout, name=key
-        ).with_(resolution_multiplier=row.resolution / base.resolution)
+        ).with_(resolution_multiplier=row.resolution / base.resolution, train_resolution=row.train_resolution)
     for spec in BASELINES.values():
         if spec.name == key:
             return spec

@@ -5,7 +5,9 @@ kernel 3, stride 2 (the first block), expansion 6, 16 → 24 channels, squeeze-e
 ``noskip`` disables the residual. An optional leading type token selects another block kind
 (``mb`` MBConv, the default and never printed; ``ds`` depthwise-separable; ``cn`` a regular
 convolution; ``bn`` a ResNet bottleneck; ``ba`` a ResNet basic block), so that search spaces
-and other baselines speak the same notation.
+and other baselines speak the same notation. EfficientNetV2's Fused-MBConv is written the official
+way, with the conv-type field ``c1`` (``r2_k3_s2_e4_i24_o48_c1``; ``c0`` is MBConv); timm's leading
+``er`` (fused) and ``ir`` (MBConv) and its ``skip`` token (the default here) are read too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ BLOCK_KINDS: dict[str, str] = {
     "cn": "regular kxk convolution, squeeze-excitation",
     "bn": "ResNet bottleneck: 1x1 reduce (out x e), kxk, 1x1 expand",
     "ba": "ResNet basic: two kxk convolutions",
+    "fu": "Fused-MBConv (EfficientNetV2): kxk expand, squeeze-excitation, 1x1 project; e=1: one kxk convolution",
 }
+#: Leading tokens other notations use for these kinds (timm's ``er`` EdgeResidual, ``ir`` InvertedResidual).
+KIND_ALIASES: dict[str, str] = {"er": "fu", "ir": "mb"}
+#: The official conv-type field ``c``: 0 MBConv, 1 Fused-MBConv.
+CONV_TYPES: dict[int, str] = {0: "mb", 1: "fu"}
 
 _TOKEN = re.compile(r"^([a-z]+)([0-9.]*)$")
 
@@ -114,12 +121,14 @@ def parse_block(text: str) -> BlockSpec:
         raise UserError("empty block string", field="blocks")
     fields: dict[str, object] = {"skip": True, "se_ratio": 0.0, "kind": "mb"}
     tokens = text.strip().split("_")
-    if tokens[0] in BLOCK_KINDS:
-        fields["kind"] = tokens.pop(0)
+    prefix = None
+    if tokens[0] in BLOCK_KINDS or tokens[0] in KIND_ALIASES:
+        prefix = tokens.pop(0)
+        fields["kind"] = KIND_ALIASES.get(prefix, prefix)
     seen: set[str] = set()
     for token in tokens:
-        if token == "noskip":
-            fields["skip"] = False
+        if token in ("noskip", "skip"):
+            fields["skip"] = token == "skip"
             continue
         match = _TOKEN.match(token)
         if not match:
@@ -148,6 +157,16 @@ def parse_block(text: str) -> BlockSpec:
                 fields["out_channels"] = int(value)
             elif key == "se":
                 fields["se_ratio"] = float(value)
+            elif key == "c":
+                kind = CONV_TYPES.get(int(value))
+                if kind is None or (prefix is not None and fields["kind"] != kind):
+                    raise UserError(
+                        f"block string {text!r}: field c (conv type) must be 0 (MBConv) or 1 (Fused-MBConv)"
+                        + (f" and agree with {prefix!r}" if prefix else "")
+                        + f", got {value!r}",
+                        field="blocks",
+                    )
+                fields["kind"] = kind
             else:
                 raise UserError(f"block string {text!r}: unknown field {key!r}", field="blocks")
         except ValueError as err:
@@ -166,7 +185,7 @@ def parse_block(text: str) -> BlockSpec:
 
 def format_block(block: BlockSpec) -> str:
     """Print a block in the official notation (the inverse of :func:`parse_block`)."""
-    parts = [] if block.kind == "mb" else [block.kind]
+    parts = [] if block.kind in ("mb", "fu") else [block.kind]
     parts += [
         f"r{block.repeats}",
         f"k{block.kernel}",
@@ -177,6 +196,8 @@ def format_block(block: BlockSpec) -> str:
     ]
     if block.se_ratio > 0:
         parts.append(f"se{_number(str(block.se_ratio))}")
+    if block.kind == "fu":
+        parts.append("c1")
     if not block.skip:
         parts.append("noskip")
     return "_".join(parts)

@@ -45,8 +45,15 @@ class NetworkSpec:
     fix_stem_head: bool = False
     fix_first_last_repeats: bool = False
     channel_divisor: int = 8
-    #: An EfficientNet-Lite: trained on 0–255 pixels with mean 127 and std 128 (the preprocessing).
+    #: An EfficientNet-Lite: trained on 0–255 pixels with mean 127 and std 128, no squeeze-excitation.
     lite: bool = False
+    #: Scaled channels never fall more than 10% below exact (V1's rounding; V2's has no such guard).
+    channel_guard: bool = True
+    #: The resolution the published model trains at, when it differs from ``resolution`` (its
+    #: evaluation size; EfficientNetV2 trains smaller). None: the same.
+    train_resolution: int | None = None
+    #: Scaling never takes the resolution above this (EfficientNetV2 caps it at 480 px). None: no cap.
+    max_resolution: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.blocks, (list, str)):
@@ -176,7 +183,10 @@ def check_network(spec: NetworkSpec) -> None:
     if spec.stem_kernel % 2 == 0 or spec.stem_kernel > MAX_KERNEL:
         raise UserError(f"description field stem_kernel must be odd and ≤ {MAX_KERNEL}, got {spec.stem_kernel}")
     check_whole_number("description field head_channels", spec.head_channels, 0, high=MAX_CHANNELS)
-    for name in ("stem_pool", "fix_stem_head", "fix_first_last_repeats", "lite"):
+    for name in ("train_resolution", "max_resolution"):
+        if getattr(spec, name) is not None:
+            check_whole_number(name, getattr(spec, name), 1, " of pixels", high=MAX_RESOLUTION)
+    for name in ("stem_pool", "fix_stem_head", "fix_first_last_repeats", "lite", "channel_guard"):
         if not isinstance(getattr(spec, name), bool):
             raise UserError(f"description field {name} must be true or false, got {getattr(spec, name)!r}")
     for name in ("dropout", "drop_path_rate"):
@@ -193,6 +203,14 @@ def check_network(spec: NetworkSpec) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise UserError(f"description field {name} must be a positive number, got {value!r}")
     check_channels(spec)
+    if spec.lite:
+        for number, block in enumerate(spec.blocks, start=1):
+            if block.se_ratio > 0:
+                raise UserError(
+                    f"stage {number} ({block.to_string()}) has squeeze-excitation, which a Lite description "
+                    "(lite: true) does not have",
+                    field="blocks",
+                )
     if spec.resolution < spec.total_stride:
         raise UserError(
             f"resolution {spec.resolution} is smaller than the network's total stride {spec.total_stride}",

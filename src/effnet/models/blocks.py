@@ -123,6 +123,32 @@ class MBConv(_Residual):
         return self._add(self.project(out), x)
 
 
+@register_block("fu")
+class FusedMBConv(_Residual):
+    """EfficientNetV2's Fused-MBConv: k×k expand convolution (strided, in → in·e) → SE → 1×1 project;
+    at expansion 1 one k×k convolution (in → out, activated), SE before it on the input, as the
+    official ``FusedMBConvBlock``. SE's bottleneck comes from the block's input channels."""
+
+    def __init__(self, args: BlockArgs) -> None:
+        super().__init__()
+        if args.expand_ratio != 1:
+            mid = int(round(args.in_ch * args.expand_ratio))
+            self.expand = args.conv(args.in_ch, mid, args.kernel, args.stride)
+            self.se = args.se(mid)
+            self.project = args.conv(mid, args.out_ch, act=False)
+        else:
+            self.expand = None
+            self.se = args.se(args.in_ch)
+            self.project = args.conv(args.in_ch, args.out_ch, args.kernel, args.stride)
+        self._init_residual(args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.expand(x) if self.expand is not None else x
+        if self.se is not None:
+            out = self.se(out)
+        return self._add(self.project(out), x)
+
+
 @register_block("ds")
 class DepthwiseSeparable(_Residual):
     """Depthwise k×k → SE → pointwise 1×1, both activated (MobileNetV1, MnasNet's SepConv)."""

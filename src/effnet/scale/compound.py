@@ -62,6 +62,11 @@ def compound_coefficients(phi: float, alpha: float = ALPHA, beta: float = BETA, 
     return Coefficients(**scaled)
 
 
+def _pixels(size: float) -> int:
+    """A scaled resolution, rounded to a multiple of :data:`RESOLUTION_STEP` pixels."""
+    return max(RESOLUTION_STEP, int(round(size / RESOLUTION_STEP)) * RESOLUTION_STEP)
+
+
 def scale_network(
     spec: NetworkSpec,
     *,
@@ -74,7 +79,9 @@ def scale_network(
 ) -> NetworkSpec:
     """Scale a description by depth, width and resolution multipliers (any one alone, too).
 
-    ``image_size`` sets the resolution in pixels instead of multiplying it.
+    ``image_size`` sets the resolution in pixels instead of multiplying it; a multiplied resolution
+    stops at the description's ``max_resolution`` (EfficientNetV2: 480 px). Channels round by the
+    description's rule (``channel_guard``: V1's 10% guard, or V2's plain rounding).
     Lite-style descriptions (``fix_stem_head``, ``fix_first_last_repeats``) keep their stem, head
     and first and last stage repeats, as the official Lite models do.
     """
@@ -84,7 +91,7 @@ def scale_network(
     divisor = spec.channel_divisor
 
     def chans(c: int) -> int:
-        return round_filters(c, width, divisor) if width != 1.0 else c
+        return round_filters(c, width, divisor, guard=spec.channel_guard) if width != 1.0 else c
 
     last = len(spec.blocks) - 1
     blocks = []
@@ -101,10 +108,11 @@ def scale_network(
             )
         )
     if image_size is None:
-        size = spec.resolution * resolution
-        image_size = max(RESOLUTION_STEP, int(round(size / RESOLUTION_STEP)) * RESOLUTION_STEP)
+        image_size = _pixels(spec.resolution * resolution)
         if resolution == 1.0:
             image_size = spec.resolution
+        if spec.max_resolution is not None:
+            image_size = min(image_size, max(spec.max_resolution, spec.resolution))
     else:
         check_whole_number("image_size", image_size, 1, " of pixels")
     return spec.with_(
@@ -115,6 +123,9 @@ def scale_network(
             spec.head_channels if spec.fix_stem_head or not spec.head_channels else chans(spec.head_channels)
         ),
         resolution=image_size,
+        train_resolution=(
+            None if spec.train_resolution is None else _pixels(spec.train_resolution * image_size / spec.resolution)
+        ),
         width=spec.width * width,
         depth=spec.depth * depth,
         resolution_multiplier=spec.resolution_multiplier * (image_size / spec.resolution),

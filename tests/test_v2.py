@@ -1,0 +1,107 @@
+"""EfficientNetV2 as descriptions: the Fused-MBConv block kind and the V2 family, exact to the reference."""
+
+import pytest
+import torch
+
+from effnet import NetworkSpec, UserError, create_model, get_description, model_names, parse_blocks, profile
+from effnet.describe.blocks import parse_block
+
+#: Parameters at 1000 classes (timm's tf_efficientnetv2_*; torchvision's S/M/L agree).
+PARAMS = {
+    "efficientnetv2_b0": 7_139_704,
+    "efficientnetv2_b1": 8_141_052,
+    "efficientnetv2_b2": 10_096_086,
+    "efficientnetv2_b3": 14_358_406,
+    "efficientnetv2_s": 21_458_488,
+    "efficientnetv2_m": 54_139_356,
+    "efficientnetv2_l": 118_515_272,
+    "efficientnetv2_xl": 208_119_808,
+}
+#: Multiply-adds at the evaluation resolution (timm's model, flop counter / 2).
+MACS = {
+    "efficientnetv2_b0": (224, 718_086_176),
+    "efficientnetv2_s": (384, 8_365_617_152),
+    "efficientnetv2_m": (480, 24_582_460_384),
+    "efficientnetv2_l": (480, 56_079_699_008),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_v2_parameters_exact(name):
+    assert profile(get_description(name)).params == PARAMS[name]
+    assert name in model_names()
+
+
+@pytest.mark.parametrize("name", sorted(MACS))
+def test_v2_multiply_adds_at_eval_resolution(name):
+    resolution, macs = MACS[name]
+    spec = get_description(name)
+    assert spec.resolution == resolution
+    assert profile(spec).macs == pytest.approx(macs, rel=0.01)
+
+
+def test_v2_published_settings_as_data():
+    b2, b3, s = (get_description(n) for n in ("efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s"))
+    assert (b2.head_channels, b3.head_channels, b3.stem_channels, s.stem_channels) == (1408, 1536, 40, 24)
+    assert (s.train_resolution, s.resolution, s.dropout) == (300, 384, 0.2)
+    assert (b3.train_resolution, b3.resolution, b3.dropout) == (240, 300, 0.3)
+    assert s.bn_eps == 1e-3 and s.bn_momentum == 0.1 and not s.channel_guard and s.max_resolution == 480
+    for spelling in ("efficientnet_v2_s", "tf_efficientnetv2_s", "v2_s", "EfficientNetV2-S"):
+        assert get_description(spelling) == s
+
+
+def test_fused_block_strings_official_and_timm_spellings():
+    official = parse_block("r4_k3_s2_e4_i24_o48_c1")
+    assert official.kind == "fu" and official.stride == 2 and official.to_string() == "r4_k3_s22_e4_i24_o48_c1"
+    assert parse_block("er_r4_k3_s2_e4_i24_o48") == official
+    assert parse_block("r1_k3_s1_e6_i24_o48_se0.25_c0").kind == "mb"
+    with pytest.raises(UserError, match="conv type"):
+        parse_block("r1_k3_s1_e1_i24_o24_c2")
+    with pytest.raises(UserError, match="unknown"):
+        parse_block("xx_r1_k3_s1_e1_i24_o24")
+
+
+def test_fused_block_structure():
+    spec = NetworkSpec(name="t", blocks=parse_blocks("r2_k3_s1_e1_i24_o24_c1,r1_k3_s2_e4_i24_o48_se0.25_c1"),
+                       stem_channels=24, resolution=64)  # fmt: skip
+    model = create_model(spec, num_classes=5)
+    single, expanded = model.stages[0][0], model.stages[1][0]
+    assert single.expand is None and single.project.conv.kernel_size == (3, 3) and single.has_skip
+    assert expanded.expand.conv.kernel_size == (3, 3) and expanded.expand.conv.stride == (2, 2)
+    assert expanded.project.conv.kernel_size == (1, 1) and not expanded.has_skip
+    assert expanded.se.reduce.out_channels == 6  # the bottleneck from the block's input: 24 × 0.25
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+
+
+def test_v2_forward_paths_agree():
+    spec = get_description("efficientnetv2_b0").with_(resolution=64)
+    torch.manual_seed(0)
+    model = create_model(spec, num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x)
+        model.set_memory_efficient(True)
+        lean = model(x)
+        model.set_memory_efficient(False)
+    assert torch.allclose(plain, lean, atol=1e-5)
+    model.train()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    features = create_model(spec, features_only=True).eval()
+    maps = features(x)
+    assert [m.shape[1] for m in maps] == [16, 32, 48, 112, 192] and [m.shape[-1] for m in maps] == [32, 16, 8, 4, 2]
+
+
+def test_lite_descriptions_have_no_squeeze_excitation():
+    with pytest.raises(UserError, match="stage 2 .* squeeze-excitation"):
+        NetworkSpec(name="bad", blocks="r1_k3_s1_e1_i32_o16_c1,r1_k3_s2_e4_i16_o24_se0.25_c1", lite=True)
+
+
+def test_scaling_v2_keeps_its_rounding_and_cap():
+    s = get_description("efficientnetv2_s")
+    from effnet import scale_compound
+
+    up = scale_compound(s, 3.0)
+    assert up.resolution == 480 and up.channel_guard is False  # 384 × 1.15³ = 584 px, capped at 480
+    assert profile(up).params > profile(s).params
