@@ -1,24 +1,41 @@
-"""Parameters and multiply-adds of a description, counted without allocating real weights."""
+"""Parameters, multiply-adds and activation sizes of a description, counted without allocating real
+weights (PyTorch's meta device), and the memory check made before a model or a batch is allocated."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from effnet.describe.network import NetworkSpec
+from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
+from effnet.results import Result
 from effnet.zoo import resolve_description
 
 
 @dataclass(frozen=True)
-class Profile:
-    """Size and cost of a model at one resolution. ``macs`` are multiply-adds (the paper's FLOPS)."""
+class Profile(Result):
+    """Size and cost of a model at one resolution. ``macs`` are multiply-adds (the paper's FLOPS);
+    ``activations`` the elements every layer outputs for one image (what training keeps for
+    backward, roughly), ``peak_activation`` the largest single output."""
 
     params: int
     macs: int
     resolution: int
+    activations: int = 0
+    peak_activation: int = 0
+
+    def memory_bytes(self, batch_size: int, *, training: bool, bytes_per_element: int = 4) -> int:
+        """About what running this model needs: weights (training: with their gradients and two
+        optimiser buffers) and activations (training: every layer's output; inference: a few of the
+        largest at a time)."""
+        weights = self.params * bytes_per_element * (4 if training else 1)
+        per_image = self.activations if training else 3 * self.peak_activation
+        return weights + per_image * batch_size * bytes_per_element
 
 
 def profile(
@@ -39,13 +56,70 @@ def profile(
     else:
         spec = resolve_description(model_or_description)
     size = resolution or spec.resolution
+    sizes: list[int] = []
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel())
+
     with torch.device("meta"):
         meta = EfficientNet(spec, num_classes=num_classes, in_chans=in_chans).eval()
         params = sum(p.numel() for p in meta.parameters())
+        hooks = [m.register_forward_hook(count) for m in meta.modules() if not list(m.children())]
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             meta(torch.empty(1, in_chans, size, size))
-    return Profile(params=int(params), macs=int(counter.get_total_flops() // 2), resolution=size)
+        for hook in hooks:
+            hook.remove()
+    return Profile(
+        params=int(params),
+        macs=int(counter.get_total_flops() // 2),
+        resolution=size,
+        activations=int(sum(sizes)),
+        peak_activation=int(max(sizes, default=0)),
+    )
+
+
+def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Memory free for a new allocation: the GPU's free memory, or on the CPU Linux's MemAvailable
+    (None where it cannot be read)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(
+    spec: NetworkSpec,
+    *,
+    batch_size: int,
+    training: bool,
+    device: torch.device | str = "cpu",
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    resolution: int | None = None,
+) -> Profile:
+    """Refuse, before anything is allocated, a model and batch that cannot fit in the device's memory
+    (one line with the numbers). Returns the description's profile."""
+    counts = profile(spec, num_classes=num_classes, in_chans=in_chans, resolution=resolution)
+    need = counts.memory_bytes(batch_size, training=training)
+    free = available_memory_bytes(device)
+    if free is not None and need > free:
+        what = "training" if training else "inference"
+        raise UserError(
+            f"{spec.name} at {counts.resolution} px needs ~{need / 2**30:.1f} GiB for {what} at batch {batch_size} "
+            f"({counts.params / 1e6:.1f}M parameters, {counts.activations * batch_size * 4 / 2**30:.1f} GiB of "
+            f"activations), {free / 2**30:.1f} GiB available on {torch.device(device)}: use a smaller batch, "
+            "resolution or model",
+            field="batch_size",
+        )
+    return counts
 
 
 def measure_latency_ms(
