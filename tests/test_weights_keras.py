@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 
 import effnet  # noqa: E402
 from effnet.weights import IMAGENET_MEAN, IMAGENET_STD, detect_format, load_model, load_weights  # noqa: E402
-from effnet.weights.keras import read_h5  # noqa: E402
+from effnet.weights.files import read_h5  # noqa: E402
 
 SIZE = 128
 #: Keras-on-torch converts tensors through numpy's old __array__ protocol; not ours to fix.

@@ -8,7 +8,7 @@ import torchvision
 import effnet
 from effnet.errors import UserError
 from effnet.weights import detect_format, load_model, load_weights
-from effnet.weights.torchvision import TorchvisionLayout
+from effnet.weights.torchvision import TORCHVISION
 
 
 def randomise(model, seed=0):
@@ -67,7 +67,7 @@ def test_torchvision_eps_rule():
     with torch.device("meta"):
         b4 = effnet.create_model("efficientnet_b4", padding="symmetric")
         b5 = effnet.create_model("efficientnet_b5", padding="symmetric")
-    assert TorchvisionLayout().bn_eps(b4) == 1e-5 and TorchvisionLayout().bn_eps(b5) == 1e-3
+    assert TORCHVISION.bn_eps_for(b4.spec) == 1e-5 and TORCHVISION.bn_eps_for(b5.spec) == 1e-3
 
 
 def test_lukemelas_logits_match():

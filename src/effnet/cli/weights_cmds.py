@@ -52,7 +52,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from effnet.models.profile import profile
     from effnet.weights import load_model, save_weights
 
-    model, info = load_model(args.source, model=args.model, format=args.from_)
+    model, info = load_model(args.source, model=args.model, format=args.format)
     extra = dict(info.extra)
     extra.setdefault("converted_from", Path(str(args.source)).name)
     save_weights(model, args.to, class_names=info.class_names, preprocessing=info.preprocessing, extra=extra)
@@ -129,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SRC", help="weight file (.pth/.pt/.safetensors/.h5) or pretrained name")
     p.add_argument("--to", required=True, metavar="OUT.safetensors", help="output file")
     p.add_argument("--model", metavar="NAME", help="the architecture, e.g. tf_efficientnet_b0 (foreign files)")
-    p.add_argument("--from", dest="from_", choices=FORMATS, default="auto", help="source layout (default auto)")
+    p.add_argument("--from", dest="format", choices=FORMATS, default="auto", help="source layout (default auto)")
     add_json(p)
     p.set_defaults(func=cmd_convert)
 

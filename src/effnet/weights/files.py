@@ -1,7 +1,8 @@
 """Reading weight files without ever running code from them.
 
 safetensors and HDF5 hold only arrays; ``.pth``/``.pt`` files are read with
-``torch.load(weights_only=True)`` and anything that would need more is refused.
+``torch.load(weights_only=True)`` and anything that would need more is refused. An HDF5 dataset is
+checked before it is read: a few kilobytes of compressed file can declare many gigabytes.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from effnet.errors import UserError
-from effnet.weights.keras import HDF5_MAGIC, read_h5
 
 #: Keys under which checkpoints commonly nest their state dict, in order of preference.
 _NESTED = ("state_dict", "model_state_dict", "model", "module", "net", "ema", "state_dict_ema")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: The largest HDF5 dataset read (1 GiB): B7's largest tensor, its classifier, is 10 MB; L2's with
+#: ImageNet-21k's classes 0.5 GB.
+MAX_DATASET_BYTES = 1 << 30
 
 
 def file_kind(path: Path) -> str:
@@ -61,6 +66,46 @@ def read_torch(path: Path) -> Any:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise UserError(f"{path}: cannot read this PyTorch file (truncated or corrupt?): {err}") from None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_dataset(path: Path | str, dataset: Any) -> np.ndarray:
+    """One HDF5 dataset's array, once its kind and declared size are known to be sane."""
+    import h5py
+
+    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "biuf":
+        raise UserError(f"{path}: refused: {dataset.name!r} is not an array of numbers")
+    nbytes = dataset.size * dataset.dtype.itemsize
+    if nbytes > MAX_DATASET_BYTES:
+        shape = "×".join(str(d) for d in dataset.shape)
+        raise UserError(
+            f"{path}: refused: dataset {dataset.name!r} declares {shape} {dataset.dtype} values "
+            f"({nbytes / 1e9:.1f} GB), more than any EfficientNet tensor (limit {MAX_DATASET_BYTES >> 30} GiB)"
+        )
+    return np.array(dataset[()])
+
+
+def read_h5(path: str | Path) -> dict[str, torch.Tensor]:
+    """A Keras HDF5 weight file (weights-only or a whole legacy model) as ``{"layer/weight": tensor}``."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in root.attrs:
+                raise UserError(f"{path}: an HDF5 file without Keras layer weights")
+            tensors: dict[str, torch.Tensor] = {}
+            for layer in (_text(n) for n in root.attrs["layer_names"]):
+                group = root[layer]
+                for weight in (_text(n) for n in group.attrs.get("weight_names", [])):
+                    short = weight.rsplit("/", 1)[-1].split(":", 1)[0]
+                    tensors[f"{layer}/{short}"] = torch.from_numpy(_read_dataset(path, group[weight]))
+            return tensors
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path}: cannot read it as a Keras HDF5 weight file ({err})") from None
 
 
 def as_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:

@@ -8,23 +8,14 @@ effnet's preprocessing does their job.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Mapping, Set
 
-import numpy as np
 import torch
 from torch import nn
 
-from effnet.errors import UserError
+from effnet.weights.format import WeightFormat
 from effnet.weights.layout import Layout, Part
 
-_FIXED = {
-    "stem.conv": "stem_conv",
-    "stem.bn": "stem_bn",
-    "head.conv": "top_conv",
-    "head.bn": "top_bn",
-    "classifier": "predictions",
-}
 _BLOCK = {
     "expand.conv": "expand_conv",
     "expand.bn": "expand_bn",
@@ -36,17 +27,20 @@ _BLOCK = {
     "project.bn": "project_bn",
 }
 _BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 class KerasLayout(Layout):
     name = "keras"
     sep = "/"
-    padding = "same"
+    fixed = {
+        "stem.conv": "stem_conv",
+        "stem.bn": "stem_bn",
+        "head.conv": "top_conv",
+        "head.bn": "top_bn",
+        "classifier": "predictions",
+    }
 
-    def module_key(self, part: Part, model: nn.Module) -> str:
-        if part.role in _FIXED:
-            return _FIXED[part.role]
+    def block_key(self, part: Part, model: nn.Module) -> str:
         return f"block{part.stage + 1}{chr(ord('a') + part.index)}_{_BLOCK[part.role]}"
 
     def param_keys(self, prefix: str, name: str, kind: str) -> tuple[str, ...]:
@@ -73,29 +67,15 @@ class KerasLayout(Layout):
         return key.split("/", 1)[0].startswith(("normalization", "rescaling"))
 
 
-def looks_like(keys: Iterable[str]) -> bool:
+def _detect(keys: Set[str], metadata: Mapping[str, str]) -> bool:
     return any(k.startswith("stem_conv/") for k in keys)
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def read_h5(path: str | Path) -> dict[str, torch.Tensor]:
-    """A Keras HDF5 weight file (weights-only or a whole legacy model) as ``{"layer/weight": tensor}``."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f
-            if "layer_names" not in root.attrs:
-                raise UserError(f"{path}: an HDF5 file without Keras layer weights")
-            tensors: dict[str, torch.Tensor] = {}
-            for layer in (_text(n) for n in root.attrs["layer_names"]):
-                group = root[layer]
-                for weight in (_text(n) for n in group.attrs.get("weight_names", [])):
-                    short = weight.rsplit("/", 1)[-1].split(":", 1)[0]
-                    tensors[f"{layer}/{short}"] = torch.from_numpy(np.array(group[weight][()]))
-            return tensors
-    except (OSError, KeyError) as err:
-        raise UserError(f"{path}: cannot read it as a Keras HDF5 weight file ({err})") from None
+KERAS = WeightFormat(
+    name="keras",
+    about="Keras applications' EfficientNetB0–B7 HDF5 files",
+    detect=_detect,
+    layout=KerasLayout(),
+    bn_eps=1e-3,
+    padding="same",
+)

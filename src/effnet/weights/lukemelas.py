@@ -6,19 +6,13 @@ These are TensorFlow-trained weights: 'same' padding, BatchNorm eps 1e-3.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Set
 
 from torch import nn
 
+from effnet.weights.format import WeightFormat
 from effnet.weights.layout import Layout, Part
 
-_FIXED = {
-    "stem.conv": "_conv_stem",
-    "stem.bn": "_bn0",
-    "head.conv": "_conv_head",
-    "head.bn": "_bn1",
-    "classifier": "_fc",
-}
 _BLOCK = {
     "expand.conv": "_expand_conv",
     "expand.bn": "_bn0",
@@ -33,13 +27,27 @@ _BLOCK = {
 
 class LukemelasLayout(Layout):
     name = "lukemelas"
-    padding = "same"
+    fixed = {
+        "stem.conv": "_conv_stem",
+        "stem.bn": "_bn0",
+        "head.conv": "_conv_head",
+        "head.bn": "_bn1",
+        "classifier": "_fc",
+    }
 
-    def module_key(self, part: Part, model: nn.Module) -> str:
-        if part.role in _FIXED:
-            return _FIXED[part.role]
+    def block_key(self, part: Part, model: nn.Module) -> str:
         return f"_blocks.{part.flat}.{_BLOCK[part.role]}"
 
 
-def looks_like(keys: Iterable[str]) -> bool:
-    return "_conv_stem.weight" in set(keys)
+def _detect(keys: Set[str], metadata: Mapping[str, str]) -> bool:
+    return "_conv_stem.weight" in keys
+
+
+LUKEMELAS = WeightFormat(
+    name="lukemelas",
+    about="lukemelas EfficientNet-PyTorch and EfficientNet-Lite ports of the TensorFlow weights",
+    detect=_detect,
+    layout=LukemelasLayout(),
+    bn_eps=1e-3,
+    padding="same",
+)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torch import nn
 
+from effnet.atomic import atomic_write
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.preprocess import Preprocessing, default_preprocessing
+from effnet.weights.format import WeightFormat
 
 FORMAT = "effnet"
 FORMAT_VERSION = "1"
@@ -53,7 +54,10 @@ def save_weights(
     if class_names is not None:
         class_names = [str(name) for name in class_names]
         if len(class_names) != num_classes:
-            raise UserError(f"{len(class_names)} class names given for a model with {num_classes} classes")
+            raise UserError(
+                f"class_names lists {len(class_names)} class names for a model with {num_classes} classes",
+                field="class_names",
+            )
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -66,23 +70,14 @@ def save_weights(
         metadata["class_names"] = json.dumps(class_names)
     for key, value in (extra or {}).items():
         if key in _RESERVED:
-            raise UserError(f"extra metadata key {key!r} is reserved")
+            raise UserError(f"extra metadata key {key!r} is reserved", field="extra")
         metadata[str(key)] = str(value)
     tensors = {key: t.detach().to("cpu").contiguous().clone() for key, t in model.state_dict().items()}
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise UserError(f"cannot write {target}: directory {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write_path=lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def is_native(metadata: dict[str, str]) -> bool:
+def is_native(metadata: Mapping[str, str]) -> bool:
+    """Whether a safetensors header is effnet's."""
     return metadata.get("format") == FORMAT
 
 
@@ -117,3 +112,20 @@ def check_description(file_spec: NetworkSpec, model_spec: NetworkSpec, source: s
             raise UserError(
                 f"{source} holds {file_spec.name} with {name} {have!r}, the model ({model_spec.name}) has {want!r}"
             )
+
+
+def _detect(keys: Set[str], metadata: Mapping[str, str]) -> bool:
+    return is_native(metadata) or "stem.conv.weight" in keys
+
+
+def _described_eps(spec: NetworkSpec) -> float:
+    return spec.bn_eps
+
+
+NATIVE = WeightFormat(
+    name="native",
+    about="effnet's self-describing safetensors (or a state dict with effnet's own names)",
+    detect=_detect,
+    layout=None,
+    bn_eps=_described_eps,
+)

@@ -7,19 +7,14 @@ BatchNorm eps 1e-3; its own ``efficientnet_*`` / ``efficientnet_lite*`` use symm
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Set
 
 from torch import nn
 
+from effnet.describe.network import NetworkSpec
+from effnet.weights.format import WeightFormat
 from effnet.weights.layout import Layout, Part
 
-_FIXED = {
-    "stem.conv": "conv_stem",
-    "stem.bn": "bn1",
-    "head.conv": "conv_head",
-    "head.bn": "bn2",
-    "classifier": "classifier",
-}
 # Blocks with an expansion (InvertedResidual) and without (DepthwiseSeparableConv).
 _EXPANDED = {
     "expand.conv": "conv_pw",
@@ -43,17 +38,36 @@ _SEPARABLE = {
 
 class TimmLayout(Layout):
     name = "timm"
+    fixed = {
+        "stem.conv": "conv_stem",
+        "stem.bn": "bn1",
+        "head.conv": "conv_head",
+        "head.bn": "bn2",
+        "classifier": "classifier",
+    }
 
-    def module_key(self, part: Part, model: nn.Module) -> str:
-        if part.role in _FIXED:
-            return _FIXED[part.role]
+    def block_key(self, part: Part, model: nn.Module) -> str:
         names = _EXPANDED if part.has_expand else _SEPARABLE
         return f"blocks.{part.stage}.{part.index}.{names[part.role]}"
 
-    def bn_eps(self, model: nn.Module) -> float:
-        return 1e-3 if model.spec.padding == "same" else 1e-5
 
-
-def looks_like(keys: Iterable[str]) -> bool:
-    keys = set(keys)
+def _detect(keys: Set[str], metadata: Mapping[str, str]) -> bool:
     return "conv_stem.weight" in keys and any(k.startswith("blocks.0.0.") for k in keys)
+
+
+def _padding_for_model(name: str) -> str:
+    return "same" if name.strip().lower().startswith("tf_") else "symmetric"
+
+
+def _bn_eps(spec: NetworkSpec) -> float:
+    return 1e-3 if spec.padding == "same" else 1e-5
+
+
+TIMM = WeightFormat(
+    name="timm",
+    about="timm's efficientnet_* (symmetric padding) and tf_efficientnet_* ('same' padding) models",
+    detect=_detect,
+    layout=TimmLayout(),
+    bn_eps=_bn_eps,
+    padding_for_model=_padding_for_model,
+)
