@@ -105,3 +105,65 @@ def test_scaling_v2_keeps_its_rounding_and_cap():
     up = scale_compound(s, 3.0)
     assert up.resolution == 480 and up.channel_guard is False  # 384 × 1.15³ = 584 px, capped at 480
     assert profile(up).params > profile(s).params
+
+
+def _randomise_bn(model):
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "source, name, size",
+    [
+        ("timm:tf_efficientnetv2_b0", "tf_efficientnetv2_b0", 224),
+        ("timm:tf_efficientnetv2_s", "tf_efficientnetv2_s", 256),
+        ("timm:efficientnetv2_s", "efficientnetv2_s", 256),
+        ("torchvision:efficientnet_v2_s", "efficientnet_v2_s", 256),
+    ],
+)
+def test_v2_weights_give_the_reference_logits(tmp_path, source, name, size):
+    """A reference model's state dict (random weights, test oracle only) saved as a .pth file loads
+    by auto-detection and computes the reference's logits."""
+    from effnet.weights import load_model
+
+    library, arch = source.split(":")
+    torch.manual_seed(0)
+    if library == "timm":
+        import timm
+
+        ref = timm.create_model(arch, pretrained=False)
+    else:
+        import torchvision
+
+        ref = getattr(torchvision.models, arch)()
+    ref = _randomise_bn(ref)
+    path = tmp_path / f"{arch}.pth"
+    torch.save(ref.state_dict(), path)
+    model, info = load_model(path, model=name)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert (model.eval()(x) - ref(x)).abs().max().item() < 1e-4
+    assert info.extra["source_format"] == library and model.spec.bn_eps == (
+        1e-5 if arch == "efficientnetv2_s" else 1e-3
+    )
+    assert model.spec.padding == ("same" if arch.startswith("tf_") else "symmetric")
+    expected = {  # each source's own preprocessing
+        "tf_efficientnetv2_b0": (224, 0.875, "bicubic", 0.485),
+        "tf_efficientnetv2_s": (384, 1.0, "bicubic", 0.5),
+        "efficientnetv2_s": (384, 1.0, "bicubic", 0.5),
+        "efficientnet_v2_s": (384, 1.0, "bilinear", 0.485),
+    }[arch]
+    pre = info.preprocessing
+    assert (pre.resolution, round(pre.crop_pct, 3), pre.interpolation, pre.mean[0]) == expected
+
+
+def test_v1_only_layouts_refuse_fused_blocks():
+    from effnet.weights import load_weights
+
+    model = create_model("efficientnetv2_b0")
+    with pytest.raises(UserError, match="only MBConv blocks"):
+        load_weights(model, {"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, format="lukemelas")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
 from effnet.describe.network import NetworkSpec
+from effnet.preprocess import Preprocessing, default_preprocessing
 from effnet.weights.layout import Layout
 
 
@@ -30,10 +31,18 @@ class WeightFormat:
     padding: str | None = None
     #: Where ``padding`` is None: the padding a model of this name is built with (timm: ``tf_`` → 'same').
     padding_for_model: Callable[[str], str] | None = None
+    #: The source's own evaluation preprocessing for a model (description, name as given), where it
+    #: differs from the official one (timm's V2-S/M/L: mean = std = 0.5, crop 1.0); None: official.
+    preprocessing_for_model: Callable[[NetworkSpec, str], Preprocessing | None] | None = None
 
     def bn_eps_for(self, spec: NetworkSpec) -> float:
         """The BatchNorm epsilon for a model of this description."""
         return self.bn_eps(spec) if callable(self.bn_eps) else self.bn_eps
+
+    def preprocessing(self, spec: NetworkSpec, model_name: str) -> Preprocessing:
+        """How the source evaluates ``spec`` (built as ``model_name``)."""
+        own = self.preprocessing_for_model(spec, model_name) if self.preprocessing_for_model else None
+        return own if own is not None else default_preprocessing(spec)
 
     def model_padding(self, model_name: str) -> str | None:
         """The padding to build ``model_name`` with for these weights (None: its description's)."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from effnet.errors import UserError
-from effnet.models.blocks import MBConv
+from effnet.models.blocks import FusedMBConv, MBConv
 from effnet.models.layers import ConvNormAct
 
 
@@ -31,6 +31,7 @@ class Part:
     flat: int = -1  # block index over the whole network
     has_expand: bool = False
     has_se: bool = False
+    kind: str = "mb"  # the block's kind: "mb" MBConv, "fu" Fused-MBConv (no depthwise)
     present: bool = True  # False: the model has no such module (features_only, no classifier, excluded)
 
 
@@ -45,27 +46,32 @@ def kind_of(module: nn.Module) -> str:
     raise TypeError(f"no weight layout for {type(module).__name__}")
 
 
-def model_parts(model: nn.Module, *, exclude_classifier: bool = False) -> Iterator[Part]:
-    """The tensor-holding modules of an MBConv EfficientNet, in network order."""
+def model_parts(
+    model: nn.Module, *, exclude_classifier: bool = False, kinds: tuple[str, ...] = ("mb", "fu")
+) -> Iterator[Part]:
+    """The tensor-holding modules of an MBConv / Fused-MBConv EfficientNet, in network order;
+    ``kinds`` are the block kinds the caller's layout names (others are a UserError)."""
     yield Part("stem.conv", "stem.conv")
     yield Part("stem.bn", "stem.bn")
     flat = 0
     for s, stage in enumerate(model.stages):
         for j, block in enumerate(stage):
-            if not isinstance(block, MBConv):
+            kind = "mb" if isinstance(block, MBConv) else "fu" if isinstance(block, FusedMBConv) else None
+            if kind not in kinds:
+                names = " and ".join({"mb": "MBConv", "fu": "Fused-MBConv"}[k] for k in kinds)
                 raise UserError(
-                    f"model has a {type(block).__name__} block ({s}.{j}): only MBConv networks have foreign "
-                    "weight layouts",
+                    f"model has a {type(block).__name__} block ({s}.{j}): this layout names only {names} blocks",
                     field="model",
                 )
-            where = {"stage": s, "index": j, "flat": flat, "has_expand": block.expand is not None}
+            where = {"stage": s, "index": j, "flat": flat, "has_expand": block.expand is not None, "kind": kind}
             where["has_se"] = block.se is not None
             base = f"stages.{s}.{j}"
             if block.expand is not None:
                 yield Part(f"{base}.expand.conv", "expand.conv", **where)
                 yield Part(f"{base}.expand.bn", "expand.bn", **where)
-            yield Part(f"{base}.depthwise.conv", "dw.conv", **where)
-            yield Part(f"{base}.depthwise.bn", "dw.bn", **where)
+            if kind == "mb":
+                yield Part(f"{base}.depthwise.conv", "dw.conv", **where)
+                yield Part(f"{base}.depthwise.bn", "dw.bn", **where)
             if block.se is not None:
                 yield Part(f"{base}.se.reduce", "se.reduce", **where)
                 yield Part(f"{base}.se.expand", "se.expand", **where)
@@ -87,6 +93,8 @@ class Layout:
     sep = "."
     #: Source module names of the parts outside the blocks (stem, head, classifier), by role.
     fixed: Mapping[str, str] = {}
+    #: Block kinds the source has: MBConv ("mb") and, for EfficientNetV2 ports, Fused-MBConv ("fu").
+    block_kinds: tuple[str, ...] = ("mb",)
 
     def module_key(self, part: Part, model: nn.Module) -> str:
         """The source module that holds one part's tensors."""
@@ -159,7 +167,7 @@ def convert_state_dict(
         if exclude_classifier:
             used.update(k for k in source if k.startswith("classifier."))
     else:
-        for part in model_parts(model, exclude_classifier=exclude_classifier):
+        for part in model_parts(model, exclude_classifier=exclude_classifier, kinds=layout.block_kinds):
             sprefix = layout.module_key(part, model)
             if not part.present:
                 used.update(k for k in source if k.startswith(sprefix + layout.sep))

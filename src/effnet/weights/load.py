@@ -231,7 +231,8 @@ def load_model(
         stem = _source_tensor(src.tensors, fmt.layout, probe, "stem.conv")
         in_chans = int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3
         class_names = imagenet_class_names() if file_classes == 1000 else None
-        preprocessing, extra = default_preprocessing(spec), {"source_format": fmt.name}
+        preprocessing = fmt.preprocessing(spec, name if isinstance(name, str) else spec.name)
+        extra = {"source_format": fmt.name}
     if overrides:
         spec = spec.with_(**overrides)
     classes = num_classes if num_classes is not None else (1000 if file_classes is None else file_classes)

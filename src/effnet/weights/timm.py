@@ -1,8 +1,11 @@
-"""timm's EfficientNet layout (``conv_stem``, ``blocks.S.J.conv_dw``, ``conv_head``, ``classifier``).
+"""timm's EfficientNet layout (``conv_stem``, ``blocks.S.J.conv_dw``, ``conv_head``, ``classifier``),
+EfficientNetV2 included (Fused-MBConv as ``EdgeResidual``, its expansion-1 form as ``ConvBnAct``).
 
-timm's ``tf_efficientnet_*`` / ``tf_efficientnet_lite*`` ports keep TensorFlow's 'same' padding and
-BatchNorm eps 1e-3; its own ``efficientnet_*`` / ``efficientnet_lite*`` use symmetric padding and eps
-1e-5. The two share their keys, so the model's padding says which one a file is.
+timm's ``tf_efficientnet_*`` / ``tf_efficientnet_lite*`` / ``tf_efficientnetv2_*`` ports keep
+TensorFlow's 'same' padding and BatchNorm eps 1e-3; its own ``efficientnet_*`` /
+``efficientnetv2_*`` use symmetric padding and eps 1e-5. The two share their keys, so the model's
+padding says which one a file is. (``efficientnetv2_rw_*`` differ in structure: their expansion-1
+EdgeResidual has two convolutions, which the official Fused-MBConv does not.)
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Mapping, Set
 from torch import nn
 
 from effnet.describe.network import NetworkSpec
+from effnet.preprocess import Preprocessing
 from effnet.weights.format import WeightFormat
 from effnet.weights.layout import Layout, Part
 
@@ -36,8 +40,21 @@ _SEPARABLE = {
 }
 
 
+# Fused-MBConv: with an expansion (EdgeResidual) and without (ConvBnAct).
+_FUSED = {
+    "expand.conv": "conv_exp",
+    "expand.bn": "bn1",
+    "se.reduce": "se.conv_reduce",
+    "se.expand": "se.conv_expand",
+    "project.conv": "conv_pwl",
+    "project.bn": "bn2",
+}
+_FUSED_SINGLE = {"project.conv": "conv", "project.bn": "bn1"}
+
+
 class TimmLayout(Layout):
     name = "timm"
+    block_kinds = ("mb", "fu")
     fixed = {
         "stem.conv": "conv_stem",
         "stem.bn": "bn1",
@@ -47,7 +64,10 @@ class TimmLayout(Layout):
     }
 
     def block_key(self, part: Part, model: nn.Module) -> str:
-        names = _EXPANDED if part.has_expand else _SEPARABLE
+        if part.kind == "fu":
+            names = _FUSED if part.has_expand else _FUSED_SINGLE
+        else:
+            names = _EXPANDED if part.has_expand else _SEPARABLE
         return f"blocks.{part.stage}.{part.index}.{names[part.role]}"
 
 
@@ -57,6 +77,13 @@ def _detect(keys: Set[str], metadata: Mapping[str, str]) -> bool:
 
 def _padding_for_model(name: str) -> str:
     return "same" if name.strip().lower().startswith("tf_") else "symmetric"
+
+
+def _preprocessing(spec: NetworkSpec, name: str) -> Preprocessing | None:
+    """timm's tf_efficientnetv2_s/m/l/xl checkpoints: mean = std = 0.5, the full image (crop 1.0)."""
+    if spec.name in ("efficientnetv2_s", "efficientnetv2_m", "efficientnetv2_l", "efficientnetv2_xl"):
+        return Preprocessing(spec.resolution, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    return None
 
 
 def _bn_eps(spec: NetworkSpec) -> float:
@@ -70,4 +97,5 @@ TIMM = WeightFormat(
     layout=TimmLayout(),
     bn_eps=_bn_eps,
     padding_for_model=_padding_for_model,
+    preprocessing_for_model=_preprocessing,
 )

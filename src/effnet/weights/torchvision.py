@@ -1,6 +1,8 @@
-"""torchvision's EfficientNet layout (``features.0.0``, ``features.S.J.block.N``, ``classifier.1``).
+"""torchvision's EfficientNet layout (``features.0.0``, ``features.S.J.block.N``, ``classifier.1``),
+``efficientnet_v2_s/m/l`` included (their ``FusedMBConv`` blocks: ``block.0`` [expand], ``block.1`` project).
 
-torchvision's efficientnet_b0…b7 use symmetric padding; BatchNorm eps 1e-5 for b0–b4, 1e-3 for b5–b7.
+torchvision's efficientnet_b0…b7 use symmetric padding; BatchNorm eps 1e-5 for b0–b4, 1e-3 for
+b5–b7 and for every V2.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Mapping, Set
 from torch import nn
 
 from effnet.describe.network import NetworkSpec
+from effnet.preprocess import Preprocessing
 from effnet.weights.format import WeightFormat
 from effnet.weights.layout import Layout, Part
 
@@ -19,6 +22,7 @@ _EPS_1E3_MIN_WIDTH = 1.6
 
 class TorchvisionLayout(Layout):
     name = "torchvision"
+    block_kinds = ("mb", "fu")
     fixed = {"stem.conv": "features.0.0", "stem.bn": "features.0.1", "classifier": "classifier.1"}
 
     def module_key(self, part: Part, model: nn.Module) -> str:
@@ -27,8 +31,8 @@ class TorchvisionLayout(Layout):
         return super().module_key(part, model)
 
     def block_key(self, part: Part, model: nn.Module) -> str:
-        # block.N counts the block's sub-layers: [expand], depthwise, [se], project.
-        order = (["expand"] if part.has_expand else []) + ["dw"] + (["se"] if part.has_se else []) + ["project"]
+        # block.N counts the block's sub-layers: [expand], depthwise (not in Fused-MBConv), [se], project.
+        order = ["expand"] * part.has_expand + ["dw"] * (part.kind == "mb") + ["se"] * part.has_se + ["project"]
         group, leaf = part.role.split(".")
         index = order.index(group)
         base = f"features.{part.stage + 1}.{part.index}.block.{index}"
@@ -41,15 +45,28 @@ def _detect(keys: Set[str], metadata: Mapping[str, str]) -> bool:
     return "features.0.0.weight" in keys and any(".block." in k for k in keys)
 
 
+def _preprocessing(spec: NetworkSpec, name: str) -> Preprocessing | None:
+    """torchvision's V2 weights: the whole image at the model's size (S, M bilinear with ImageNet's
+    mean/std; L bicubic with mean = std = 0.5)."""
+    if spec.name in ("efficientnetv2_s", "efficientnetv2_m"):
+        return Preprocessing(spec.resolution, 1.0, "bilinear")
+    if spec.name == "efficientnetv2_l":
+        return Preprocessing(spec.resolution, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    return None
+
+
 def _bn_eps(spec: NetworkSpec) -> float:
+    if any(block.kind == "fu" for block in spec.blocks):  # EfficientNetV2
+        return 1e-3
     return 1e-3 if spec.width >= _EPS_1E3_MIN_WIDTH and not spec.lite else 1e-5
 
 
 TORCHVISION = WeightFormat(
     name="torchvision",
-    about="torchvision's efficientnet_b0…b7",
+    about="torchvision's efficientnet_b0…b7 and efficientnet_v2_s/m/l",
     detect=_detect,
     layout=TorchvisionLayout(),
     bn_eps=_bn_eps,
     padding="symmetric",
+    preprocessing_for_model=_preprocessing,
 )
