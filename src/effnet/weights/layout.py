@@ -60,7 +60,7 @@ def model_parts(
             if kind not in kinds:
                 names = " and ".join({"mb": "MBConv", "fu": "Fused-MBConv"}[k] for k in kinds)
                 raise UserError(
-                    f"model has a {type(block).__name__} block ({s}.{j}): this layout names only {names} blocks",
+                    f"model has a {type(block).__name__} block ({s}.{j}): only {names} blocks have this weight layout",
                     field="model",
                 )
             where = {"stage": s, "index": j, "flat": flat, "has_expand": block.expand is not None, "kind": kind}
