@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from effnet import create_model, get_description, scale_network
+from effnet.train import TrainReport
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
@@ -137,7 +138,7 @@ def _epoch_line(epoch: int, metrics: dict) -> None:
     )
 
 
-def _summary(name: str, report: dict, schedule: dict) -> dict:
+def _summary(name: str, report: TrainReport, schedule: dict) -> dict:
     return {
         "run": name,
         "model": report["model"],

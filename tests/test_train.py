@@ -177,3 +177,95 @@ def test_weight_file_records_the_runs_interpolation(tmp_path):
     _, info = load_model(tmp_path / "model.safetensors")
     assert info.preprocessing.interpolation == "bilinear"
     assert info.preprocessing.crop_pct == 1.0  # the small recipe's evaluation crop
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_rmsprop_tf_matches_timm(momentum):
+    """timm's RMSpropTF as an oracle (test only). Mapping of the settings: our ``decay`` (ρ of
+    ``ms = ρ·ms + (1−ρ)·g²``) is timm's ``alpha``; ``eps`` is inside the square root and the mean
+    square starts at 1 in both; ``lr_in_momentum=True`` puts the learning rate into the momentum buffer
+    (TF's ``mom = μ·mom + lr·g/√(ms+ε)``); ``decoupled_decay=False`` adds ``wd·w`` to the gradient (L2),
+    as ours; ``centered=False``. Parameter groups as the recipes build them (no decay on BatchNorm and
+    biases)."""
+    from timm.optim import RMSpropTF as TimmRMSpropTF
+
+    from effnet import create_model
+
+    torch.manual_seed(0)
+    ours_model = create_model(TINY, num_classes=10)
+    timm_model = create_model(TINY, num_classes=10)
+    timm_model.load_state_dict(ours_model.state_dict())
+    settings = dict(lr=0.05, momentum=momentum, eps=1e-3)
+    ours = RMSpropTF(parameter_groups(ours_model, 1e-2), decay=0.9, **settings)
+    oracle = TimmRMSpropTF(
+        parameter_groups(timm_model, 1e-2), alpha=0.9, **settings,
+        centered=False, decoupled_decay=False, lr_in_momentum=True,
+    )  # fmt: skip
+    for _ in range(5):
+        for a, b in zip(ours_model.parameters(), timm_model.parameters(), strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        ours.step()
+        oracle.step()
+    for (name, a), b in zip(ours_model.named_parameters(), timm_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(ours.state[a]["square_avg"], oracle.state[b]["square_avg"], msg=name)
+
+
+def test_ema_warms_up_and_copies_batch_counts():
+    """The EMA (torch's AveragedModel) follows ``ema = d·ema + (1−d)·w`` with d = min(decay, (1+n)/(10+n))
+    from the starting weights, and copies BatchNorm's integer batch count."""
+    from effnet import create_model
+    from effnet.train.ema import ModelEma
+
+    torch.manual_seed(0)
+    model = create_model(TINY, num_classes=10).train()
+    ema = ModelEma(model, decay=0.95)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    for n in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(2, 3, 32, 32))  # moves the running statistics and batch counts
+        ema.update_parameters(model)
+        decay = min(0.95, (1 + n) / (10 + n))
+        for key, value in model.state_dict().items():
+            expected[key] = expected[key].lerp(value, 1 - decay) if value.is_floating_point() else value.clone()
+    assert ema.updates == 4 and ema.record()["updates"] == 4
+    shadow = ema.module.state_dict()
+    assert all(torch.equal(shadow[k], expected[k]) for k in expected)
+    assert shadow["stem.bn.num_batches_tracked"].item() == 4
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+REPORT_KEYS = [
+    "model", "data", "top1", "top5", "loss", "train_loss", "params", "macs", "seconds", "train_seconds",
+    "images_per_second", "epochs", "epochs_done", "stopped_early", "steps", "batch_size", "world_size",
+    "resolution", "num_classes", "class_names", "seed", "recipe", "lr", "ema", "device", "blocks", "history",
+]  # fmt: skip
+
+
+def test_report_is_a_result_dataclass(tmp_path):
+    import json
+
+    from effnet.train import RunConfig, TrainReport
+
+    kwargs = dict(epochs=1, batch_size=16, recipe="small", progress=False, max_steps_per_epoch=1)
+    report = train_model(TINY, **kwargs)
+    assert isinstance(report, TrainReport) and list(report.to_dict()) == REPORT_KEYS
+    assert report["top1"] == report.top1 and report.get("output") is None and "output" not in report
+    written = train_model(TINY, output=tmp_path, **kwargs)
+    assert list(written.to_dict()) == [*REPORT_KEYS, "output"] and written["output"] == str(tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(written.to_dict()))
+    config, rest = RunConfig.split({"epochs": 3, "lr": 0.1, "device": "cpu"}, recipe="small")
+    assert (config.epochs, config.recipe, config.device, rest) == (3, "small", "cpu", {"lr": 0.1})
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [(dict(epochs=0), "epochs"), (dict(batch_size=10_000), "batch_size"), (dict(resume=True), "resume")],
+)
+def test_errors_name_their_argument(kwargs, field):
+    with pytest.raises(UserError) as caught:
+        train_model(TINY, progress=False, **kwargs)
+    assert caught.value.field == field and str(caught.value).startswith(field)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from effnet import NetworkSpec, UserError
+from effnet.data import load_digits_splits, load_folder_splits
 from effnet.train import DataWarning, train_model
-from effnet.train.data import load_digits_splits, load_folder_splits
 
 TINY = NetworkSpec(name="tiny", blocks="r1_k3_s22_e1_i8_o16_se0.25", stem_channels=8, head_channels=32, resolution=16)
 
@@ -135,3 +135,12 @@ def test_same_numbers_with_any_number_of_loader_workers(tmp_path):
     in_process = train_model(TINY, root, workers=0, **kwargs)
     for key in ("top1", "loss", "train_loss"):
         assert with_workers[key] == in_process[key]
+
+
+def test_old_data_module_still_imports():
+    """``effnet.train.data`` re-exports :mod:`effnet.data` for one release."""
+    import effnet.data
+    from effnet.train import data as old
+
+    assert old.load_folder_splits is load_folder_splits and old.ResumableSampler is effnet.data.ResumableSampler
+    assert set(old.__all__) == set(effnet.data.__all__)

@@ -106,3 +106,89 @@ def test_torchrun_two_processes_write_one_weight_file(tmp_path):
 
     model, info = load_model(out / "model.safetensors")
     assert info.num_classes == 10 and info.class_names == [str(i) for i in range(10)]
+
+
+class _TouchOnLoad:
+    """Unpickling this object would call ``Path.touch(marker)``: what a crafted checkpoint could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_crafted_checkpoint_is_refused_and_never_runs(tmp_path, cli, writer):
+    import pickle
+
+    marker = tmp_path / "MARKER"
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    state = {"format": "effnet-train-checkpoint/2", "model": {}, "payload": _TouchOnLoad(marker)}
+    if writer == "torch.save":
+        torch.save(state, last)
+    else:
+        last.write_bytes(pickle.dumps(state))
+    code, out, err = cli(
+        "train", "--blocks", BLOCKS, "--resolution", "24", "--epochs", "1", "--batch-size", "8",
+        "--max-steps-per-epoch", "1", "--recipe", "small", "--output", str(tmp_path / "run"), "--resume", "--json",
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "refusing to load checkpoint" in err and str(last) in err
+    assert not marker.exists()
+
+
+def test_run_state_round_trip_continues_bit_identically(tmp_path):
+    """RunState.state_dict() through a checkpoint file (weights_only) into fresh objects: the same
+    weights, EMA, optimiser, schedule, sampler position, progress and random numbers afterwards."""
+    import random
+
+    import numpy as np
+
+    from effnet import create_model
+    from effnet.data import ResumableSampler
+    from effnet.train import get_recipe
+    from effnet.train.checkpoint import save_checkpoint
+    from effnet.train.ema import ModelEma
+    from effnet.train.optim import build_optimizer, build_scheduler
+    from effnet.train.state import Progress, RunState
+
+    recipe = get_recipe("paper")
+
+    def fresh(seed: int) -> RunState:
+        torch.manual_seed(seed)
+        model = create_model(_tiny(), num_classes=10).train()
+        optimizer = build_optimizer(model, recipe, 0.01)
+        scheduler = build_scheduler(optimizer, recipe, steps_per_epoch=4, total_steps=40)
+        return RunState(model, ModelEma(model, 0.99), optimizer, scheduler, ResumableSampler(64, seed=3), 8)
+
+    def step(state: RunState) -> None:
+        loss = state.model(torch.randn(4, 3, 24, 24)).logsumexp(1).mean()
+        state.optimizer.zero_grad()
+        loss.backward()
+        state.optimizer.step()
+        state.scheduler.step()
+        state.ema.update_parameters(state.model)
+
+    first = fresh(0)
+    for _ in range(3):
+        step(first)
+    first.progress = Progress(epoch=1, step_in_epoch=3, global_step=7, history=[{"epoch": 1, "top1": 0.5}],
+                              epoch_loss_sum=6.5, epoch_loss_count=3, train_seconds=1.25, images_seen=56)  # fmt: skip
+    save_checkpoint(tmp_path / "state.pt", first.state_dict())
+    draws = (torch.rand(3), np.random.rand(3), random.random())
+    step(first)
+
+    second = fresh(1)
+    second.load_state_dict(load_checkpoint(tmp_path / "state.pt"))  # weights_only=True
+    assert second.progress == Progress(epoch=1, step_in_epoch=3, global_step=7, history=[{"epoch": 1, "top1": 0.5}],
+                                       epoch_loss_sum=6.5, epoch_loss_count=3, train_seconds=1.25, images_seen=56)  # fmt: skip
+    assert (second.sampler.epoch, second.sampler.start) == (1, 24) and second.ema.updates == 3
+    assert second.scheduler.last_epoch == 3
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+    step(second)
+    for a, b in ((first.model, second.model), (first.ema.module, second.ema.module)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effnet.cli.args import (
     add_json,
@@ -17,6 +17,9 @@ from effnet.cli.args import (
 )
 from effnet.cli.output import print_json, print_record
 from effnet.errors import UserError
+
+if TYPE_CHECKING:
+    from effnet.train import TrainReport
 
 #: Options that map one-to-one onto recipe settings: (flag, setting, type, help).
 RECIPE_OPTIONS: list[tuple[str, str, Any, str]] = [
@@ -134,15 +137,16 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _show(report: dict[str, Any], as_json: bool) -> None:
+def _show(report: TrainReport, as_json: bool) -> None:
     if not _is_main_process():
         return
+    record = report.to_dict()
     if as_json:
-        print_json(report)
+        print_json(record)
         return
-    shown = {k: v for k, v in report.items() if k not in ("history", "blocks", "class_names")}
+    shown = {k: v for k, v in record.items() if k not in ("history", "blocks", "class_names")}
     for key in ("top1", "top5"):
-        shown[key] = f"{report[key]:.2%}"
+        shown[key] = f"{record[key]:.2%}"
     print_record(shown)
 
 

@@ -1,54 +1,34 @@
-"""Checkpoints written atomically (temporary file + rename) with everything a resume needs."""
+"""Checkpoint files: written atomically through :mod:`effnet.atomic`, read with
+``torch.load(weights_only=True)`` so that loading one never runs code. A checkpoint holds tensors and
+plain data only (random number generator states included, see :func:`rng_states`)."""
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from effnet.atomic import atomic_write
 from effnet.errors import UserError
 
 LAST = "last.pt"
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+#: Written into every checkpoint; /2 keeps RNG states as plain data (/1 pickled numpy arrays).
+FORMAT = "effnet-train-checkpoint/2"
 
 
 def rng_states() -> dict[str, Any]:
-    """Every random number generator a training step draws from."""
+    """Every random number generator a training step draws from, as tensors and plain lists."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)  # type: ignore[misc]
+    version, internal, gauss_next = random.getstate()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)],
+        "python": [version, list(internal), gauss_next],
     }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -56,26 +36,48 @@ def rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
+    """Put back what :func:`rng_states` returned."""
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write a checkpoint dict atomically: a crash leaves either the old file or the new one."""
-    atomic_write(path, lambda handle: torch.save(state, handle))
+    atomic_write(path, lambda handle: torch.save(state, handle), mkdir=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (trusted: it holds RNG states)."""
+    """Read a checkpoint written by :func:`save_checkpoint`; a file whose loading would need more than
+    tensors and plain data (code, objects) is refused with a UserError naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # a refused file is explained below, not by torch's notes on it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}") from None
+    except pickle.UnpicklingError:
+        needs = _unsafe_globals(path)
+        what = f" (it needs {', '.join(needs)})" if needs else ""
+        raise UserError(
+            f"refusing to load checkpoint {path}: it holds more than tensors and plain data{what}; "
+            "effnet never runs code from a file"
+        ) from None
     except Exception as err:  # noqa: BLE001 - a damaged file is the user's to know about
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first_line}") from None
+
+
+def _unsafe_globals(path: str | Path) -> list[str]:
+    """What a refused checkpoint would import to load (read from the file, nothing run); [] if unknown."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - only for the message
+        return []
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:

@@ -1,51 +1,64 @@
-"""Exponential moving average of a model's weights and BatchNorm statistics."""
+"""Exponential moving average of a model's weights and BatchNorm statistics, on torch's AveragedModel."""
 
 from __future__ import annotations
 
-import copy
+from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 
-class ModelEma:
-    """A shadow copy of a model whose parameters *and* floating buffers (BatchNorm running mean and
-    variance) follow ``ema = d·ema + (1 − d)·value`` after each optimiser step.
-
-    With ``warmup`` the decay is ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, as
+class EmaUpdate:
+    """AveragedModel's ``multi_avg_fn``: floating tensors follow ``ema = d·ema + (1 − d)·value``, integer
+    buffers (BatchNorm's batch count) are copied. With ``warmup`` the decay is
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, as
     ``tf.train.ExponentialMovingAverage(num_updates=…)``, so short runs are not dominated by the
-    random initialisation. The shadow model is what gets evaluated and saved.
-    """
+    random initialisation."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for param in self.module.parameters():
-            param.requires_grad_(False)
+    def __init__(self, decay: float, warmup: bool) -> None:
         self.decay = decay
         self.warmup = warmup
-        self.updates = 0
 
-    def current_decay(self) -> float:
+    def decay_after(self, updates: int) -> float:
         if not self.warmup:
             return self.decay
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        return min(self.decay, (1 + updates) / (10 + updates))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average towards ``model`` (same architecture, unwrapped)."""
-        decay = self.current_decay()
-        self.updates += 1
-        ema_state = self.module.state_dict()
-        for name, value in model.state_dict().items():
-            shadow = ema_state[name]
+    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        decay = self.decay_after(int(num_averaged) - 1)  # the starting weights count as the first model
+        for shadow, value in zip(averaged, current, strict=True):
             if shadow.dtype.is_floating_point:
-                shadow.lerp_(value.detach().to(shadow.dtype), 1.0 - decay)
+                shadow.lerp_(value, 1.0 - decay)
             else:
                 shadow.copy_(value)
 
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "decay": self.decay, "warmup": self.warmup, "updates": self.updates}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
+class ModelEma(AveragedModel):
+    """A shadow copy of a model (``.module``, what gets evaluated and saved) whose parameters *and*
+    buffers follow :class:`EmaUpdate` after each optimiser step.
+
+    The average starts at the model's weights, counted as AveragedModel's first model, so
+    ``n_averaged − 1`` is the number of updates since (the warm-up's ``n``)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
+        rule = EmaUpdate(decay, warmup)
+        super().__init__(model, multi_avg_fn=rule, use_buffers=True)
+        self.rule = rule
+        self.module.eval().requires_grad_(False)
+        self.update_parameters(model)  # n_averaged 0 → 1: a copy of what deepcopy already holds
+
+    @property
+    def updates(self) -> int:
+        return int(self.n_averaged) - 1
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the averaged weights and the update count."""
+        rule = self.rule
+        return {"module": self.module.state_dict(), "decay": rule.decay, "warmup": rule.warmup, "updates": self.updates}
+
+    def restore(self, record: dict[str, Any]) -> None:
+        """Continue from :meth:`record`'s result."""
+        self.module.load_state_dict(record["module"])
+        self.n_averaged.fill_(int(record["updates"]) + 1)

@@ -3,24 +3,20 @@ optional frozen backbone for the first epochs (the paper's transfer experiments)
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from effnet.data import DataSplits
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_whole_number
-from effnet.train.data import load_splits
-from effnet.train.trainer import (
-    EpochCallback,
-    RunConfig,
-    Trainer,
-    check_run_arguments,
-    resolve_recipe,
-    seed_everything,
-    spec_changes,
-    zero_classifier,
-)
+from effnet.train.config import RunConfig
+from effnet.train.recipe import Recipe
+from effnet.train.report import FinetuneReport
+from effnet.train.setup import RunNetwork, zero_classifier
+from effnet.train.trainer import run_training
 
 
 class BackboneFreezer:
@@ -32,6 +28,11 @@ class BackboneFreezer:
     def __init__(self, epochs: int, stages: int = 0) -> None:
         self.epochs = epochs
         self.stages = stages
+
+    @property
+    def freezes(self) -> bool:
+        """Whether some parameters get no gradient at some point (DDP must then look for them)."""
+        return self.epochs > 0 or self.stages > 0
 
     def __call__(self, model: nn.Module, epoch: int) -> None:
         frozen = epoch < self.epochs
@@ -58,55 +59,31 @@ def finetune_model(
     format: str = "auto",
     freeze_epochs: int = 0,
     freeze_stages: int = 0,
-    epochs: int = 5,
-    batch_size: int = 64,
-    resolution: int | None = None,
-    seed: int = 0,
-    recipe: str = "finetune",
-    output: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    max_steps_per_epoch: int | None = None,
-    on_epoch_end: EpochCallback | None = None,
-    time_limit: float | None = None,
-    **recipe_overrides: Any,
-) -> dict:
+    **settings: Any,
+) -> FinetuneReport:
     """Fine-tune pretrained ``weights`` (a weight file of any format effnet loads, or a pretrained name such
     as ``lite0-imagenet``) on ``data``: the classifier is replaced for the data's classes, the recipe
     (``finetune``: SGD, low learning rate, cosine) trains everything after ``freeze_epochs`` epochs of
     training the classifier alone; ``freeze_stages`` keeps the stem and that many first stages as loaded
-    throughout (cheaper steps, as for small images). Returns the same report as
-    :func:`~effnet.train.train_model`."""
-    from effnet.weights import load_model
+    throughout (cheaper steps, as for small images).
 
-    check_run_arguments(epochs, batch_size, seed, max_steps_per_epoch)
+    ``settings`` are those of :func:`~effnet.train.train_model`, here with ``epochs=5`` and
+    ``recipe="finetune"`` by default. Returns a :class:`~effnet.train.FinetuneReport`."""
+    config, recipe_settings = RunConfig.split(settings, epochs=5, recipe="finetune")
     check_whole_number("freeze_epochs", freeze_epochs, 0)
     check_whole_number("freeze_stages", freeze_stages, 0)
-    device = recipe_overrides.pop("device", None)
-    splits = load_splits(data)
-    chosen = resolve_recipe(recipe, splits, recipe_overrides)
-    changes = spec_changes(resolution, chosen)
-    seed_everything(seed)
-    net, info = load_model(weights, num_classes=splits.num_classes, model=model, format=format, **changes)
-    if freeze_stages >= len(net.stages):
-        raise UserError(f"freeze_stages must be below the model's {len(net.stages)} stages, got {freeze_stages}")
-    if info.class_names != splits.class_names:  # a new classifier
-        zero_classifier(net)
-    config = RunConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        recipe=chosen,
-        output=Path(output) if output is not None else None,
-        resume=resume,
-        progress=progress,
-        max_steps_per_epoch=max_steps_per_epoch,
-        on_epoch_end=on_epoch_end,
-        device=device,
-        time_limit=time_limit,
-        epoch_setup=BackboneFreezer(freeze_epochs, freeze_stages),
-        find_unused_parameters=freeze_epochs > 0 or freeze_stages > 0,
-        mean_std=(tuple(info.preprocessing.mean), tuple(info.preprocessing.std)),
-        extra_report={"weights": str(weights), "freeze_epochs": freeze_epochs, "freeze_stages": freeze_stages},
-    )
-    return Trainer(net, splits, config).run()
+    freezer = BackboneFreezer(freeze_epochs, freeze_stages)
+
+    def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any]) -> RunNetwork:
+        from effnet.weights import load_model
+
+        net, info = load_model(weights, num_classes=splits.num_classes, model=model, format=format, **changes)
+        if freeze_stages >= len(net.stages):
+            raise UserError(f"freeze_stages must be below the model's {len(net.stages)} stages, got {freeze_stages}")
+        if info.class_names != splits.class_names:  # a new classifier
+            zero_classifier(net)
+        mean_std = (tuple(info.preprocessing.mean), tuple(info.preprocessing.std))
+        return RunNetwork(net, epoch_setup=freezer, find_unused_parameters=freezer.freezes, mean_std=mean_std)
+
+    report = partial(FinetuneReport, weights=str(weights), freeze_epochs=freeze_epochs, freeze_stages=freeze_stages)
+    return run_training(config, data, recipe_settings, build, report)

@@ -1,0 +1,189 @@
+"""Datasets: scikit-learn's bundled handwritten digits and image folders (``train/`` and ``val/``)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from effnet.errors import UserError
+
+VAL_FOLDERS = ("val", "validation", "test")
+
+
+class DataWarning(UserWarning):
+    """Something in a dataset was skipped (unreadable or non-image files)."""
+
+
+class ImageSource:
+    """Indexable images with integer targets: ``load(i)`` gives an RGB PIL image and its target."""
+
+    targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        raise NotImplementedError
+
+
+class MemoryImages(ImageSource):
+    """Images held in memory (the digits)."""
+
+    def __init__(self, images: list[Image.Image], targets: list[int]) -> None:
+        self.images = images
+        self.targets = targets
+
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        return self.images[index], self.targets[index]
+
+
+class FileImages(ImageSource):
+    """Image files; a file that fails to decode is reported once and replaced by the next good one
+    (with that one's target)."""
+
+    def __init__(self, files: list[Path], targets: list[int]) -> None:
+        self.files = files
+        self.targets = targets
+        self.failed: set[int] = set()
+
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            if i in self.failed:
+                continue
+            try:
+                with Image.open(self.files[i]) as image:
+                    return image.convert("RGB"), self.targets[i]
+            except (OSError, ValueError, SyntaxError) as err:
+                self.failed.add(i)
+                warnings.warn(f"skipped unreadable image {self.files[i]}: {err}", DataWarning, stacklevel=2)
+        raise UserError("no readable image left in the dataset")
+
+
+@dataclass
+class DataSplits:
+    """A training and a validation split with their class names."""
+
+    name: str
+    train: ImageSource
+    val: ImageSource
+    class_names: list[str]
+    in_memory: bool = False
+    #: Recipe settings this data needs unless the user says otherwise (digits must not be flipped).
+    recipe_defaults: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_digits_splits(val_fraction: float = 0.2) -> DataSplits:
+    """scikit-learn's 1,797 bundled 8×8 handwritten digits as RGB images, with a fixed stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    pixels = (bunch.images * (255.0 / 16.0)).round().clip(0, 255).astype("uint8")
+    images = [Image.fromarray(p, mode="L").convert("RGB") for p in pixels]
+    targets = [int(t) for t in bunch.target]
+    train_idx, val_idx = train_test_split(
+        list(range(len(images))), test_size=val_fraction, stratify=targets, random_state=0
+    )
+    pick = lambda idx: MemoryImages([images[i] for i in idx], [targets[i] for i in idx])  # noqa: E731
+    return DataSplits(
+        name="digits",
+        train=pick(train_idx),
+        val=pick(val_idx),
+        class_names=[str(c) for c in range(10)],
+        in_memory=True,
+        recipe_defaults={"hflip": False, "crop_scale": (0.6, 1.0), "crop_pct": 1.0},
+    )
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+
+
+def _is_image(path: str) -> bool:
+    """Whether PIL recognises the file's header (cheap; full decoding happens when loading)."""
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def _scan_class_folders(root: Path, class_names: list[str], skipped: list[str]) -> tuple[list[Path], list[int]]:
+    """The images under ``root/<class>/`` (any depth, in sorted order) by torchvision's ``make_dataset``;
+    hidden files are ignored, other files PIL does not recognise are added to ``skipped``."""
+    from torchvision.datasets.folder import make_dataset
+
+    extra = [name for name in _class_folders(root) if name not in class_names]
+    if extra:
+        raise UserError(f"{root} has class folder {extra[0]!r} that the training split does not have")
+
+    def is_valid_file(path: str) -> bool:
+        if os.path.basename(path).startswith("."):
+            return False
+        if _is_image(path):
+            return True
+        skipped.append(path)
+        return False
+
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = make_dataset(str(root), index, is_valid_file=is_valid_file, allow_empty=True)
+    return [Path(path) for path, _ in samples], [target for _, target in samples]
+
+
+def load_folder_splits(root: str | Path) -> DataSplits:
+    """``root/train/<class>/…`` and ``root/val/`` (or ``test/``) as torchvision's ImageFolder reads them.
+
+    Files that are not readable images are skipped with one warning naming them and their count.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"data folder {root} does not exist (give a folder with train/ and val/, or 'digits')")
+    if not root.is_dir():
+        raise UserError(f"data {root} is not a folder")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise UserError(f"data folder {root} has no train/ folder (expected train/ and val/ or test/)")
+    val_dir = next((root / name for name in VAL_FOLDERS if (root / name).is_dir()), None)
+    if val_dir is None:
+        raise UserError(f"data folder {root} has no val/ or test/ folder")
+    class_names = _class_folders(train_dir)
+    if len(class_names) < 2:
+        raise UserError(f"{train_dir} needs at least two class folders, found {len(class_names)}")
+    skipped: list[str] = []
+    train_files, train_targets = _scan_class_folders(train_dir, class_names, skipped)
+    val_files, val_targets = _scan_class_folders(val_dir, class_names, skipped)
+    if skipped:
+        shown = ", ".join(skipped[:20]) + (f", … ({len(skipped) - 20} more)" if len(skipped) > 20 else "")
+        warnings.warn(
+            f"skipped {len(skipped)} file(s) that are not readable images: {shown}", DataWarning, stacklevel=2
+        )
+    if not train_files:
+        raise UserError(f"{train_dir} holds no readable images")
+    if not val_files:
+        raise UserError(f"{val_dir} holds no readable images")
+    return DataSplits(
+        name=str(root),
+        train=FileImages(train_files, train_targets),
+        val=FileImages(val_files, val_targets),
+        class_names=class_names,
+        skipped=skipped,
+    )
+
+
+def load_splits(data: str | Path) -> DataSplits:
+    """``"digits"`` (built in, no download) or an image folder with ``train/`` and ``val/``/``test/``."""
+    if str(data) == "digits":
+        return load_digits_splits()
+    return load_folder_splits(data)
