@@ -189,6 +189,9 @@ class Trainer(Generic[Report]):
             self.epoch_setup(setup.net, done.epoch)
         else:
             setup.net.train()
+        if self.recipe.freeze_bn:  # normalise with the loaded statistics; scale and shift still train
+            for module in setup.batchnorms:
+                module.eval()
         self.state.sampler.set_position(done.epoch, done.step_in_epoch * config.batch_size)
         if self.recipe.bn_warmup:
             self._warm_up_batchnorm()
