@@ -49,9 +49,9 @@ def cmd_nas(args: argparse.Namespace) -> int:
         reference,
         ops=args.ops,
         kernels=args.kernels,
-        se_ratios=args.se,
-        filter_multipliers=args.filters,
-        layer_offsets=args.layers,
+        se_ratios=args.se_ratios,
+        filter_multipliers=args.filter_multipliers,
+        layer_offsets=args.layer_offsets,
     )
     if args.latency and args.target_macs is not None:
         raise UserError("give --target-latency-ms with --latency, not --target-macs")
@@ -147,9 +147,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     space = p.add_argument_group("search space (per stage of the reference)")
     space.add_argument("--ops", type=_words, help=f"conv ops (default all: {','.join(CONV_OPS)})")
     space.add_argument("--kernels", type=_ints, help="kernel sizes (default 3,5)")
-    space.add_argument("--se", type=_floats, help="squeeze-excitation ratios (default 0,0.25)")
-    space.add_argument("--filters", type=_floats, help="filter multipliers of the reference (default 0.75,1,1.25)")
-    space.add_argument("--layers", type=_ints, help="layer offsets to the reference (default -1,0,1)")
+    space.add_argument("--se", dest="se_ratios", type=_floats, help="squeeze-excitation ratios (default 0,0.25)")
+    space.add_argument(
+        "--filters",
+        dest="filter_multipliers",
+        type=_floats,
+        help="filter multipliers of the reference (default 0.75,1,1.25)",
+    )
+    space.add_argument(
+        "--layers", dest="layer_offsets", type=_ints, help="layer offsets to the reference (default -1,0,1)"
+    )
     objective = p.add_argument_group("objective: ACC × (cost/T)^w")
     objective.add_argument("--objective", choices=OBJECTIVES, default="soft", help="soft (default) or hard")
     objective.add_argument("--target-macs", type=big_number, help="T in multiply-adds at 224 px (default 400M)")
