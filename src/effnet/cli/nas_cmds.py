@@ -14,6 +14,7 @@ from effnet.cli.args import (
     positive_int,
 )
 from effnet.cli.output import print_json, print_table
+from effnet.cli.search_cmds import proxy_from_args
 from effnet.errors import UserError
 
 
@@ -71,20 +72,14 @@ def cmd_nas(args: argparse.Namespace) -> int:
         resolution=args.resolution,
     )
     result = search_architectures(
-        args.data,
         strategy=args.strategy,
         n_trials=args.n_trials,
-        epochs=args.epochs,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        proxy=proxy_from_args(args),
         space=space,
         objective=objective,
         storage=args.storage,
         study_name=args.study_name,
         output=args.output,
-        recipe=args.recipe,
-        max_steps_per_epoch=args.max_steps_per_epoch,
         population=args.population,
         sample_size=args.sample_size,
         heartbeat=args.heartbeat,

@@ -10,6 +10,7 @@ failed before its copy is queued again. Finished trials (complete or pruned) are
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,11 +114,12 @@ class PointQueue:
         wait: bool = True,
         poll: float | None = None,
         on_trial: Callable[[FrozenTrial], None] | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> int:
         """Claim and train points until none is left or ``n_trials`` ran here; returns how many ran.
 
         With ``wait`` the loop outlives other workers' running trials, so that a point of a dead
-        worker is picked up once its heartbeat goes stale.
+        worker is picked up once its heartbeat goes stale. ``say`` prints notes (default: stderr).
         """
 
         def train(trial: optuna.Trial) -> float:
@@ -140,6 +142,7 @@ class PointQueue:
             poll=poll if poll is not None else max(0.5, heartbeat_interval(self.study) / 2),
             n_trials=n_trials,
             on_trial=finished,
+            say=say,
         )
 
 
@@ -156,5 +159,10 @@ def train_points(
     bar; returns the trial standing for each point (see :meth:`PointQueue.results`)."""
     queue = PointQueue(study, points)
     with progress_bar(len(points), desc=desc, unit="trial", enabled=progress, initial=queue.finished()) as bar:
-        queue.run(objective, n_trials=n_trials, on_trial=lambda _trial: bar.update(1))
+        queue.run(
+            objective,
+            n_trials=n_trials,
+            on_trial=lambda _trial: bar.update(1),
+            say=lambda message: bar.write(message, file=sys.stderr),
+        )
     return queue.results()

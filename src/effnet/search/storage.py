@@ -370,7 +370,7 @@ def _stderr(message: str) -> None:
 
 
 def run_trial(
-    study: optuna.Study, trial: optuna.Trial, objective: TrialFunction, say: Callable[[str], None] = _stderr
+    study: optuna.Study, trial: optuna.Trial, objective: TrialFunction, say: Callable[[str], None] | None = None
 ) -> FrozenTrial | None:
     """Evaluate a started trial with heartbeats and record its outcome; None when another worker
     declared it stale meanwhile (it is queued again, so this result is dropped, not counted twice).
@@ -379,6 +379,7 @@ def run_trial(
     fails it and stops the worker; rerunning trains it again. Any other exception (memory,
     numerics) fails it with the error recorded, and the worker goes on.
     """
+    say = say or _stderr
     stale = (
         f"effnet: trial {trial.number} was declared stale by another worker; its result is dropped and it "
         "is queued again (raise the heartbeat?)"
@@ -429,7 +430,7 @@ def work(
     poll: float,
     n_trials: int | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
-    say: Callable[[str], None] = _stderr,
+    say: Callable[[str], None] | None = None,
 ) -> int:
     """The worker loop: recover trials of dead workers and ``claim`` one (both under the study's
     lock), run it, repeat; returns how many trials ran here.
@@ -438,6 +439,7 @@ def work(
     loop then ends unless ``more()`` (e.g. other workers' trials are still running, and may die),
     in which case it looks again every ``poll`` seconds. ``n_trials`` caps the trials run here.
     """
+    say = say or _stderr
     ran = 0
     while n_trials is None or ran < n_trials:
         with study_lock(study):
