@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from effnet import NetworkSpec, get_description, profile, scale_network
+from effnet.atomic import atomic_write_text
 from effnet.nas import SearchSpace, search_architectures
 from effnet.train import train_model
 
@@ -160,7 +161,7 @@ def main() -> int:
         "comparison": rows,
         "pareto_png": result.files.get("pareto"),
     }
-    (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"\n{'model':<20} {'MACs@' + str(args.resolution):>12} {'params':>10} {'test top-1':>10} {'seconds':>8}")
     for r in rows:

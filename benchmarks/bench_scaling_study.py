@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from effnet import get_description
+from effnet.atomic import atomic_write_text
 from effnet.search.proxy import Proxy
 from effnet.search.study import Sweeps, study_scaling
 
@@ -91,10 +92,10 @@ def main() -> None:
 
     print(
         f"{args.base} on CIFAR-10 ({args.train_per_class}/class train, {args.test_per_class}/class test), "
-        f"{args.resolution} px, {args.epochs} epochs a point, {result['points']} points, {seconds:.0f} s"
+        f"{args.resolution} px, {args.epochs} epochs a point, {result.points} points, {seconds:.0f} s"
     )
     print(f"{'family':<11} {'value':>5} {'px':>4} {'MACs':>9} {'params':>9} {'top-1':>7}")
-    for family, rows in result["curves"].items():
+    for family, rows in result.curves.items():
         for r in rows:
             acc = "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
             print(
@@ -102,23 +103,25 @@ def main() -> None:
                 f"{(r['params'] or 0) / 1e3:>8.1f}k {acc:>7}"
             )
     print()
-    for family, c in result["comparison"].items():
+    for family, c in result.comparison.items():
         verdict = "compound better" if c["mean_gain"] > 0 else "compound NOT better"
         print(
             f"compound vs {family:<10}: ahead at {c['compound_ahead']}/{c['points']} equal-MACs points, "
             f"mean {100 * c['mean_gain']:+.2f} points → {verdict}"
         )
-    accs = [r["accuracy"] for rows in result["curves"].values() for r in rows if r["accuracy"] is not None]
+    accs = [r["accuracy"] for rows in result.curves.values() for r in rows if r["accuracy"] is not None]
     if accs:
         p, n = sum(accs) / len(accs), 10 * args.test_per_class
         print(
             f"(one accuracy on {n} test images has a standard error of about ±{100 * (p * (1 - p) / n) ** 0.5:.1f} points)"
         )
-    missing = {"width", "depth", "resolution"} - set(result["comparison"])
+    missing = {"width", "depth", "resolution"} - set(result.comparison)
     for family in sorted(missing):
         print(f"compound vs {family:<10}: no {family} point within compound's MACs range")
-    print(f"figure: {result['plot']}\ncsv: {result['csv']}")
-    (args.output / "result.json").write_text(json.dumps({**result, "seconds": seconds}, indent=2) + "\n")
+    print(f"figure: {result.plot}\ncsv: {result.csv}")
+    atomic_write_text(
+        args.output / "result.json", json.dumps({**result.to_dict(), "seconds": seconds}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""Figures of searches and studies: accuracy against multiply-adds (PNG, matplotlib's Agg backend)."""
+"""Figures of searches and studies: accuracy against multiply-adds (PNG, matplotlib's Agg backend).
+
+The grid search (:func:`plot_search`), the scaling study (:func:`plot_study`) and NAS
+(:func:`plot_pareto`); every figure is written atomically."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from effnet.atomic import atomic_write
 
 
 def _pyplot() -> Any:
@@ -16,12 +21,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
+def _save(fig: Any, path: str | Path, **options: Any) -> Path:
+    """Write the figure as PNG at 120 dpi (``options`` go to ``savefig``) and close it."""
+    try:
+        return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120, **options), mkdir=True)
+    finally:
+        _pyplot().close(fig)
 
 
 def plot_search(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "grid search") -> Path:
@@ -50,7 +55,7 @@ def plot_search(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str 
     ax.set_ylabel("validation top-1 accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, bbox_inches="tight")
 
 
 #: Curve styles of the scaling study, in drawing order.
@@ -82,4 +87,42 @@ def plot_study(curves: dict[str, list[dict[str, Any]]], path: str | Path, *, tit
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
+    return _save(fig, path, bbox_inches="tight")
+
+
+def plot_pareto(
+    trials: Sequence[dict[str, Any]],
+    front: Sequence[dict[str, Any]],
+    best: dict[str, Any] | None,
+    path: str | Path,
+    *,
+    xlabel: str,
+    title: str,
+    target: float | None = None,
+) -> Path:
+    """Accuracy against multiply-adds for every completed trial, the Pareto ``front`` joined, the
+    ``best`` ringed and the multiply-adds ``target`` (if any) as a dashed line."""
+    plt = _pyplot()
+    done = [r for r in trials if r["state"] == "COMPLETE" and r.get("accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([r["macs"] / 1e6 for r in done], [r["accuracy"] for r in done], s=18, alpha=0.5, label="architectures")
+    ax.plot([r["macs"] / 1e6 for r in front], [r["accuracy"] for r in front], "o-", color="C1", label="Pareto front")
+    if best:
+        ax.scatter(
+            [best["macs"] / 1e6],
+            [best["accuracy"]],
+            s=160,
+            facecolors="none",
+            edgecolors="C3",
+            linewidths=2,
+            label="best reward",
+        )
+    if target is not None:
+        ax.axvline(target / 1e6, color="gray", ls="--", lw=1, label="target T")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("proxy accuracy (top-1)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)

@@ -14,6 +14,7 @@ from effnet.cli.args import (
     positive_int,
 )
 from effnet.cli.output import print_json, print_table
+from effnet.cli.search_cmds import proxy_from_args
 from effnet.errors import UserError
 
 
@@ -49,9 +50,9 @@ def cmd_nas(args: argparse.Namespace) -> int:
         reference,
         ops=args.ops,
         kernels=args.kernels,
-        se_ratios=args.se,
-        filter_multipliers=args.filters,
-        layer_offsets=args.layers,
+        se_ratios=args.se_ratios,
+        filter_multipliers=args.filter_multipliers,
+        layer_offsets=args.layer_offsets,
     )
     if args.latency and args.target_macs is not None:
         raise UserError("give --target-latency-ms with --latency, not --target-macs")
@@ -71,20 +72,14 @@ def cmd_nas(args: argparse.Namespace) -> int:
         resolution=args.resolution,
     )
     result = search_architectures(
-        args.data,
         strategy=args.strategy,
         n_trials=args.n_trials,
-        epochs=args.epochs,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        proxy=proxy_from_args(args),
         space=space,
         objective=objective,
         storage=args.storage,
         study_name=args.study_name,
         output=args.output,
-        recipe=args.recipe,
-        max_steps_per_epoch=args.max_steps_per_epoch,
         population=args.population,
         sample_size=args.sample_size,
         heartbeat=args.heartbeat,
@@ -147,9 +142,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     space = p.add_argument_group("search space (per stage of the reference)")
     space.add_argument("--ops", type=_words, help=f"conv ops (default all: {','.join(CONV_OPS)})")
     space.add_argument("--kernels", type=_ints, help="kernel sizes (default 3,5)")
-    space.add_argument("--se", type=_floats, help="squeeze-excitation ratios (default 0,0.25)")
-    space.add_argument("--filters", type=_floats, help="filter multipliers of the reference (default 0.75,1,1.25)")
-    space.add_argument("--layers", type=_ints, help="layer offsets to the reference (default -1,0,1)")
+    space.add_argument("--se", dest="se_ratios", type=_floats, help="squeeze-excitation ratios (default 0,0.25)")
+    space.add_argument(
+        "--filters",
+        dest="filter_multipliers",
+        type=_floats,
+        help="filter multipliers of the reference (default 0.75,1,1.25)",
+    )
+    space.add_argument(
+        "--layers", dest="layer_offsets", type=_ints, help="layer offsets to the reference (default -1,0,1)"
+    )
     objective = p.add_argument_group("objective: ACC × (cost/T)^w")
     objective.add_argument("--objective", choices=OBJECTIVES, default="soft", help="soft (default) or hard")
     objective.add_argument("--target-macs", type=big_number, help="T in multiply-adds at 224 px (default 400M)")

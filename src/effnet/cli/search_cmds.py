@@ -61,7 +61,7 @@ def add_proxy(p: argparse.ArgumentParser, *, epochs: int = 2, resolution: int = 
     g.add_argument("--max-steps-per-epoch", type=positive_int, help="cap on steps per epoch (default: whole epochs)")
 
 
-def add_study_storage(
+def add_study_options(
     p: argparse.ArgumentParser, *, default_name: str, default_output: str, n_trials: bool = True
 ) -> None:
     g = p.add_argument_group("study storage (resumable; share a PostgreSQL URL across workers)")
@@ -146,21 +146,19 @@ def cmd_search_scaling(args: argparse.Namespace) -> int:
         plot=args.plot or "",
     )
     if args.json:
-        print_json(result)
+        print_json(result.to_dict())
         return 0
-    rows = [
-        dict(r, accuracy=None if r["accuracy"] is None else round(100 * r["accuracy"], 2)) for r in result["trials"]
-    ]
+    rows = [dict(r, accuracy=None if r["accuracy"] is None else round(100 * r["accuracy"], 2)) for r in result.trials]
     print_table(
         rows, ["alpha", "beta", "gamma", "constraint", "resolution", "accuracy", "macs", "params", "seconds", "state"]
     )
-    best = result["best"]
+    best = result.best
     if best:
         print(
             f"\nbest: α={best['alpha']:g} β={best['beta']:g} γ={best['gamma']:g}  "
             f"accuracy {100 * best['accuracy']:.2f}%  {billions(best['macs'])} multiply-adds"
         )
-    print(f"figure: {result['plot']}")
+    print(f"figure: {result.plot}")
     return 0
 
 
@@ -195,20 +193,20 @@ def cmd_study_scaling(args: argparse.Namespace) -> int:
         csv_path=args.csv or "",
     )
     if args.json:
-        print_json(result)
+        print_json(result.to_dict())
         return 0
     rows = [
         dict(r, family=family, accuracy=None if r["accuracy"] is None else round(100 * r["accuracy"], 2))
-        for family, curve in result["curves"].items()
+        for family, curve in result.curves.items()
         for r in curve
     ]
     print_table(rows, ["family", "value", "depth", "width", "resolution", "accuracy", "macs", "params", "state"])
-    for family, c in result["comparison"].items():
+    for family, c in result.comparison.items():
         print(
             f"compound vs {family}: ahead at {c['compound_ahead']} of {c['points']} equal-MACs points, "
             f"mean gain {100 * c['mean_gain']:+.2f} points"
         )
-    print(f"figure: {result['plot']}\ncsv: {result['csv']}")
+    print(f"figure: {result.plot}\ncsv: {result.csv}")
     return 0
 
 
@@ -230,11 +228,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         repeats=args.repeats,
     )
     if args.json:
-        print_json(record)
+        print_json(record.to_dict())
         return 0
-    shown = {k: v for k, v in record.items() if k not in ("blocks", "next", "budget")}
-    shown["budget"] = f"{record['budget']['metric']} ≤ {record['budget']['value']:,.6g}"
-    shown["macs"] = f"{record['macs']:,} ({billions(record['macs'])})"
+    hidden = ("blocks", "next", "budget") + (() if record.capped else ("capped",))
+    shown = {k: v for k, v in record.to_dict().items() if k not in hidden and v is not None}
+    shown["budget"] = f"{record.budget['metric']} ≤ {record.budget['value']:,.6g}"
+    shown["macs"] = f"{record.macs:,} ({billions(record.macs)})"
     print_record(shown)
     return 0
 
@@ -264,16 +263,16 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         progress=_progress(args),
     )
     if args.json:
-        print_json(summary)
+        print_json(summary.to_dict())
         return 0
-    c, model, ev = summary["coefficients"], summary["model"], summary["evaluation"]
+    c, model, ev = summary.coefficients, summary.model, summary.evaluation
     print(f"grid search: α={c['alpha']:g} β={c['beta']:g} γ={c['gamma']:g} (α·β²·γ² = {c['constraint']:.3f})")
     print(
-        f"scaled to φ={summary['phi']:.4g}: depth ×{model['depth']:.3f}, width ×{model['width']:.3f}, "
+        f"scaled to φ={summary.phi:.4g}: depth ×{model['depth']:.3f}, width ×{model['width']:.3f}, "
         f"{model['resolution']} px, {model['params']:,} params, {billions(model['macs'])} multiply-adds"
     )
     print(f"trained {ev['epochs']} epochs: top-1 {100 * ev['top1']:.2f}%, top-5 {100 * ev['top5']:.2f}%")
-    print(f"weights: {summary['files']['weights']}\nreport:  {summary['files']['report']}")
+    print(f"weights: {summary.files['weights']}\nreport:  {summary.files['report']}")
     return 0
 
 
@@ -288,7 +287,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_architecture(p)
     add_proxy(p)
     add_grid(p)
-    add_study_storage(p, default_name="search-scaling", default_output="runs/search-scaling")
+    add_study_options(p, default_name="search-scaling", default_output="runs/search-scaling")
     p.add_argument("--pruner", choices=("none", "median"), default="none", help="prune hopeless trials (default none)")
     p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/search_scaling.png)")
     add_json(p)
@@ -325,7 +324,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--families", default="width,depth,resolution,compound", help="curves to draw (default all four)")
     g.add_argument("--limit", type=positive_int, help="keep the first N values of each sweep")
     g.add_argument("--max-macs-ratio", type=positive_float, help="skip points costing more than this × the baseline")
-    add_study_storage(p, default_name="study-scaling", default_output="runs/study-scaling")
+    add_study_options(p, default_name="study-scaling", default_output="runs/study-scaling")
     p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/scaling_study.png)")
     p.add_argument("--csv", metavar="FILE.csv", help="CSV path (default OUTPUT/scaling_study.csv)")
     add_json(p)
@@ -366,7 +365,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_architecture(p, default_base=DEFAULT_BASE)
     add_proxy(p, epochs=DEFAULT_PROXY.epochs, resolution=DEFAULT_PROXY.resolution)
     add_grid(p, step=DEFAULT_GRID.step, max_points=DEFAULT_GRID.max_points)
-    add_study_storage(p, default_name="pipeline", default_output="runs/pipeline", n_trials=False)
+    add_study_options(p, default_name="pipeline", default_output="runs/pipeline", n_trials=False)
     g = p.add_argument_group("the final model (one of --phi or a budget; default φ = 1)")
     g.add_argument("--phi", type=nonnegative_float, help="compound coefficient φ (default 1)")
     g.add_argument("--macs", type=big_number, help="largest φ whose model has at most this many multiply-adds")

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 #: The paper's target: 400M multiply-adds at 224 px.
 TARGET_MACS = 400e6
@@ -36,15 +36,14 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
-            raise UserError(f"objective {self.kind!r} is unknown (known: {', '.join(OBJECTIVES)})")
+            raise UserError(f"objective {self.kind!r} is unknown (known: {', '.join(OBJECTIVES)})", field="objective")
         if self.metric not in METRICS:
-            raise UserError(f"cost metric {self.metric!r} is unknown (known: {', '.join(METRICS)})")
+            raise UserError(f"metric {self.metric!r} is unknown (known: {', '.join(METRICS)})", field="metric")
         if not math.isfinite(self.target) or self.target <= 0:
-            raise UserError(f"objective target must be > 0, got {self.target}")
+            raise UserError(f"target must be > 0, got {self.target}", field="target")
         if self.w is not None and (not math.isfinite(self.w) or self.w > 0):
-            raise UserError(f"objective exponent w must be ≤ 0 (a penalty), got {self.w}")
-        if self.resolution < 1:
-            raise UserError(f"proxy resolution must be ≥ 1, got {self.resolution}")
+            raise UserError(f"w must be ≤ 0 (a penalty), got {self.w}", field="w")
+        check_whole_number("resolution", self.resolution, 1)
 
     @property
     def exponent(self) -> float:
@@ -63,7 +62,7 @@ class Objective:
     def reward(self, accuracy: float, cost: float) -> float:
         """The reward of a model with this accuracy (a fraction) and cost."""
         if cost <= 0:
-            raise UserError(f"cost must be > 0, got {cost}")
+            raise UserError(f"cost must be > 0, got {cost}", field="cost")
         ratio = cost / self.effective_target
         if self.kind == "hard" and ratio <= 1:
             return float(accuracy)

@@ -63,18 +63,22 @@ class SearchSpace:
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in CONV_OPS]
         if unknown:
-            raise UserError(f"unknown conv op(s) {', '.join(unknown)} (known: {', '.join(CONV_OPS)})")
+            raise UserError(
+                f"ops holds unknown conv op(s) {', '.join(unknown)} (known: {', '.join(CONV_OPS)})", field="ops"
+            )
         for name in ("ops", "kernels", "se_ratios", "skips", "filter_multipliers", "layer_offsets"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
-                raise UserError(f"search space {name} must be non-empty and without repeats, got {values!r}")
+                raise UserError(f"{name} must be non-empty and without repeats, got {values!r}", field=name)
             object.__setattr__(self, name, tuple(values))
         if any(k < 1 or k % 2 == 0 for k in self.kernels):
-            raise UserError(f"search space kernels must be odd, got {self.kernels!r}")
+            raise UserError(f"kernels must be odd, got {self.kernels!r}", field="kernels")
         if any(not 0 <= s <= 1 for s in self.se_ratios):
-            raise UserError(f"search space se ratios must be within [0, 1], got {self.se_ratios!r}")
+            raise UserError(f"se_ratios must be within [0, 1], got {self.se_ratios!r}", field="se_ratios")
         if any(m <= 0 for m in self.filter_multipliers):
-            raise UserError(f"search space filter multipliers must be > 0, got {self.filter_multipliers!r}")
+            raise UserError(
+                f"filter_multipliers must be > 0, got {self.filter_multipliers!r}", field="filter_multipliers"
+            )
 
     # -- structure -----------------------------------------------------------------------------
     @property

@@ -25,7 +25,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 from effnet.nas.space import SearchSpace
 
 #: Policy-gradient algorithms of the ``rl`` controller.
@@ -165,7 +165,9 @@ class Reinforce:
         clip: float = 0.2,
     ) -> None:
         if algorithm not in RL_ALGORITHMS:
-            raise UserError(f"RL algorithm {algorithm!r} is unknown (known: {', '.join(RL_ALGORITHMS)})")
+            raise UserError(
+                f"rl_algorithm {algorithm!r} is unknown (known: {', '.join(RL_ALGORITHMS)})", field="rl_algorithm"
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.policy = Controller(sizes, hidden)
@@ -268,10 +270,8 @@ class EvolutionSampler(_SpaceSampler):
 
     def __init__(self, space: SearchSpace, seed: int = 0, population: int = 16, sample_size: int = 4) -> None:
         super().__init__(space, seed)
-        if population < 1 or not 1 <= sample_size <= population:
-            raise UserError(
-                f"evolution needs population ≥ 1 and 1 ≤ sample size ≤ population, got {population}/{sample_size}"
-            )
+        check_whole_number("population", population, 1)
+        check_whole_number("sample_size", sample_size, 1, high=population)
         self.population = population
         self.sample_size = sample_size
 
@@ -327,7 +327,7 @@ def make_sampler(
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population or 16)
     if strategy == "random":
         return UniformSampler(space, seed)
-    raise UserError(f"strategy {strategy!r} is unknown (known: {', '.join(STRATEGIES)})")
+    raise UserError(f"strategy {strategy!r} is unknown (known: {', '.join(STRATEGIES)})", field="strategy")
 
 
 def is_multi_objective(strategy: str) -> bool:

@@ -7,12 +7,13 @@ coarse scan brackets the last φ under budget and a bisection narrows the step i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_number
+from effnet.results import Result
 from effnet.scale.compound import ALPHA, BETA, GAMMA, compound_coefficients, scale_compound
 
 #: φ is searched in [0, PHI_MAX]; the coarse scan's step; the bisection's final width.
@@ -36,7 +37,7 @@ def cost_function(metric: str, *, num_classes: int = 1000, batch_size: int = 1, 
         return lambda spec: float(profile(spec, num_classes=num_classes).params)
     if metric == "latency_ms":
         return lambda spec: measure_latency_ms(spec, num_classes=num_classes, batch_size=batch_size, repeats=repeats)
-    raise UserError(f"unknown budget {metric!r} (known: {', '.join(METRICS)})")
+    raise UserError(f"budget {metric!r} is unknown (known: {', '.join(METRICS)})")
 
 
 def largest_phi(cost: Callable[[float], float], budget: float, *, phi_max: float = PHI_MAX) -> float:
@@ -67,6 +68,31 @@ def largest_phi(cost: Callable[[float], float], budget: float, *, phi_max: float
     return low
 
 
+@dataclass(frozen=True)
+class Plan(Result):
+    """The compound-scaled model with the largest φ under a budget. ``capped``: φ reached
+    :data:`PHI_MAX` still under budget (the search stops there). ``next``: φ just above and its cost."""
+
+    phi: float
+    depth: float
+    width: float
+    resolution: int
+    resolution_multiplier: float
+    params: int
+    macs: int
+    budget: dict[str, Any]
+    base: str
+    alpha: float
+    beta: float
+    gamma: float
+    blocks: list[str]
+    evaluations: int
+    capped: bool
+    latency_ms: float | None = None
+    latency_batch_size: int | None = None
+    next: dict[str, float] | None = None
+
+
 def plan(
     base: NetworkSpec,
     *,
@@ -79,14 +105,13 @@ def plan(
     num_classes: int = 1000,
     batch_size: int = 1,
     repeats: int = 10,
-) -> dict[str, Any]:
+) -> Plan:
     """The compound-scaled model with the largest φ under the one budget given."""
     given = {k: v for k, v in (("macs", macs), ("params", params), ("latency_ms", latency_ms)) if v is not None}
     if len(given) != 1:
-        raise UserError("give exactly one budget: --macs, --params or --latency-ms")
+        raise UserError("give exactly one budget: macs, params or latency_ms")
     ((metric, budget),) = given.items()
-    if not math.isfinite(budget) or budget <= 0:
-        raise UserError(f"the budget must be a positive number, got {budget}")
+    check_number(metric, budget, low=0, strict_low=True)
     compound_coefficients(0.0, alpha, beta, gamma)  # validates α, β, γ
     measure = cost_function(metric, num_classes=num_classes, batch_size=batch_size, repeats=repeats)
     cache: dict[float, float] = {}
@@ -102,26 +127,26 @@ def plan(
 
     counts = profile(spec, num_classes=num_classes)
     coeffs = compound_coefficients(phi, alpha, beta, gamma)
-    record: dict[str, Any] = {
-        "phi": phi,
-        "depth": coeffs.depth,
-        "width": coeffs.width,
-        "resolution": spec.resolution,
-        "resolution_multiplier": coeffs.resolution,
-        "params": counts.params,
-        "macs": counts.macs,
-        "budget": {"metric": metric, "value": budget},
-        "base": base.name,
-        "alpha": alpha,
-        "beta": beta,
-        "gamma": gamma,
-        "blocks": spec.block_strings,
-        "evaluations": len(cache),
-    }
+    capped = phi >= PHI_MAX
+    latency = {}
     if metric == "latency_ms":
-        record["latency_ms"] = cache.get(phi) or measure(spec)
-        record["latency_batch_size"] = batch_size
-    next_phi = phi + 2 * PRECISION
-    if phi < PHI_MAX:
-        record["next"] = {"phi": next_phi, metric: cost(next_phi)}
-    return record
+        latency = {"latency_ms": cache.get(phi) or measure(spec), "latency_batch_size": batch_size}
+    return Plan(
+        phi=phi,
+        depth=coeffs.depth,
+        width=coeffs.width,
+        resolution=spec.resolution,
+        resolution_multiplier=coeffs.resolution,
+        params=counts.params,
+        macs=counts.macs,
+        budget={"metric": metric, "value": budget},
+        base=base.name,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        blocks=spec.block_strings,
+        evaluations=len(cache),
+        capped=capped,
+        **latency,
+        next=None if capped else {"phi": phi + 2 * PRECISION, metric: cost(phi + 2 * PRECISION)},
+    )

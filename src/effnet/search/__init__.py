@@ -1,27 +1,35 @@
 """Search: the paper's α/β/γ grid search, scaling studies, budget planning and the end-to-end pipeline.
 
-Studies live in Optuna storage (:mod:`effnet.search.storage`): a SQLite file by default, a
-PostgreSQL URL for many workers. :class:`effnet.search.queue.PointQueue` trains each point of a
-fixed list exactly once, across workers and interruptions.
+Studies live in Optuna storage, and every use of it is :mod:`effnet.search.storage`: a SQLite file
+by default, a PostgreSQL URL for many workers, one worker loop for the grid, the study and NAS.
+:class:`effnet.search.queue.PointQueue` trains each point of a fixed list exactly once, across
+workers and interruptions; :class:`effnet.search.record.TrialRecord` is how every trial is reported.
 """
 
-from effnet.scale.plan import plan
-from effnet.search.grid import GridConfig, scaling_grid, search_scaling
-from effnet.search.pipeline import FinalConfig, run_pipeline
+from effnet.scale.plan import Plan, plan
+from effnet.search.grid import GridConfig, GridSearchResult, scaling_grid, search_scaling
+from effnet.search.pipeline import FinalConfig, PipelineResult, run_pipeline
 from effnet.search.proxy import Proxy
 from effnet.search.queue import Point, PointQueue
-from effnet.search.storage import DEFAULT_HEARTBEAT, open_storage, open_study, storage_url
-from effnet.search.study import Sweeps, study_scaling
+from effnet.search.record import TrialRecord
+from effnet.search.storage import DEFAULT_HEARTBEAT, check_settings, open_rdb, open_study, storage_url, work
+from effnet.search.study import StudyResult, Sweeps, study_scaling
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
     "FinalConfig",
     "GridConfig",
+    "GridSearchResult",
+    "PipelineResult",
+    "Plan",
     "Point",
     "PointQueue",
     "Proxy",
+    "StudyResult",
     "Sweeps",
-    "open_storage",
+    "TrialRecord",
+    "check_settings",
+    "open_rdb",
     "open_study",
     "plan",
     "run_pipeline",
@@ -29,4 +37,5 @@ __all__ = [
     "search_scaling",
     "storage_url",
     "study_scaling",
+    "work",
 ]

@@ -2,28 +2,29 @@
 
 Each grid point scales the baseline by depth α, width β and resolution γ at the proxy resolution,
 trains it with the same budget, and records validation accuracy, parameters, multiply-adds and
-time. Points are trained exactly once across workers and interruptions (:class:`PointQueue`).
+time. Points are trained exactly once across workers and interruptions
+(:class:`~effnet.search.queue.PointQueue`).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_number, check_whole_number
 from effnet.models.profile import profile
+from effnet.results import Result
 from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
-from effnet.search.queue import Point, PointQueue, check_settings
-from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, study_url
+from effnet.search.queue import Point, train_points
+from effnet.search.record import TrialRecord
+from effnet.search.storage import DEFAULT_HEARTBEAT, check_settings, open_study, study_url
 
 #: Defaults of the grid: the paper's constraint α·β²·γ² ≈ 2 on a 0.05 grid.
 TARGET = 2.0
@@ -46,18 +47,17 @@ class GridConfig:
     max_points: int | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.step) and self.step > 0):
-            raise UserError(f"--grid-step must be > 0, got {self.step}")
-        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
-            raise UserError(f"--tolerance must be ≥ 0, got {self.tolerance}")
-        if not (math.isfinite(self.target) and self.target >= 1):
-            raise UserError(f"--target must be ≥ 1, got {self.target}")
+        check_number("grid_step", self.step, low=0, strict_low=True)
+        check_number("tolerance", self.tolerance, low=0)
+        check_number("target", self.target, low=1)
         for name in ("alpha", "beta", "gamma"):
             low, high = getattr(self, name)
             if not (1.0 <= low <= high) or not math.isfinite(high):
-                raise UserError(f"--{name}-range must be LOW,HIGH with 1 ≤ LOW ≤ HIGH, got {low},{high}")
-        if self.max_points is not None and self.max_points < 1:
-            raise UserError(f"--max-points must be ≥ 1, got {self.max_points}")
+                raise UserError(
+                    f"{name}_range must be LOW,HIGH with 1 ≤ LOW ≤ HIGH, got {low},{high}", field=f"{name}_range"
+                )
+        if self.max_points is not None:
+            check_whole_number("max_points", self.max_points, 1)
 
 
 def constraint(alpha: float, beta: float, gamma: float) -> float:
@@ -83,7 +83,7 @@ def scaling_grid(config: GridConfig | None = None) -> list[tuple[float, float, f
     if not points:
         raise UserError(
             f"no grid point has |α·β²·γ² − {config.target:g}| ≤ {config.tolerance:g}: "
-            "widen --tolerance or the ranges, or use a finer --grid-step"
+            "widen the tolerance or the ranges, or use a finer grid step"
         )
     if config.max_points is not None and config.max_points < len(points):
         n = config.max_points
@@ -102,7 +102,7 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise UserError(f"unknown pruner {name!r} (known: median, none)")
+    raise UserError(f"pruner {name!r} is unknown (known: median, none)", field="pruner")
 
 
 def reporting_callback(trial: optuna.Trial) -> Callable[[int, dict], None]:
@@ -116,26 +116,10 @@ def reporting_callback(trial: optuna.Trial) -> Callable[[int, dict], None]:
     return on_epoch_end
 
 
-def trial_record(trial: FrozenTrial | None, point: Point) -> dict[str, Any]:
-    """One trial as the JSON/CSV/table row: the point's parameters, results and state."""
-    row: dict[str, Any] = dict(point.params)
-    attrs = trial.user_attrs if trial is not None else {}
-    row.update(
-        {
-            "accuracy": trial.value if trial is not None and trial.state == TrialState.COMPLETE else None,
-            "macs": attrs.get("macs"),
-            "params": attrs.get("params"),
-            "seconds": attrs.get("seconds"),
-            "state": trial.state.name if trial is not None else "MISSING",
-        }
-    )
-    if trial is not None and trial.state == TrialState.PRUNED:
-        row["accuracy_at_prune"] = trial.value
-    for extra in ("constraint", "resolution", "macs_ratio", "top5", "error"):
-        if extra in attrs:
-            row[extra] = attrs[extra]
-    row["trial"] = trial.number if trial is not None else None
-    return row
+def grid_row(trial: FrozenTrial | None, point: Point) -> dict[str, Any]:
+    """One grid point as its JSON/CSV/table row: the point's parameters, then its trial's record."""
+    record = TrialRecord.of(trial, present=("constraint", "resolution", "macs_ratio", "top5"))
+    return record.row(point.params, number="trial")
 
 
 def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -144,10 +128,18 @@ def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda r: (r["accuracy"], -(r.get("macs") or 0))) if done else None
 
 
-def progress_bar(total: int, done: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class GridSearchResult(Result):
+    """What :func:`search_scaling` found: the best row, every point's row, where the study lives."""
 
-    return tqdm(total=total, initial=done, desc=desc, unit="trial", file=sys.stderr, disable=not enabled)
+    best: dict[str, Any] | None
+    trials: list[dict[str, Any]]
+    study: str
+    storage: str
+    base: str
+    proxy: dict[str, Any]
+    grid: dict[str, Any]
+    plot: str | None = None
 
 
 def search_scaling(
@@ -163,8 +155,8 @@ def search_scaling(
     heartbeat: int = DEFAULT_HEARTBEAT,
     progress: bool = False,
     plot: str | Path | None = "",
-) -> dict[str, Any]:
-    """Run (or resume, or join) the grid search; returns ``{"best", "trials", "plot", …}``.
+) -> GridSearchResult:
+    """Run (or resume, or join) the grid search.
 
     ``plot`` is the PNG path ("" for ``<output>/search_scaling.png``, None for no figure).
     """
@@ -173,60 +165,51 @@ def search_scaling(
     output = Path(output)
     points = [Point(point_key(a, b, g), {"alpha": a, "beta": b, "gamma": g}) for a, b, g in scaling_grid(grid)]
     proxy_base(base, proxy)  # resolution check before any storage is touched
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = open_study(storage, study_name, output=output, pruner=make_pruner(pruner), heartbeat=heartbeat)
-        # What a trial's result depends on. The grid is not part of it: a point's key names its
-        # (α, β, γ), so a finer, wider or truncated grid reuses the points already trained.
-        settings = {"kind": "search-scaling", "base": base.to_dict(), "proxy": proxy.settings(), "pruner": pruner}
-        check_settings(study, settings)
-        queue = PointQueue(study, points)
-        ranges = {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}
-        cache: dict[str, int] = {}
+    study = open_study(storage, study_name, output=output, pruner=make_pruner(pruner), heartbeat=heartbeat)
+    # What a trial's result depends on. The grid is not part of it: a point's key names its
+    # (α, β, γ), so a finer, wider or truncated grid reuses the points already trained.
+    check_settings(
+        study, {"kind": "search-scaling", "base": base.to_dict(), "proxy": proxy.settings(), "pruner": pruner}
+    )
+    ranges = {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}
+    cache: dict[str, int] = {}
 
-        def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
-            a, b, g = (trial.suggest_float(k, *ranges[k]) for k in ("alpha", "beta", "gamma"))
-            spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{point.key}")
-            if "classes" not in cache:
-                from effnet.train.data import load_splits
+    def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
+        a, b, g = (trial.suggest_float(k, *ranges[k]) for k in ("alpha", "beta", "gamma"))
+        spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{point.key}")
+        if "classes" not in cache:
+            from effnet.train.data import load_splits
 
-                cache["classes"] = load_splits(proxy.data).num_classes
-                cache["base_macs"] = profile(proxy_base(base, proxy), num_classes=cache["classes"]).macs
-            counts = profile(spec, num_classes=cache["classes"])
-            cost = {
-                "constraint": round(constraint(a, b, g), 6),
-                "macs": counts.macs,
-                "params": counts.params,
-                "resolution": spec.resolution,
-                "macs_ratio": round(counts.macs / cache["base_macs"], 4),
-            }
-            for name, value in cost.items():  # recorded first, so pruned and failed trials show them too
-                trial.set_user_attr(name, value)
-            result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
-            return result["accuracy"], {**result, **cost}
+            cache["classes"] = load_splits(proxy.data).num_classes
+            cache["base_macs"] = profile(proxy_base(base, proxy), num_classes=cache["classes"]).macs
+        counts = profile(spec, num_classes=cache["classes"])
+        cost = {
+            "constraint": round(constraint(a, b, g), 6),
+            "macs": counts.macs,
+            "params": counts.params,
+            "resolution": spec.resolution,
+            "macs_ratio": round(counts.macs / cache["base_macs"], 4),
+        }
+        for name, value in cost.items():  # recorded first, so pruned and failed trials show them too
+            trial.set_user_attr(name, value)
+        result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
+        return result["accuracy"], {**result, **cost}
 
-        finished = sum(
-            1 for t in queue.results().values() if t is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        )
-        bar = progress_bar(len(points), finished, "search-scaling", progress)
-        try:
-            queue.run(objective, n_trials=n_trials, on_trial=lambda _t: bar.update(1))
-        finally:
-            bar.close()
-        standing = queue.results()
-    rows = [trial_record(standing[p.key], p) for p in points]
-    result: dict[str, Any] = {
-        "best": best_of(rows),
-        "trials": rows,
-        "study": study_name,
-        "storage": study_url(study),
-        "base": base.name,
-        "proxy": proxy.settings(),
-        "grid": {**asdict(grid), "points": len(points)},
-    }
+    standing = train_points(study, points, objective, desc="search-scaling", n_trials=n_trials, progress=progress)
+    rows = [grid_row(standing[p.key], p) for p in points]
+    plot_path = None
     if plot is not None:
         from effnet.plots import plot_search
 
         path = Path(plot) if plot else output / "search_scaling.png"
-        result["plot"] = str(plot_search(rows, path, title=f"α/β/γ grid search on {base.name} (φ = 1)"))
-    return result
+        plot_path = str(plot_search(rows, path, title=f"α/β/γ grid search on {base.name} (φ = 1)"))
+    return GridSearchResult(
+        best=best_of(rows),
+        trials=rows,
+        study=study_name,
+        storage=study_url(study),
+        base=base.name,
+        proxy=proxy.settings(),
+        grid={**asdict(grid), "points": len(points)},
+        plot=plot_path,
+    )

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from effnet.atomic import atomic_write_text
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
+from effnet.results import Result
 from effnet.scale.compound import compound_coefficients, scale_compound
+from effnet.scale.plan import Plan, plan
 from effnet.search.grid import GridConfig, search_scaling
 from effnet.search.proxy import Proxy
 from effnet.search.storage import DEFAULT_HEARTBEAT
@@ -29,6 +32,23 @@ from effnet.search.storage import DEFAULT_HEARTBEAT
 DEFAULT_BASE = "b0_mini"
 DEFAULT_PROXY = Proxy(data="digits", resolution=32, epochs=3, batch_size=64, recipe="small")
 DEFAULT_GRID = GridConfig(step=0.1, tolerance=0.1, max_points=4)
+
+
+@dataclass(frozen=True)
+class PipelineResult(Result):
+    """The pipeline's summary (also ``report.json``): the coefficients found, φ (and the plan that
+    chose it under a budget), the final model, its evaluation, the search and the files written."""
+
+    base: str
+    data: str
+    coefficients: dict[str, float]
+    phi: float
+    plan: Plan | None
+    model: dict[str, Any]
+    evaluation: dict[str, Any]
+    search: dict[str, Any]
+    files: dict[str, str | None]
+    seconds: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -57,13 +77,13 @@ def run_pipeline(
     study_name: str = "pipeline",
     heartbeat: int = DEFAULT_HEARTBEAT,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> PipelineResult:
     """Run every step (each resumable) and return the summary also written to ``report.json``."""
     final = final or FinalConfig()
     if final.budget() and final.phi is not None:
-        raise UserError("give either --phi or one budget (--macs, --params, --latency-ms), not both")
+        raise UserError("give either phi or one budget (macs, params, latency_ms), not both")
     if len(final.budget()) > 1:
-        raise UserError("give one budget: --macs, --params or --latency-ms")
+        raise UserError("give one budget: macs, params or latency_ms")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -82,9 +102,9 @@ def run_pipeline(
         plot=output / "search_scaling.png",
     )
     timings["search"] = time.perf_counter() - started
-    best = search["best"]
+    best = search.best
     if best is None:
-        errors = {t.get("error") for t in search["trials"] if t.get("error")}
+        errors = {t.get("error") for t in search.trials if t.get("error")}
         raise UserError(f"no grid point finished training{': ' + errors.pop() if errors else ''}")
     alpha, beta, gamma = best["alpha"], best["beta"], best["gamma"]
 
@@ -95,10 +115,8 @@ def run_pipeline(
     final_base = base.with_(resolution=final.resolution or proxy.resolution)
     plan_record = None
     if final.budget():
-        from effnet.scale.plan import plan
-
         plan_record = plan(final_base, **final.budget(), alpha=alpha, beta=beta, gamma=gamma, num_classes=num_classes)
-        phi = plan_record["phi"]
+        phi = plan_record.phi
     else:
         phi = float(final.phi if final.phi is not None else 1.0)
     spec = scale_compound(final_base, phi, alpha, beta, gamma, name=f"{base.name}-phi{phi:.4g}")
@@ -124,19 +142,20 @@ def run_pipeline(
     timings["final"] = time.perf_counter() - step
     timings["total"] = time.perf_counter() - started
 
-    summary: dict[str, Any] = {
-        "base": base.name,
-        "data": proxy.data,
-        "coefficients": {
+    found = search.to_dict()
+    summary = PipelineResult(
+        base=base.name,
+        data=proxy.data,
+        coefficients={
             "alpha": alpha,
             "beta": beta,
             "gamma": gamma,
             "constraint": round(alpha * beta**2 * gamma**2, 6),
             "proxy_accuracy": best["accuracy"],
         },
-        "phi": phi,
-        "plan": plan_record,
-        "model": {
+        phi=phi,
+        plan=plan_record,
+        model={
             "name": spec.name,
             "depth": round(coeffs.depth, 6),
             "width": round(coeffs.width, 6),
@@ -145,25 +164,26 @@ def run_pipeline(
             "macs": int(report["macs"]),
             "blocks": spec.block_strings,
         },
-        "evaluation": {
+        evaluation={
             "top1": float(report["top1"]),
             "top5": float(report["top5"]),
             "loss": float(report["loss"]),
             "epochs": final.epochs,
             "split": "validation",
         },
-        "search": {k: search[k] for k in ("trials", "best", "grid", "proxy", "study", "storage")},
-        "files": {
+        search={k: found[k] for k in ("trials", "best", "grid", "proxy", "study", "storage")},
+        files={
             "weights": str(final_dir / "model.safetensors"),
             "description": str(final_dir / "description.json"),
-            "search_plot": search["plot"],
+            "search_plot": search.plot,
             "report": str(output / "report.md"),
             "summary": str(output / "report.json"),
         },
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
-    }
-    (output / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (output / "report.md").write_text(markdown_report(summary))
+        seconds={k: round(v, 1) for k, v in timings.items()},
+    )
+    data = summary.to_dict()
+    atomic_write_text(output / "report.json", json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(output / "report.md", markdown_report(data))
     return summary
 
 
@@ -212,9 +232,9 @@ def markdown_report(summary: dict[str, Any]) -> str:
         "## 2. Scaling",
         "",
     ]
-    plan = summary.get("plan")
-    if plan:
-        metric, value = plan["budget"]["metric"], plan["budget"]["value"]
+    planned = summary.get("plan")
+    if planned:
+        metric, value = planned["budget"]["metric"], planned["budget"]["value"]
         lines.append(f"Budget {metric} ≤ {value:,.6g}: the largest φ under it is **φ = {summary['phi']:.4f}**.")
     else:
         lines.append(f"φ = **{summary['phi']:g}**.")

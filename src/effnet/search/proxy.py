@@ -28,8 +28,7 @@ class Proxy:
 
     def __post_init__(self) -> None:
         for name in ("resolution", "epochs", "batch_size"):
-            value = getattr(self, name)
-            check_whole_number(name, value, 1)
+            check_whole_number(name, getattr(self, name), 1)
 
     def settings(self) -> dict[str, Any]:
         """What makes two trials comparable (recorded in the study). The data path is kept as given,
@@ -40,7 +39,10 @@ class Proxy:
 def proxy_base(base: NetworkSpec, proxy: Proxy) -> NetworkSpec:
     """The baseline at the proxy resolution."""
     if proxy.resolution < base.total_stride:
-        raise UserError(f"--resolution {proxy.resolution} is below the baseline's total stride {base.total_stride}")
+        raise UserError(
+            f"resolution {proxy.resolution} is below the baseline's total stride {base.total_stride}",
+            field="resolution",
+        )
     return base.with_(resolution=proxy.resolution)
 
 

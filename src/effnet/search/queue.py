@@ -1,42 +1,29 @@
 """A fixed list of points trained exactly once, shared by any number of worker processes.
 
-Every point is enqueued once as a WAITING Optuna trial (its parameters fixed, its key in the user
-attribute ``point``); a worker claims one by the storage's atomic WAITING → RUNNING transition, so
-no two workers train the same trial. Bookkeeping (failing stale trials, enqueueing missing points,
-claiming) runs under a study-wide lock (a file lock beside a SQLite file, an advisory lock on
-PostgreSQL). A worker killed mid-trial leaves a RUNNING trial whose heartbeat stops; any worker
-(or the rerun of the same command) fails it once stale and enqueues its point again. Finished
-trials (complete or pruned) are kept.
+Every point is enqueued as a WAITING Optuna trial (its parameters fixed, its key in the user
+attribute ``point``) and started by ``study.ask()`` through the worker loop of
+:mod:`effnet.search.storage`. Exactly once holds because, under the study's lock, a point is
+enqueued only while it has no waiting, running or finished trial, ``ask()`` is called only while a
+point of the queue waits (so it never makes a trial of its own), and a trial of a dead worker is
+failed before its copy is queued again. Finished trials (complete or pruned) are kept.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import socket
 import sys
-import time
-import warnings
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.errors import UserError
-from effnet.search.storage import Heartbeat, backend, sqlite_path, study_lock
+from effnet.progress import progress_bar
+from effnet.search.storage import heartbeat_interval, start_trial, work
 
 #: Trial states that finish a point for good.
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-SETTINGS_ATTR = "effnet_settings"
-
-
-def worker_id() -> str:
-    """Who trains a trial (recorded in its user attribute ``worker``): host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+_LIVE = DONE + (TrialState.RUNNING, TrialState.WAITING)
 
 
 @dataclass(frozen=True)
@@ -51,54 +38,6 @@ class Point:
 Objective = Callable[[optuna.Trial, Point], tuple[float, dict[str, Any]]]
 
 
-@contextlib.contextmanager
-def _advisory_lock(study: optuna.Study) -> Iterator[None]:
-    rdb = backend(study)
-    engine = rdb.engine if rdb is not None else None
-    if engine is None or not rdb.url.startswith("postgresql"):
-        yield
-        return
-    import sqlalchemy
-
-    key = zlib.crc32(f"effnet:{study.study_name}".encode())
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.commit()
-
-
-@contextlib.contextmanager
-def queue_lock(study: optuna.Study) -> Iterator[None]:
-    """Exclusive access to the queue's bookkeeping across processes and machines."""
-    rdb = backend(study)
-    if rdb is not None and sqlite_path(rdb.url) is not None:
-        with study_lock(study):
-            yield
-    else:
-        with _advisory_lock(study):
-            yield
-
-
-def check_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
-    """Record what the study trains with; refuse to mix trials trained differently."""
-    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
-    with queue_lock(study):
-        stored = study.user_attrs.get(SETTINGS_ATTR)
-        if stored is None:
-            study.set_user_attr(SETTINGS_ATTR, wanted)
-            return
-    if stored != wanted:
-        differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-        raise UserError(
-            f"study {study.study_name!r} already holds trials made with other settings ({', '.join(differ)}); "
-            "rerun with the same options or pick another --study-name"
-        )
-
-
 class PointQueue:
     """Train each of ``points`` exactly once in ``study``, from any number of processes."""
 
@@ -110,66 +49,51 @@ class PointQueue:
         self.points = list(points)
         self.by_key = {p.key: p for p in points}
         self._errored_here: set[str] = set()
+        self._started: dict[int, Point] = {}
 
-    # -- bookkeeping --------------------------------------------------------------------------
     def _trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return [
-            t
-            for t in self.study.get_trials(deepcopy=False, states=states)
-            if t.user_attrs.get("point") in self.by_key and not t.user_attrs.get("duplicate")
+            t for t in self.study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("point") in self.by_key
         ]
 
     def sync(self) -> None:
-        """Fail stale trials of dead workers and enqueue every point with no live or finished trial."""
-        with queue_lock(self.study):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
-            covered: set[str] = set()
-            for trial in self._trials():
-                key = trial.user_attrs["point"]
-                if trial.state in DONE or trial.state in (TrialState.RUNNING, TrialState.WAITING):
-                    covered.add(key)
-            for point in self.points:
-                if point.key not in covered and point.key not in self._errored_here:
-                    self.study.enqueue_trial(point.params, user_attrs={"point": point.key})
+        """Enqueue every point with no waiting, running or finished trial (under the study's lock),
+        except those that failed in this process (rerun to try them again)."""
+        covered = {t.user_attrs["point"] for t in self._trials(_LIVE)}
+        tried = {t.user_attrs["point"] for t in self._trials()}
+        for point in self.points:
+            if point.key not in covered and point.key not in self._errored_here:
+                # Optuna counts failed trials as existing, so a point tried before is enqueued again regardless.
+                skip = point.key not in tried
+                self.study.enqueue_trial(point.params, user_attrs={"point": point.key}, skip_if_exists=skip)
 
     def claim(self) -> optuna.Trial | None:
-        """Atomically take one WAITING point (in list order); None when none is left."""
-        order = {p.key: i for i, p in enumerate(self.points)}
-        with queue_lock(self.study):
-            waiting = sorted(self._trials((TrialState.WAITING,)), key=lambda t: order[t.user_attrs["point"]])
-            for frozen in waiting:
-                try:
-                    if not self.study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                        continue
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    continue
-                self.study._storage.record_heartbeat(frozen._trial_id)
-                if self._is_duplicate(frozen):
-                    self.study._storage.set_trial_user_attr(frozen._trial_id, "duplicate", True)
-                    self.study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
-                    continue
-                return optuna.Trial(self.study, frozen._trial_id)
-        return None
-
-    def _is_duplicate(self, mine: FrozenTrial) -> bool:
-        """Belt and braces: another trial already holds (or finished) this point."""
-        me = self.study._storage.get_trial(mine._trial_id)
-        for other in self._trials(DONE + (TrialState.RUNNING,)):
-            if other._trial_id == me._trial_id or other.user_attrs["point"] != me.user_attrs["point"]:
+        """Start the oldest waiting point, None when none of the queue's points waits (under the lock)."""
+        self.sync()
+        waiting = {t.number: t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+        while any(t.user_attrs.get("point") in self.by_key for t in waiting.values()):
+            trial = start_trial(self.study)
+            frozen = waiting.pop(trial.number, None)
+            key = frozen.user_attrs.get("point") if frozen is not None else None
+            if key is None:  # enqueued by something else than a queue: never trained here
+                trial.set_user_attr("error", "not a point of a queue")
+                self.study.tell(trial, state=TrialState.FAIL)
                 continue
-            if other.state in DONE:
-                return True
-            if (other.datetime_start, other.number) < (me.datetime_start, me.number):
-                return True
-        return False
+            # A point of a longer list given to another worker of the study (same settings) trains here too.
+            params = frozen.system_attrs.get("fixed_params", frozen.params)
+            self._started[trial.number] = self.by_key.get(key) or Point(key, dict(params))
+            return trial
+        return None
 
     def pending(self) -> tuple[int, int]:
         """(waiting, running) trial counts of the queue's points."""
         waiting = len(self._trials((TrialState.WAITING,)))
         running = len(self._trials((TrialState.RUNNING,)))
         return waiting, running
+
+    def finished(self) -> int:
+        """How many of the points are finished (complete or pruned)."""
+        return len({t.user_attrs["point"] for t in self._trials(DONE)})
 
     def results(self) -> dict[str, FrozenTrial | None]:
         """The trial standing for each point: finished if any, else running, waiting, failed, or None."""
@@ -182,7 +106,6 @@ class PointQueue:
                 best[key] = trial
         return best
 
-    # -- the worker loop ----------------------------------------------------------------------
     def run(
         self,
         objective: Objective,
@@ -191,62 +114,55 @@ class PointQueue:
         wait: bool = True,
         poll: float | None = None,
         on_trial: Callable[[FrozenTrial], None] | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> int:
         """Claim and train points until none is left or ``n_trials`` ran here; returns how many ran.
 
         With ``wait`` the loop outlives other workers' running trials, so that a point of a dead
-        worker is picked up once its heartbeat goes stale.
+        worker is picked up once its heartbeat goes stale. ``say`` prints notes (default: stderr).
         """
-        rdb = backend(self.study)
-        interval = (rdb.heartbeat_interval if rdb is not None else None) or 10
-        poll = poll if poll is not None else max(0.5, interval / 2)
-        ran = 0
-        while n_trials is None or ran < n_trials:
-            self.sync()
-            trial = self.claim()
-            if trial is None:
-                waiting, running = self.pending()
-                if (waiting == 0 and running == 0) or not wait:
-                    break
-                time.sleep(poll)
-                continue
-            key = trial.user_attrs["point"]
-            frozen = self._run_one(objective, trial, self.by_key[key])
-            ran += 1
-            if on_trial is not None and frozen is not None:
-                on_trial(frozen)
-        return ran
 
-    def _run_one(self, objective: Objective, trial: optuna.Trial, point: Point) -> FrozenTrial | None:
-        trial.set_user_attr("worker", worker_id())
-        with Heartbeat(self.study, trial._trial_id):
-            try:
-                value, attrs = objective(trial, point)
-            except optuna.TrialPruned:
-                return self.study.tell(trial, state=TrialState.PRUNED)
-            except (KeyboardInterrupt, SystemExit):
-                self.study.tell(trial, state=TrialState.FAIL)  # rerun the command to train it again
-                raise
-            except UserError as err:
-                trial.set_user_attr("error", str(err))
-                self.study.tell(trial, state=TrialState.FAIL)
-                raise
-            except Exception as err:  # a point that cannot train (memory, numerics): keep going
-                message = f"{type(err).__name__}: {err}"
-                trial.set_user_attr("error", message)
-                self._errored_here.add(point.key)
-                print(f"effnet: trial {trial.number} ({point.key}) failed: {message}", file=sys.stderr)
-                return self.study.tell(trial, state=TrialState.FAIL)
-            try:
-                for name, attr in attrs.items():
-                    trial.set_user_attr(name, attr)
-                return self.study.tell(trial, value)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # Another worker saw no heartbeat for too long and failed this trial; its point is
-                # queued again, so this result is dropped rather than counted twice.
-                print(
-                    f"effnet: trial {trial.number} ({point.key}) was declared stale by another worker; "
-                    "its result is dropped and the point will be trained again (raise --heartbeat?)",
-                    file=sys.stderr,
-                )
-                return None
+        def train(trial: optuna.Trial) -> float:
+            value, attrs = objective(trial, self._started.pop(trial.number))
+            for name, attr in attrs.items():
+                trial.set_user_attr(name, attr)
+            return value
+
+        def finished(trial: FrozenTrial) -> None:
+            if trial.state == TrialState.FAIL:
+                self._errored_here.add(trial.user_attrs["point"])
+            if on_trial is not None:
+                on_trial(trial)
+
+        return work(
+            self.study,
+            self.claim,
+            train,
+            more=lambda: wait and any(self.pending()),
+            poll=poll if poll is not None else max(0.5, heartbeat_interval(self.study) / 2),
+            n_trials=n_trials,
+            on_trial=finished,
+            say=say,
+        )
+
+
+def train_points(
+    study: optuna.Study,
+    points: Sequence[Point],
+    objective: Objective,
+    *,
+    desc: str,
+    n_trials: int | None = None,
+    progress: bool = False,
+) -> dict[str, FrozenTrial | None]:
+    """Train the points of ``study`` not trained yet (at most ``n_trials`` here), with a progress
+    bar; returns the trial standing for each point (see :meth:`PointQueue.results`)."""
+    queue = PointQueue(study, points)
+    with progress_bar(len(points), desc=desc, unit="trial", enabled=progress, initial=queue.finished()) as bar:
+        queue.run(
+            objective,
+            n_trials=n_trials,
+            on_trial=lambda _trial: bar.update(1),
+            say=lambda message: bar.write(message, file=sys.stderr),
+        )
+    return queue.results()

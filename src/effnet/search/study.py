@@ -9,23 +9,25 @@ curve. Same storage and resumability as the grid search.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
+from effnet.atomic import atomic_write_text
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_number, check_whole_number
+from effnet.results import Result
 from effnet.scale.compound import ALPHA, BETA, GAMMA
-from effnet.search.grid import progress_bar, reporting_callback
+from effnet.search.grid import reporting_callback
 from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
-from effnet.search.queue import Point, PointQueue, check_settings
-from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, study_url
+from effnet.search.queue import Point, train_points
+from effnet.search.record import TrialRecord
+from effnet.search.storage import DEFAULT_HEARTBEAT, check_settings, open_study, study_url
 
 #: The paper's single-dimension sweeps (Figure 3) and a compound sweep.
 PAPER_WIDTHS = (1.0, 1.4, 1.8, 2.6, 3.8, 5.0)
@@ -67,14 +69,19 @@ class Sweeps:
     def __post_init__(self) -> None:
         unknown = set(self.families) - set(FAMILIES)
         if unknown or not self.families:
-            raise UserError(f"unknown family {', '.join(sorted(unknown))} (known: {', '.join(FAMILIES)})")
+            raise UserError(
+                f"families holds unknown {', '.join(sorted(unknown)) or 'nothing'} (known: {', '.join(FAMILIES)})",
+                field="families",
+            )
         for name in ("widths", "depths", "resolutions"):
             if any(not math.isfinite(v) or v <= 0 for v in getattr(self, name)):
-                raise UserError(f"--{name} must be positive numbers")
+                raise UserError(f"{name} must be positive numbers", field=name)
         if any(not math.isfinite(v) or v < 0 for v in self.phis):
-            raise UserError("--phis must be numbers ≥ 0")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"--limit must be ≥ 1, got {self.limit}")
+            raise UserError("phis must be numbers ≥ 0", field="phis")
+        if self.limit is not None:
+            check_whole_number("limit", self.limit, 1)
+        if self.max_macs_ratio is not None:
+            check_number("max_macs_ratio", self.max_macs_ratio, low=0, strict_low=True)
 
     def values(self, family: str) -> list[float]:
         raw = {"width": self.widths, "depth": self.depths, "resolution": self.resolutions, "compound": self.phis}
@@ -150,6 +157,23 @@ def compare_at_equal_macs(curves: dict[str, list[dict[str, Any]]]) -> dict[str, 
     return out
 
 
+@dataclass(frozen=True)
+class StudyResult(Result):
+    """What :func:`study_scaling` found: each family's curve of rows, compound against each single
+    dimension at equal multiply-adds, where the study lives and the files written."""
+
+    curves: dict[str, list[dict[str, Any]]]
+    comparison: dict[str, dict[str, Any]]
+    study: str
+    storage: str
+    base: str
+    proxy: dict[str, Any]
+    coefficients: dict[str, float]
+    points: int
+    csv: str | None = None
+    plot: str | None = None
+
+
 def study_scaling(
     base: NetworkSpec,
     *,
@@ -163,8 +187,9 @@ def study_scaling(
     progress: bool = False,
     plot: str | Path | None = "",
     csv_path: str | Path | None = "",
-) -> dict[str, Any]:
-    """Train (or resume) the four sweeps; returns ``{"curves", "comparison", "plot", "csv", …}``."""
+) -> StudyResult:
+    """Train (or resume) the four sweeps; ``plot`` and ``csv_path`` are file paths ("" for the
+    default in ``output``, None for none)."""
     from effnet.models.profile import profile
 
     proxy = proxy or Proxy()
@@ -173,91 +198,73 @@ def study_scaling(
     start = proxy_base(base, proxy)
     base_macs = profile(start, num_classes=10).macs
     points, curve_keys = study_points(base, proxy, sweeps, base_macs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = open_study(storage, study_name, output=output, heartbeat=heartbeat, pruner=optuna.pruners.NopPruner())
-        check_settings(
-            study,
-            # The sweeps are not part of it (longer or truncated sweeps reuse trained points); the
-            # compound coefficients are, since they give "compound=φ" its meaning.
-            {
-                "kind": "study-scaling",
-                "base": base.to_dict(),
-                "proxy": proxy.settings(),
-                "compound": [sweeps.alpha, sweeps.beta, sweeps.gamma],
-            },
-        )
-        queue = PointQueue(study, points)
+    study = open_study(storage, study_name, output=output, heartbeat=heartbeat, pruner=optuna.pruners.NopPruner())
+    check_settings(
+        study,
+        # The sweeps are not part of it (longer or truncated sweeps reuse trained points); the
+        # compound coefficients are, since they give "compound=φ" its meaning.
+        {
+            "kind": "study-scaling",
+            "base": base.to_dict(),
+            "proxy": proxy.settings(),
+            "compound": [sweeps.alpha, sweeps.beta, sweeps.gamma],
+        },
+    )
 
-        def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
-            family, value = point.params["family"], point.params["value"]
-            d, w, r = (1.0, 1.0, 1.0) if family == "base" else sweeps.multipliers(family, value)
-            spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r, name=f"{base.name}-{point.key}")
-            result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
-            result.update(depth=round(d, 6), width=round(w, 6), resolution_multiplier=round(r, 6))
-            return result["accuracy"], result
+    def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
+        family, value = point.params["family"], point.params["value"]
+        d, w, r = (1.0, 1.0, 1.0) if family == "base" else sweeps.multipliers(family, value)
+        spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r, name=f"{base.name}-{point.key}")
+        result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
+        result.update(depth=round(d, 6), width=round(w, 6), resolution_multiplier=round(r, 6))
+        return result["accuracy"], result
 
-        done = sum(1 for t in queue.results().values() if t is not None and t.state == TrialState.COMPLETE)
-        bar = progress_bar(len(points), done, "study-scaling", progress)
-        try:
-            queue.run(objective, n_trials=n_trials, on_trial=lambda _t: bar.update(1))
-        finally:
-            bar.close()
-        standing = queue.results()
-
+    standing = train_points(study, points, objective, desc="study-scaling", n_trials=n_trials, progress=progress)
     curves: dict[str, list[dict[str, Any]]] = {}
     for family, keys in curve_keys.items():
         rows = []
         for key, value in keys:
             if key not in standing:
                 continue
-            trial = standing[key]
-            attrs = trial.user_attrs if trial is not None else {}
             d, w, r = sweeps.multipliers(family, value)
-            rows.append(
-                {
-                    "family": "base" if key == "base" else family,
-                    "value": value,
-                    "depth": round(d, 6),
-                    "width": round(w, 6),
-                    "resolution_multiplier": round(r, 6),
-                    "resolution": attrs.get("resolution"),
-                    "params": attrs.get("params"),
-                    "macs": attrs.get("macs"),
-                    "accuracy": trial.value if trial is not None and trial.state == TrialState.COMPLETE else None,
-                    "seconds": attrs.get("seconds"),
-                    "state": trial.state.name if trial is not None else "MISSING",
-                }
-            )
+            lead = {
+                "family": "base" if key == "base" else family,
+                "value": value,
+                "depth": round(d, 6),
+                "width": round(w, 6),
+                "resolution_multiplier": round(r, 6),
+            }
+            rows.append(TrialRecord.of(standing[key], always=("resolution",)).row(lead, number=None))
         curves[family] = rows
-    result: dict[str, Any] = {
-        "curves": curves,
-        "comparison": compare_at_equal_macs(curves),
-        "study": study_name,
-        "storage": study_url(study),
-        "base": base.name,
-        "proxy": proxy.settings(),
-        "coefficients": {"alpha": sweeps.alpha, "beta": sweeps.beta, "gamma": sweeps.gamma},
-        "points": len(points),
-    }
+    csv_file = plot_file = None
     if csv_path is not None:
-        result["csv"] = str(write_csv(curves, Path(csv_path) if csv_path else output / "scaling_study.csv"))
+        csv_file = str(write_csv(curves, Path(csv_path) if csv_path else output / "scaling_study.csv"))
     if plot is not None:
         from effnet.plots import plot_study
 
         path = Path(plot) if plot else output / "scaling_study.png"
         title = f"scaling {base.name}: one dimension vs compound (α={sweeps.alpha:g}, β={sweeps.beta:g}, γ={sweeps.gamma:g})"
-        result["plot"] = str(plot_study(curves, path, title=title))
-    return result
+        plot_file = str(plot_study(curves, path, title=title))
+    return StudyResult(
+        curves=curves,
+        comparison=compare_at_equal_macs(curves),
+        study=study_name,
+        storage=study_url(study),
+        base=base.name,
+        proxy=proxy.settings(),
+        coefficients={"alpha": sweeps.alpha, "beta": sweeps.beta, "gamma": sweeps.gamma},
+        points=len(points),
+        csv=csv_file,
+        plot=plot_file,
+    )
 
 
 def write_csv(curves: dict[str, Sequence[dict[str, Any]]], path: Path) -> Path:
     """One row per (curve, point); the baseline appears at the start of every curve."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for family, rows in curves.items():
-            for row in rows:
-                writer.writerow({**row, "family": family})
-    return path
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for family, rows in curves.items():
+        for row in rows:
+            writer.writerow({**row, "family": family})
+    return atomic_write_text(path, buffer.getvalue(), mkdir=True)
