@@ -7,6 +7,7 @@ coarse scan brackets the last φ under budget and a bisection narrows the step i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,7 +119,14 @@ def plan(
 
     def cost(phi: float) -> float:
         if phi not in cache:
-            cache[phi] = measure(scale_compound(base, phi, alpha, beta, gamma))
+            try:
+                scaled = scale_compound(base, phi, alpha, beta, gamma)
+            except UserError:  # beyond the descriptions effnet builds (e.g. α^φ > 64): over any budget
+                if phi == 0:
+                    raise
+                cache[phi] = math.inf
+            else:
+                cache[phi] = measure(scaled)
         return cache[phi]
 
     phi = largest_phi(cost, budget)
