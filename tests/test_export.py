@@ -27,6 +27,16 @@ def b0_file(tmp_path_factory):
     return path
 
 
+def _nodes(onnx_model: bytes) -> list[tuple]:
+    """An ONNX model's nodes as (op, inputs, outputs, attributes), without their numbered names."""
+    import onnx
+
+    return [
+        (n.op_type, list(n.input), list(n.output), [onnx.helper.get_attribute_value(a) for a in n.attribute])
+        for n in onnx.load_from_string(onnx_model).graph.node
+    ]
+
+
 def test_onnx_b0_matches_eager(b0_file, tmp_path):
     model, _ = load_model(b0_file)
     report = export_model(model, tmp_path / "b0.onnx", "onnx")
@@ -36,6 +46,23 @@ def test_onnx_b0_matches_eager(b0_file, tmp_path):
 
     graph = onnx.load(str(tmp_path / "b0.onnx")).graph
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch dimension
+    # one export function: the onnxruntime backend runs this very graph, 'same' padding inside each
+    # Conv node (no Pad node), images → logits
+    assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
+    nodes = _nodes((tmp_path / "b0.onnx").read_bytes())
+    assert "Pad" not in [op for op, *_ in nodes] and [op for op, *_ in nodes].count("Conv") == 81
+    assert [0, 0, 1, 1] in [attrs[1] for op, _, _, attrs in nodes if op == "Conv"]  # (top, left, bottom, right)
+    assert _nodes(effnet.optimize(model, backend="onnxruntime").onnx_model) == nodes
+
+
+def test_onnx_opset_the_exporter_cannot_write_is_an_error_naming_it(tmp_path):
+    from effnet.errors import UserError
+    from effnet.export.onnx import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.SiLU())
+    with pytest.raises(UserError, match="^opset 7 is not available") as info:
+        export_onnx(model, tmp_path / "old.onnx", input_size=8, opset=7)
+    assert info.value.field == "opset" and not (tmp_path / "old.onnx").exists()
 
 
 def test_onnx_lite0_cli(tmp_path, cli):
