@@ -100,8 +100,7 @@ class Predictor:
                 yield from (Prediction(path, top) for (path, _), top in zip(pending, tops))
                 pending.clear()
 
-        total = len(paths) if isinstance(paths, Sequence) else None
-        for path in progress_bar(total, desc="predict", unit="img", enabled=progress, leave=False, iterable=paths):
+        for path in progress_bar(desc="predict", unit="img", enabled=progress, leave=False, iterable=paths):
             try:
                 pending.append((path, open_image(path)))
             except UserError as err:
