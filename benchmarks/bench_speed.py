@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -88,16 +87,14 @@ def compiled(model: nn.Module) -> nn.Module:
 def onnxruntime_runner(
     model: nn.Module, image_size: int, threads: int, split: bool = False
 ) -> Callable[[torch.Tensor], Any]:
-    """The model exported to ONNX (batch dynamic) running in ONNX Runtime with ``threads`` threads:
+    """The model exported to ONNX by effnet's exporter (batch dynamic) running in ONNX Runtime with ``threads`` threads:
     one session and NCHW input as a user would run it, or with ``split`` the way effnet's onnxruntime
     backend runs its own export (batches split between one-thread runs where that is faster,
     channels_last input passed as NHWC without a copy)."""
-    from effnet.infer.optimize import OrtModule, onnx_bytes
+    from effnet.export.onnx import export_onnx
+    from effnet.infer.ort import OrtModule
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = onnx_bytes(model.eval().cpu(), torch.randn(1, 3, image_size, image_size))
-    return OrtModule(data, threads, split=split, channels_last=split)
+    return OrtModule(export_onnx(model.cpu(), input_size=image_size), threads, split=split, channels_last=split)
 
 
 def inference_runners(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[torch.Tensor], Any]]:
@@ -227,7 +224,8 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str,
 def first_call_choices(runners: dict[str, Callable[[torch.Tensor], Any]], batch: int) -> dict[str, str]:
     """What each fast path kept, after timing both ways on its first calls, for this batch size:
     early stages in chunks or whole batch (eager fast path), split or whole batch (ONNX Runtime)."""
-    from effnet.infer.optimize import FastEfficientNet, OrtModule
+    from effnet.infer.fast import FastEfficientNet
+    from effnet.infer.ort import OrtModule
 
     words = {FastEfficientNet: ("whole batch", "early stages in chunks"), OrtModule: ("whole batch", "split")}
     out = {}

@@ -27,7 +27,7 @@ def b0_file(tmp_path_factory):
     return path
 
 
-def test_onnx_b0_matches_eager(b0_file, tmp_path):
+def test_onnx_b0_matches_eager(b0_file, tmp_path, monkeypatch):
     model, _ = load_model(b0_file)
     report = export_model(model, tmp_path / "b0.onnx", "onnx")
     assert report.checked_batches == (1, 3) and report.runtime == "onnxruntime"
@@ -36,6 +36,40 @@ def test_onnx_b0_matches_eager(b0_file, tmp_path):
 
     graph = onnx.load(str(tmp_path / "b0.onnx")).graph
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch dimension
+    # 'same' padding inside each Conv node (no Pad node), images → logits
+    assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
+    data = (tmp_path / "b0.onnx").read_bytes()
+    ops = [node.op_type for node in graph.node]
+    assert "Pad" not in ops and ops.count("Conv") == 81
+    pads = [list(a.ints) for node in graph.node if node.op_type == "Conv" for a in node.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in pads  # (top, left, bottom, right)
+    # one export function: the onnxruntime backend exports the same form through it (not run
+    # again here: the export is the slow part) and runs that graph
+    import effnet.export.onnx as onnx_module
+    from effnet.infer.fast import FastEfficientNet
+
+    calls = []
+
+    def export_onnx(module, path=None, **options):
+        calls.append((type(module), module.export, path, options))
+        return data
+
+    monkeypatch.setattr(onnx_module, "export_onnx", export_onnx)
+    runner = effnet.optimize(model, backend="onnxruntime")
+    assert calls == [(FastEfficientNet, True, None, {"input_size": None})] and runner.onnx_model is data
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(runner(x), model(x), atol=1e-4, rtol=0)
+
+
+def test_onnx_opset_the_exporter_cannot_write_is_an_error_naming_it(tmp_path):
+    from effnet.errors import UserError
+    from effnet.export.onnx import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.SiLU())
+    with pytest.raises(UserError, match="^opset 7 is not available") as info:
+        export_onnx(model, tmp_path / "old.onnx", input_size=8, opset=7)
+    assert info.value.field == "opset" and not (tmp_path / "old.onnx").exists()
 
 
 def test_onnx_lite0_cli(tmp_path, cli):

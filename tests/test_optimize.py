@@ -1,6 +1,7 @@
 """The inference fast path computes the plain model's eval-mode function."""
 
 import copy
+import functools
 import time
 
 import pytest
@@ -8,10 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import effnet.infer.optimize as optimize_module
+import effnet.infer.chunks as chunks_module
+import effnet.infer.pool as pool_module
 from effnet import create_model
 from effnet.errors import UserError
-from effnet.infer.optimize import FastConv, _early_stages, optimize
+from effnet.infer.chunks import early_stages
+from effnet.infer.conv import FastConv
+from effnet.infer.fast import FastEfficientNet
+from effnet.infer.optimize import optimize
+from effnet.infer.ort import OrtModule
+from effnet.infer.tuner import ShapeTuner
 from effnet.models.layers import PaddedConv2d
 from effnet.models.padding import axis_plan as _axis_plan
 from effnet.models.padding import same_padding
@@ -137,7 +144,7 @@ def test_fast_path_at_other_sizes_and_batches_reuses_its_buffers() -> None:
 def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     # large outputs go into memory kept between calls (here all of them): calls must not see each
     # other's results, nor may a returned feature map change when the model is called again
-    monkeypatch.setattr(optimize_module, "FRESH_ALLOC_BYTES", 0)
+    monkeypatch.setattr(pool_module, "FRESH_ALLOC_BYTES", 0)
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
     features = _randomise_bn(create_model("efficientnet_b0", features_only=True))
@@ -156,11 +163,11 @@ def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPa
 
 
 def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    stages, widths = _early_stages(create_model("efficientnet_b0").spec)
+    stages, widths = early_stages(create_model("efficientnet_b0").spec)
     # B0 at 224: stem, then stages 0–3 reach stride 16; the widest is stage 1's expansion, 96 × 112²
     assert stages == 4 and max(widths) == 96 * 112 * 112
     # every output in kept memory too: one chunk's result must not be overwritten by the next
-    monkeypatch.setattr(optimize_module, "FRESH_ALLOC_BYTES", 0)
+    monkeypatch.setattr(pool_module, "FRESH_ALLOC_BYTES", 0)
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
     fast = optimize(model)
@@ -171,19 +178,26 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
         assert torch.allclose(fast._classify(x, chunk), expected, atol=1e-4, rtol=0), chunk
     # a cache of 1 MiB makes chunks of one image worth trying at 64²: the first calls alternate
     # between the two ways and time them, then the faster one is kept for that input shape
-    monkeypatch.setattr(optimize_module, "_last_level_cache_bytes", lambda: 2**20)
+    monkeypatch.setattr(chunks_module, "last_level_cache_bytes", lambda: 2**20)
     assert fast._chunk_size(x) == 1 and fast._chunk_size(x[:1]) == 0
     outputs = [fast(x) for _ in range(fast.tuner.calls_to_decide)]
     assert fast.tuner.choice(("cpu", *x.shape)) in (False, True) and not fast.tuner._timings
     assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
 
 
-def _onnxruntime_case(threads: int, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A B0 at 64² (random BN statistics) behind the onnxruntime backend, an input and the model's output."""
-    pytest.importorskip("onnxruntime")
+@functools.cache
+def _onnxruntime_b0() -> tuple[nn.Module, bytes]:
+    """A B0 at 64² (random BN statistics) and the ONNX model its onnxruntime backend runs (exported once)."""
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0", num_classes=10, resolution=64))
-    fast = optimize(model, backend="onnxruntime", threads=threads)
+    return model, optimize(model, backend="onnxruntime").onnx_model
+
+
+def _onnxruntime_case(threads: int, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """That B0 behind the onnxruntime backend's runner with ``threads`` threads, an input and the model's output."""
+    pytest.importorskip("onnxruntime")
+    model, onnx_model = _onnxruntime_b0()
+    fast = OrtModule(onnx_model, threads)
     x = torch.randn(batch, 3, 64, 64)
     with torch.no_grad():
         return fast, x, model(x)
@@ -218,7 +232,7 @@ def test_onnxruntime_runner_splits_batches_and_takes_channels_last_as_is() -> No
 
 
 def test_shape_tuner_keeps_the_faster_way_per_key() -> None:
-    tuner = optimize_module.ShapeTuner(timed=2)
+    tuner = ShapeTuner(timed=2)
     calls: list[bool] = []
 
     def call(second: bool) -> bool:
@@ -238,8 +252,6 @@ def test_shape_tuner_keeps_the_faster_way_per_key() -> None:
 
 def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:
     # what backend="compile" traces (cropped 'same' convolutions) and what ONNX gets (asymmetric pads)
-    from effnet.infer.optimize import FastEfficientNet
-
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0"))
     x = torch.randn(2, 3, 96, 96)
@@ -260,3 +272,29 @@ def test_fast_path_from_a_model_in_memory_mode() -> None:
     with torch.no_grad():
         expected = model(x)
     assert torch.allclose(optimize(model)(x), expected, atol=1e-4, rtol=0)
+
+
+def test_fast_path_takes_each_block_kind_from_its_registry() -> None:
+    # kinds with an inference form of their own get it from FAST_BLOCKS (the memory mode's MBConv
+    # too: it subclasses MBConv); the others run their own forward with fast layers inside
+    from effnet.infer.fast import FAST_BLOCKS, FastDepthwiseSeparable, FastMBConv, register_fast_block
+    from effnet.models.blocks import BLOCKS, BasicBlock, Bottleneck, RegularConv
+
+    assert set(FAST_BLOCKS) <= set(BLOCKS) and FAST_BLOCKS["mb"] is FastMBConv
+    with pytest.raises(ValueError, match="no module"):
+        register_fast_block("xx")(FastMBConv)
+    blocks = (
+        "ds_r1_k3_s11_e1_i32_o16_se0.25,r2_k5_s22_e6_i16_o24_se0.25,cn_r1_k3_s22_e1_i24_o32,"
+        "bn_r1_k3_s11_e0.25_i32_o64,ba_r2_k3_s22_e1_i64_o64"
+    )
+    kinds = [FastDepthwiseSeparable, FastMBConv, RegularConv, Bottleneck, BasicBlock]
+    x = torch.randn(2, 3, 64, 64)
+    for memory in (False, True):
+        torch.manual_seed(0)
+        model = _randomise_bn(create_model("efficientnet_b0", blocks=blocks, num_classes=10, memory_efficient=memory))
+        fast = optimize(model)
+        assert [type(stage[0]) for stage in fast.stages] == kinds
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+        with torch.no_grad():
+            expected = model(x)
+        assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0), memory

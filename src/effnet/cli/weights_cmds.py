@@ -23,8 +23,6 @@ def _weights_help() -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from effnet.infer.predict import load_predictor
 
     predictor = load_predictor(args.weights, model=args.model)
@@ -34,8 +32,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         failed.append(path)
         print(f"effnet predict: error: {err}", file=sys.stderr)
 
-    bar = tqdm(args.images, desc="predict", unit="img", disable=args.json or not sys.stderr.isatty(), leave=False)
-    results = list(predictor.predict_files(bar, top_k=args.top, batch_size=args.batch_size, on_error=report))
+    progress = not args.json and sys.stderr.isatty()
+    predictions = predictor.predict_files(
+        args.images, top_k=args.top, batch_size=args.batch_size, on_error=report, progress=progress
+    )
+    results = list(predictions)
     if args.json:
         print_json([r.to_dict() for r in results])
     else:

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from effnet.atomic import atomic_write
+
 
 def export_torchscript(model: nn.Module, path: str | Path) -> None:
     """Trace ``model`` at its resolution and save it (atomically). Inputs must keep that resolution."""
-    path = Path(path)
     size, chans = model.spec.resolution, getattr(model, "in_chans", 3)
     example = torch.randn(2, chans, size, size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.eval(), example)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        traced.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, write_path=traced.save)
 
 
 def run_torchscript(path: str | Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:

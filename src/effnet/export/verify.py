@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from effnet.errors import UserError
+from effnet.results import Result
 
 FORMATS = ("onnx", "torchscript")
 #: Batch sizes an export is checked with: the traced one and another, proving the batch is dynamic.
@@ -16,7 +17,7 @@ CHECK_BATCHES = (1, 3)
 
 
 @dataclass(frozen=True)
-class ExportReport:
+class ExportReport(Result):
     """What was written and how closely it computes the eager model's logits."""
 
     format: str
@@ -28,9 +29,6 @@ class ExportReport:
     checked_batches: tuple[int, ...]
     max_abs_diff: float
     runtime: str
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def example_inputs(model: nn.Module, batches: tuple[int, ...] = CHECK_BATCHES, seed: int = 0) -> list[torch.Tensor]:
@@ -58,7 +56,7 @@ def max_abs_diff(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
 def export_model(model: nn.Module, path: str | Path, format: str, *, opset: int | None = None) -> ExportReport:
     """Export ``model`` (eval mode, dynamic batch) to ONNX or TorchScript and check it against eager."""
     if format not in FORMATS:
-        raise UserError(f"export format {format!r} is unknown (known: {', '.join(FORMATS)})")
+        raise UserError(f"format {format!r} is unknown (known: {', '.join(FORMATS)})", field="format")
     path = Path(path)
     if not path.parent.exists():
         raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
@@ -66,11 +64,9 @@ def export_model(model: nn.Module, path: str | Path, format: str, *, opset: int 
     if format == "onnx":
         # the inference fast path's export form: BatchNorm folded, TF padding inside each Conv node
         from effnet.export.onnx import export_onnx, run_onnx
-        from effnet.infer.optimize import FastEfficientNet
-        from effnet.models.efficientnet import EfficientNet
+        from effnet.infer.fast import exportable
 
-        exportable = FastEfficientNet(model, export=True) if isinstance(model, EfficientNet) else model
-        export_onnx(exportable, path, opset=opset)
+        export_onnx(exportable(model), path, opset=opset)
         inputs = example_inputs(model)
         got, runtime = run_onnx(path, inputs), "onnxruntime"
     else:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from effnet.errors import UserError
+from effnet.progress import progress_bar
+from effnet.results import Result
 from effnet.weights.native import WeightsInfo
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -49,14 +51,11 @@ def open_image(path: str | Path):  # -> PIL.Image.Image
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Prediction(Result):
     """The top classes of one image."""
 
     image: str
     top: list[dict[str, object]]  # [{"index", "label", "prob"}, …], most probable first
-
-    def to_dict(self) -> dict[str, object]:
-        return {"image": self.image, "top": self.top}
 
 
 class Predictor:
@@ -89,8 +88,10 @@ class Predictor:
         top_k: int = 5,
         batch_size: int = 16,
         on_error: Callable[[str, UserError], None] | None = None,
+        progress: bool = False,
     ) -> Iterator[Prediction]:
-        """Predictions for image files, in order; an unreadable file goes to ``on_error`` (or raises)."""
+        """Predictions for image files, in order; an unreadable file goes to ``on_error`` (or raises).
+        With ``progress``, a bar on stderr counts the images read."""
         pending: list[tuple[str, object]] = []
 
         def flush() -> Iterator[Prediction]:
@@ -99,7 +100,7 @@ class Predictor:
                 yield from (Prediction(path, top) for (path, _), top in zip(pending, tops))
                 pending.clear()
 
-        for path in paths:
+        for path in progress_bar(desc="predict", unit="img", enabled=progress, leave=False, iterable=paths):
             try:
                 pending.append((path, open_image(path)))
             except UserError as err:

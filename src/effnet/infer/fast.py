@@ -1,0 +1,260 @@
+"""The fast path's network: squeeze-excitation, blocks and the whole model rebuilt from folded
+convolutions (:class:`~effnet.infer.conv.FastConv`) for inference alone.
+
+Each block kind's inference form is chosen through :data:`FAST_BLOCKS`, keyed like
+:data:`effnet.models.blocks.BLOCKS`; a kind without an entry runs its own forward with its layers
+swapped for fast ones. :func:`exportable` is the functional form exporters trace."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.errors import UserError
+from effnet.infer.chunks import chunk_size, early_stages
+from effnet.infer.conv import FastConv, onednn_ok
+from effnet.infer.fold import ACTIVATIONS, activation_name
+from effnet.infer.pool import KeptMemory
+from effnet.infer.tuner import ShapeTuner
+from effnet.models.blocks import BLOCKS, DepthwiseSeparable, MBConv
+from effnet.models.layers import ConvNormAct, SqueezeExcite
+
+
+class FastSE(nn.Module):
+    """Squeeze-excitation on the pooled vector as two matrix products; the gate multiplies in place."""
+
+    def __init__(self, se: SqueezeExcite, export: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("w1", se.reduce.weight.detach().flatten(1).clone())
+        self.register_buffer("b1", se.reduce.bias.detach().clone())
+        self.register_buffer("w2", se.expand.weight.detach().flatten(1).clone())
+        self.register_buffer("b2", se.expand.bias.detach().clone())
+        self.act = activation_name(se.act) or "identity"
+        self.export = export
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.export:
+            # a pool over the whole map and 1×1 convolutions: ONNX Runtime keeps its blocked layout
+            # through AveragePool and Conv (a mean would be a ReduceMean, which it runs unblocked)
+            s = F.conv2d(F.avg_pool2d(x, x.shape[2:]), self.w1[:, :, None, None], self.b1)
+            s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
+            return x * torch.sigmoid(F.conv2d(s, self.w2[:, :, None, None], self.b2))
+        s = F.linear(x.mean((2, 3)), self.w1, self.b1)
+        s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
+        gate = torch.sigmoid(F.linear(s, self.w2, self.b2))[:, :, None, None]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            return x.mul_(gate)
+        return x * gate  # a cropped view: the product is dense again, for the next convolution
+
+
+def _fast_cna(module: nn.Module, *, pad_input: bool = False, onednn: bool, export: bool) -> FastConv:
+    assert isinstance(module, ConvNormAct)
+    return FastConv(
+        module.conv, module.bn, activation_name(module.act), pad_input=pad_input, onednn=onednn, export=export
+    )
+
+
+def _use_pool(pool: KeptMemory | None, **slots: FastConv | None) -> None:
+    """Let these convolutions keep large outputs in ``pool``, each in the named slot."""
+    for slot, conv in slots.items():
+        if conv is not None:
+            conv.pool, conv.slot = pool, slot
+
+
+#: Makes a block's inference form from the block, ``onednn``, ``export`` and the model's kept memory.
+FastBlock = Callable[[nn.Module, bool, bool, KeptMemory], nn.Module]
+
+#: The inference form of each block kind (a key of :data:`effnet.models.blocks.BLOCKS`) that has one.
+FAST_BLOCKS: dict[str, FastBlock] = {}
+
+_Make = TypeVar("_Make", bound=Callable[..., nn.Module])
+
+
+def register_fast_block(kind: str) -> Callable[[_Make], _Make]:
+    """Decorator (on a class or function taking :data:`FastBlock`'s arguments): the inference form
+    of block kind ``kind``."""
+
+    def add(make: _Make) -> _Make:
+        if kind not in BLOCKS:
+            raise ValueError(f"block kind {kind!r} has no module (effnet.models.blocks.BLOCKS)")
+        FAST_BLOCKS[kind] = make
+        return make
+
+    return add
+
+
+@register_fast_block("mb")
+class FastMBConv(nn.Module):
+    """MBConv for inference: expand → depthwise → SE → project with the residual fused."""
+
+    def __init__(self, block: MBConv, onednn: bool, export: bool, pool: KeptMemory | None = None) -> None:
+        super().__init__()
+        kw = {"onednn": onednn, "export": export}
+        self.expand = _fast_cna(block.expand, **kw) if block.expand is not None else None
+        self.depthwise = _fast_cna(block.depthwise, **kw)
+        self.se = FastSE(block.se, export) if block.se is not None else None
+        self.project = _fast_cna(block.project, **kw)
+        self.has_skip = block.has_skip
+        if not export:
+            _use_pool(pool, expand=self.expand, dw=self.depthwise, out=self.project)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.depthwise(self.expand(x) if self.expand is not None else x)
+        if self.se is not None:
+            out = self.se(out)
+        return self.project(out, x if self.has_skip else None)
+
+
+@register_fast_block("ds")
+class FastDepthwiseSeparable(nn.Module):
+    """Depthwise-separable block for inference."""
+
+    def __init__(self, block: DepthwiseSeparable, onednn: bool, export: bool, pool: KeptMemory | None = None) -> None:
+        super().__init__()
+        kw = {"onednn": onednn, "export": export}
+        self.depthwise = _fast_cna(block.depthwise, **kw)
+        self.se = FastSE(block.se, export) if block.se is not None else None
+        self.pointwise = _fast_cna(block.pointwise, **kw)
+        self.has_skip = block.has_skip
+        if not export:
+            _use_pool(pool, dw=self.depthwise, out=self.pointwise)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.depthwise(x)
+        if self.se is not None:
+            out = self.se(out)
+        return self.pointwise(out, x if self.has_skip else None)
+
+
+def _fast_layers(module: nn.Module, onednn: bool, export: bool) -> nn.Module:
+    """``module`` with each ConvNormAct and SE inside it swapped for the fast ones (in place)."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, ConvNormAct):
+            setattr(module, name, _fast_cna(child, onednn=onednn, export=export))
+        elif isinstance(child, SqueezeExcite):
+            setattr(module, name, FastSE(child, export))
+        else:
+            _fast_layers(child, onednn, export)
+    return module
+
+
+def _block_kind(block: nn.Module) -> str | None:
+    """The kind ``block`` was built as (its class or a base of it in BLOCKS: the training memory
+    mode subclasses the blocks), or None."""
+    kinds = {cls: kind for kind, cls in BLOCKS.items()}
+    return next((kinds[cls] for cls in type(block).__mro__ if cls in kinds), None)
+
+
+def fast_block(block: nn.Module, onednn: bool, export: bool, pool: KeptMemory) -> nn.Module:
+    """A block's inference form: its kind's entry in :data:`FAST_BLOCKS`, else a copy of the block
+    running its own forward with fast layers."""
+    make = FAST_BLOCKS.get(_block_kind(block) or "")
+    return make(block, onednn, export, pool) if make else _fast_layers(copy.deepcopy(block), onednn, export)
+
+
+class FastEfficientNet(nn.Module):
+    """The inference-only module :func:`~effnet.infer.optimize.optimize` returns; same inputs and
+    outputs as the model. With ``export``, the functional form that exporters and the compiler trace."""
+
+    def __init__(self, model: nn.Module, *, onednn: bool = False, export: bool = False) -> None:
+        super().__init__()
+        self.spec = model.spec
+        self.in_chans = model.in_chans
+        self.num_classes = model.num_classes
+        self.features_only = model.features_only
+        self.feature_info = model.feature_info
+        self._feature_stages = list(model._feature_stages)
+        self.export = export
+        self.channels_last_input = not export
+        # the stem's input has few channels: padding it is cheaper than cropping the wide output
+        self.stem = _fast_cna(model.stem, pad_input=True, onednn=onednn, export=export)
+        self.stem_pool = copy.deepcopy(model.stem_pool)
+        pool = KeptMemory()  # shared by all blocks: they run one after another
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[fast_block(block, onednn, export, pool) for block in stage]) for stage in model.stages
+        )
+        self.head = (
+            _fast_cna(model.head, onednn=onednn, export=export)
+            if isinstance(model.head, ConvNormAct)
+            else nn.Identity()
+        )
+        if not export:
+            _use_pool(pool, out=self.stem, expand=self.head if isinstance(self.head, FastConv) else None)
+        classifier = model.classifier
+        self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
+        self._early_stages, self._early_widths = early_stages(model.spec)
+        #: per input shape: whether the early stages run in chunks (timed on CPU, never on CUDA)
+        self.tuner = ShapeTuner()
+        self.eval()
+
+    def train(self, mode: bool = True) -> FastEfficientNet:
+        if mode:
+            raise UserError("an optimized model is for inference only; train the model it was made from")
+        return super().train(False)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last_input else x
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> Any:
+        x = self._prepare(x)
+        if self.features_only:
+            x = self.stem(x)
+            # on the CPU path later layers may overwrite a map (kept memory, residual sums in place)
+            keep = (lambda t: t.clone()) if onednn_ok(x) and not self.export else (lambda t: t)
+            maps: list[torch.Tensor] = [keep(x)] if -1 in self._feature_stages else []
+            x = self.stem_pool(x)
+            for index, stage in enumerate(self.stages):
+                x = stage(x)
+                if index in self._feature_stages:
+                    maps.append(keep(x))
+            return maps
+        return self._classify(x) if self.export else self._classify_tuned(x)
+
+    def _classify(self, x: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+        """The whole network on a prepared input; with ``chunk``, the stem and the early stages run
+        ``chunk`` images at a time, so that their wide activations stay in cache."""
+        if chunk:
+            early = None
+            for start in range(0, x.shape[0], chunk):
+                y = self.stem_pool(self.stem(x[start : start + chunk]))
+                for stage in self.stages[: self._early_stages]:
+                    y = stage(y)
+                if early is None:  # a chunk's result may sit in kept memory: copy it out
+                    early = y.new_empty((x.shape[0], *y.shape[1:])).contiguous(memory_format=torch.channels_last)
+                early[start : start + chunk].copy_(y)
+            x = early  # type: ignore[assignment]
+            rest = self.stages[self._early_stages :]
+        else:
+            x = self.stem_pool(self.stem(x))
+            rest = self.stages
+        for stage in rest:
+            x = stage(x)
+        x = self.head(x).mean((2, 3))
+        return self.classifier(x) if self.classifier is not None else x
+
+    def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
+        """Whole batch or early stages in chunks, whichever ran faster here for this input shape
+        (decided on the first calls, which alternate between the two; both give the same results)."""
+        key = (x.device.type, *x.shape)
+        if self.tuner.choice(key) is None and not (x.device.type == "cpu" and self._chunk_size(x)):
+            self.tuner.decide(key, False)  # no chunks worth trying for this input: nothing to time
+        return self.tuner.run(key, lambda chunked: self._classify(x, self._chunk_size(x) if chunked else 0))
+
+    def _chunk_size(self, x: torch.Tensor) -> int:
+        """Images per chunk for the early stages (0: not worth trying for this input)."""
+        return chunk_size(x, self._early_widths, self.spec.resolution)
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """What an exporter traces: an effnet model's folded, functional form (BatchNorm folded, no
+    in-place writes or kept memory, each asymmetric 'same' padding a pad right before its
+    convolution, which the ONNX exporter moves into the Conv node); any other module as it is."""
+    from effnet.models.efficientnet import EfficientNet
+
+    return FastEfficientNet(model, export=True) if isinstance(model, EfficientNet) else model
