@@ -167,3 +167,46 @@ def test_v1_only_layouts_refuse_fused_blocks():
     model = create_model("efficientnetv2_b0")
     with pytest.raises(UserError, match="only MBConv blocks"):
         load_weights(model, {"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, format="lukemelas")
+
+
+def _calibrated(name: str, resolution: int):
+    """A V2 model whose BatchNorm statistics come from a batch (so eval-mode activations stay near unit
+    scale and 1e-4 is a meaningful tolerance on its logits)."""
+    torch.manual_seed(0)
+    model = create_model(get_description(name).with_(resolution=resolution), drop_path_rate=0.0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.randn(4, 3, resolution, resolution))
+    return model.eval()
+
+
+def test_v2_fast_path_onnx_and_torchscript_match_eager(tmp_path):
+    from effnet import optimize
+    from effnet.export import export_model
+
+    model = _calibrated("efficientnetv2_s", 192)
+    x = torch.randn(2, 3, 192, 192)
+    with torch.no_grad():
+        want = model(x)
+        fast = optimize(model)
+        assert (fast(x) - want).abs().max().item() < 1e-4
+        assert (fast(x) - want).abs().max().item() < 1e-4  # kept memory: a second call is the same
+    assert {type(b).__name__ for s in fast.stages for b in s} == {"FastFusedMBConv", "FastMBConv"}
+    onnx = export_model(model, tmp_path / "v2s.onnx", "onnx")
+    script = export_model(model, tmp_path / "v2s.pt", "torchscript")
+    assert onnx.max_abs_diff < 1e-4 and script.max_abs_diff < 1e-4
+
+
+def test_fused_squeeze_excitation_on_the_input_is_not_in_place():
+    """At expansion 1 the SE gates the block's input, which is also its residual: the fast path must
+    not multiply it in place."""
+    from effnet import optimize
+
+    spec = NetworkSpec(name="t", blocks="r2_k3_s1_e1_i24_o24_se0.25_c1", stem_channels=24, resolution=32)
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (optimize(model)(x) - model(x)).abs().max().item() < 1e-6

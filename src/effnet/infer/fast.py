@@ -21,15 +21,17 @@ from effnet.infer.conv import FastConv, onednn_ok
 from effnet.infer.fold import ACTIVATIONS, activation_name
 from effnet.infer.pool import KeptMemory
 from effnet.infer.tuner import ShapeTuner
-from effnet.models.blocks import BLOCKS, DepthwiseSeparable, MBConv
+from effnet.models.blocks import BLOCKS, DepthwiseSeparable, FusedMBConv, MBConv
 from effnet.models.layers import ConvNormAct, SqueezeExcite
 
 
 class FastSE(nn.Module):
     """Squeeze-excitation on the pooled vector as two matrix products; the gate multiplies in place."""
 
-    def __init__(self, se: SqueezeExcite, export: bool = False) -> None:
+    def __init__(self, se: SqueezeExcite, export: bool = False, *, inplace: bool = True) -> None:
         super().__init__()
+        #: Whether the gate may multiply its input in place (not where the input is also the residual).
+        self.inplace = inplace
         self.register_buffer("w1", se.reduce.weight.detach().flatten(1).clone())
         self.register_buffer("b1", se.reduce.bias.detach().clone())
         self.register_buffer("w2", se.expand.weight.detach().flatten(1).clone())
@@ -47,7 +49,7 @@ class FastSE(nn.Module):
         s = F.linear(x.mean((2, 3)), self.w1, self.b1)
         s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
         gate = torch.sigmoid(F.linear(s, self.w2, self.b2))[:, :, None, None]
-        if x.is_contiguous(memory_format=torch.channels_last):
+        if self.inplace and x.is_contiguous(memory_format=torch.channels_last):
             return x.mul_(gate)
         return x * gate  # a cropped view: the product is dense again, for the next convolution
 
@@ -105,6 +107,28 @@ class FastMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.depthwise(self.expand(x) if self.expand is not None else x)
+        if self.se is not None:
+            out = self.se(out)
+        return self.project(out, x if self.has_skip else None)
+
+
+@register_fast_block("fu")
+class FastFusedMBConv(nn.Module):
+    """Fused-MBConv for inference: k×k expand → SE → project with the residual fused (at expansion
+    1: SE on the block's input, not in place since the input is also the residual, then the k×k)."""
+
+    def __init__(self, block: FusedMBConv, onednn: bool, export: bool, pool: KeptMemory | None = None) -> None:
+        super().__init__()
+        kw = {"onednn": onednn, "export": export}
+        self.expand = _fast_cna(block.expand, **kw) if block.expand is not None else None
+        self.se = FastSE(block.se, export, inplace=block.expand is not None) if block.se is not None else None
+        self.project = _fast_cna(block.project, **kw)
+        self.has_skip = block.has_skip
+        if not export:
+            _use_pool(pool, expand=self.expand, out=self.project)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.expand(x) if self.expand is not None else x
         if self.se is not None:
             out = self.se(out)
         return self.project(out, x if self.has_skip else None)
