@@ -210,3 +210,61 @@ def test_fused_squeeze_excitation_on_the_input_is_not_in_place():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert (optimize(model)(x) - model(x)).abs().max().item() < 1e-6
+
+
+def test_the_method_accepts_v2():
+    """Scaling, the planner and the NAS space speak the new block kind."""
+    from effnet import scale_compound
+    from effnet.nas import SearchSpace
+    from effnet.scale.plan import plan
+
+    base = get_description("efficientnetv2_b0")
+    one = scale_compound(get_description("efficientnetv2_s"), 1.0)
+    assert one.blocks[0].kind == "fu" and one.resolution == 440 and one.train_resolution == 344
+    planned = plan(base, macs=2e9)
+    assert planned.macs <= 2e9 and planned.phi > 1
+    space = SearchSpace(reference=base.with_(resolution=32), ops=("fu1", "fu4", "mb4", "mb6"))
+    params = space.reference_params()
+    assert params is not None and params["s0_op"] == "fu1" and params["s3_op"] == "mb4"
+    spec = space.network(params)
+    assert spec.blocks == base.blocks and profile(spec).params == PARAMS["efficientnetv2_b0"]
+
+
+def test_cli_scale_and_search_on_v2(cli, tmp_path):
+    import json
+
+    code, out, err = cli("scale", "--base", "efficientnetv2_s", "--phi", "1", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["resolution"] == 440 and data["blocks"][0].endswith("_c1")
+    code, out, err = cli("info", "--blocks", "r1_k3_s1_e1_i32_o16_c1,er_r1_k3_s2_e4_i16_o24", "--json")
+    assert code == 0 and json.loads(out)["blocks"] == ["r1_k3_s11_e1_i32_o16_c1", "r1_k3_s22_e4_i16_o24_c1"]
+    code, out, err = cli("info", "--blocks", "r1_k3_s1_e1_i32_o16_c9")
+    assert code == 2 and "conv type" in err and err.count("\n") == 1
+
+
+def test_search_scaling_runs_on_v2_b0(cli, tmp_path):
+    import json
+
+    code, out, err = cli(
+        "search-scaling", "--base", "efficientnetv2_b0", "--resolution", "32", "--epochs", "1",
+        "--max-steps-per-epoch", "2", "--batch-size", "16", "--grid-step", "0.1", "--max-points", "1",
+        "--output", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    (trial,) = json.loads(out)["trials"]
+    assert trial["state"] == "COMPLETE" and trial["params"] > 0
+
+
+def test_bad_v2_inputs_are_one_line_exit_2(cli, tmp_path):
+    import json
+
+    lite = tmp_path / "lite.json"
+    lite.write_text(json.dumps({"name": "x", "blocks": ["r1_k3_s1_e4_i32_o16_se0.25_c1"], "lite": True}))
+    for argv, needle in (
+        (["info", "--description", str(lite)], "Lite"),
+        (["info", "--blocks", "zz_r1_k3_s1_e1_i32_o16"], "'zz'"),
+        (["scale", "--base", "efficientnetv2_s", "--phi", "20"], "--phi"),
+    ):
+        code, out, err = cli(*argv)
+        assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)

@@ -110,7 +110,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from effnet.nas.objective import OBJECTIVES
-    from effnet.nas.space import CONV_OPS
+    from effnet.nas.space import CONV_OPS, SearchSpace
     from effnet.nas.strategies import RL_ALGORITHMS, STRATEGIES
 
     strategies = "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
@@ -140,7 +140,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default="nas-output", help="folder for best.json, trials.csv, pareto.png")
     add_architecture(p)
     space = p.add_argument_group("search space (per stage of the reference)")
-    space.add_argument("--ops", type=_words, help=f"conv ops (default all: {','.join(CONV_OPS)})")
+    space.add_argument(
+        "--ops",
+        type=_words,
+        help=f"conv ops, of {','.join(CONV_OPS)} (fu: EfficientNetV2's Fused-MBConv; default MnasNet's "
+        f"{','.join(SearchSpace.ops)})",
+    )
     space.add_argument("--kernels", type=_ints, help="kernel sizes (default 3,5)")
     space.add_argument("--se", dest="se_ratios", type=_floats, help="squeeze-excitation ratios (default 0,0.25)")
     space.add_argument(

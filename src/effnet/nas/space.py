@@ -27,6 +27,11 @@ CONV_OPS: dict[str, tuple[str, float]] = {
     "mb1": ("mb", 1.0),
     "mb3": ("mb", 3.0),
     "mb6": ("mb", 6.0),
+    # EfficientNetV2's search adds Fused-MBConv (the k×k expansion fused into one convolution)
+    "fu1": ("fu", 1.0),
+    "fu4": ("fu", 4.0),
+    "fu6": ("fu", 6.0),
+    "mb4": ("mb", 4.0),
 }
 
 #: The decisions taken for every stage, in the order the controller emits them.
@@ -38,8 +43,8 @@ Value = str | int | float | bool
 def _op_of(block: BlockSpec) -> str | None:
     if block.kind in ("cn", "ds"):
         return block.kind
-    if block.kind == "mb":
-        return f"mb{block.expand_ratio:g}"
+    if block.kind in ("mb", "fu"):
+        return f"{block.kind}{block.expand_ratio:g}"
     return None
 
 
@@ -189,8 +194,11 @@ class SearchSpace:
         return tuple(blocks)
 
     def network(self, params: Mapping[str, Value], name: str = "nas") -> NetworkSpec:
-        """The description of one architecture: the reference's stem, head and settings, new stages."""
-        return self.reference.with_(name=name, blocks=self.blocks(params), width=1.0, depth=1.0)
+        """The description of one architecture: the reference's stem, head and settings, new stages (a Lite
+        reference's architectures stay Lite only without squeeze-excitation)."""
+        blocks = self.blocks(params)
+        lite = self.reference.lite and not any(block.has_se for block in blocks)
+        return self.reference.with_(name=name, blocks=blocks, width=1.0, depth=1.0, lite=lite)
 
 
 def space_from_reference(reference: NetworkSpec | None = None, **options: Any) -> SearchSpace:
