@@ -32,14 +32,17 @@ def test_frozen_epochs_train_only_the_classifier(tmp_path):
 
 
 def test_cli_finetune_lite0_learns_digits(tmp_path, cli):
-    root = make_digit_folder(tmp_path / "data", per_class=30, val_per_class=10)
+    # 120 validation images; measured 0.900–0.950 over seeds 0–7 on the AMD EPYC VM (mean 0.933, one
+    # image = 0.0083, standard error ≈ 0.023): 0.80 is 12 images (4 standard errors) below the worst
+    # seed, far above chance (1/3) and above the 0.63 the earlier learning rate gave (tests/README.md)
+    root = make_digit_folder(tmp_path / "data", per_class=60, val_per_class=40)
     code, out, err = cli(
         "finetune", "--weights", "lite0-imagenet", "--model", "efficientnet_lite0", "--data", str(root),
         "--resolution", "64", "--epochs", "4", "--freeze-epochs", "1", "--batch-size", "16", "--json",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
-    assert report["top1"] >= 0.9  # chance is 1/3
+    assert report["top1"] >= 0.80  # chance is 1/3
     assert report["weights"] == "lite0-imagenet" and len(report["history"]) == 4
 
 
@@ -82,3 +85,16 @@ def test_frozen_stages_stay_as_loaded_and_later_stages_train(tmp_path, cli):
         assert not torch.equal(tuned[key], before[key]), key
     code, _, err = cli("finetune", "--weights", "lite0-imagenet", "--data", str(root), "--freeze-stages", "7")
     assert code == 2 and err.count("\n") == 1 and "freeze_stages" in err
+
+
+def test_freeze_bn_keeps_the_pretrained_statistics(tmp_path):
+    root = make_digit_folder(tmp_path / "data", per_class=8, val_per_class=2)
+    out = tmp_path / "run"
+    finetune_model(
+        "lite0-imagenet", root, epochs=1, batch_size=8, resolution=32, progress=False, output=out, freeze_bn=True
+    )
+    from effnet.weights import load_model
+
+    tuned, before = load_file(out / "model.safetensors"), load_model("lite0-imagenet")[0].state_dict()
+    assert torch.equal(tuned["stages.4.0.expand.bn.running_var"], before["stages.4.0.expand.bn.running_var"])
+    assert not torch.equal(tuned["stages.4.0.expand.conv.weight"], before["stages.4.0.expand.conv.weight"])

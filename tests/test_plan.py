@@ -49,13 +49,21 @@ def test_largest_phi_handles_steps_and_a_dip():
 
 
 def test_plan_latency_measured_here(cli):
+    """The budget is set from the baseline's latency measured here, just before (1.5 ms on the 2-core
+    AMD EPYC VM at load 4, 10 ms was the fixed budget once): a loaded machine cannot push the baseline
+    over it (tests/README.md)."""
+    from effnet.models.profile import measure_latency_ms
+    from effnet.zoo import description_from_blocks
+
     tiny = "r1_k3_s11_e1_i32_o16,r1_k3_s22_e4_i16_o24"
+    baseline = measure_latency_ms(description_from_blocks(tiny, resolution=32), repeats=3)
+    budget = max(10.0, 10 * baseline)
     code, out, err = cli(
-        "plan", "--blocks", tiny, "--image-size", "32", "--latency-ms", "10", "--repeats", "3", "--json"
+        "plan", "--blocks", tiny, "--image-size", "32", "--latency-ms", f"{budget:.3f}", "--repeats", "3", "--json"
     )
     assert code == 0, err
     record = json.loads(out)
-    assert 0 < record["latency_ms"] <= 10 and record["budget"]["metric"] == "latency_ms"
+    assert 0 < record["latency_ms"] <= budget and record["budget"]["metric"] == "latency_ms"
 
 
 def test_plan_user_mistakes(cli):
