@@ -12,7 +12,7 @@ OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 AUGMENTS = ("autoaugment", "randaugment", "none")
 AMP_MODES = ("auto", "bf16", "off")
-CLASSIFIER_INITS = ("official", "zero")
+CLASSIFIER_INITS = ("official", "zero", "capped")
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,11 @@ class Recipe:
     label_smoothing: float = 0.1
     ema_decay: float | None = 0.9999  # None: no EMA, the trained weights are evaluated and saved
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n)) as tf.train.ExponentialMovingAverage
-    # classifier initialisation: "official" U(±1/√classes) as the TF code, or "zero" (initial loss ln classes;
-    # converges much faster from scratch with few classes and a wide head, where the official init starts
-    # with logits of std ≈ √(features/3/classes), e.g. loss ≈ 10 for B0 on 10 classes)
+    # classifier initialisation: "official" U(±1/√classes) as the TF code (with few classes and a wide head
+    # its logits start with std ≈ √(features/3/classes): loss ≈ 10 for B0 on 10 classes); "zero" (initial loss
+    # ln classes, but no gradient reaches the backbone until the classifier has grown: slow on narrow heads);
+    # "capped": the official bound, lowered where a wide head would start its logits above std 2
+    # (U(±min(1/√classes, 2√3/√features))): the official init on narrow heads, trainable on wide ones
     classifier_init: str = "official"
     # model regularisation (None: the description's own values)
     drop_path_rate: float | None = 0.2
@@ -161,7 +163,7 @@ SMALL = Recipe(
     warmup_epochs=1.0,
     label_smoothing=0.1,
     ema_decay=0.998,
-    classifier_init="zero",  # the official init starts B0's 1280-wide head on 10 classes near loss 10
+    classifier_init="capped",  # learns from the first step on few classes with any head (tests/README.md)
     drop_path_rate=0.05,
     bn_momentum=0.1,
     augment="none",

@@ -97,9 +97,21 @@ def seed_everything(seed: int) -> None:
 
 def zero_classifier(net: EfficientNet) -> None:
     """Start the classifier at zero: every class equally likely, loss ln(classes)."""
-    if isinstance(net.classifier, nn.Linear):
+    init_classifier(net, "zero")
+
+
+def init_classifier(net: EfficientNet, how: str) -> None:
+    """The recipe's classifier initialisation (``official``: as built, U(±1/√classes); ``zero``;
+    ``capped``: U(±min(1/√classes, 2√3/√features)), initial logits of std at most 2 on unit features)."""
+    if not isinstance(net.classifier, nn.Linear) or how == "official":
+        return
+    if how == "zero":
         nn.init.zeros_(net.classifier.weight)
-        nn.init.zeros_(net.classifier.bias)
+    else:
+        classes, features = net.classifier.out_features, net.classifier.in_features
+        bound = min(classes**-0.5, 2 * 3**0.5 * features**-0.5)
+        nn.init.uniform_(net.classifier.weight, -bound, bound)
+    nn.init.zeros_(net.classifier.bias)
 
 
 def run_preprocessing(recipe: Recipe, resolution: int, mean_std: MeanStd) -> Preprocessing:

@@ -27,7 +27,7 @@ from effnet.train.config import RunConfig, resolve_recipe, spec_changes
 from effnet.train.logs import RunLog
 from effnet.train.recipe import Recipe
 from effnet.train.report import TrainReport
-from effnet.train.setup import RunNetwork, RunSetup, seed_everything, set_up, zero_classifier
+from effnet.train.setup import RunNetwork, RunSetup, init_classifier, seed_everything, set_up
 from effnet.train.state import Progress
 from effnet.zoo import resolve_description
 
@@ -55,8 +55,7 @@ def train_model(model: str | NetworkSpec, data: str | Path = "digits", **setting
     def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any]) -> RunNetwork:
         spec = resolve_description(model)
         net = EfficientNet(spec.with_(**changes) if changes else spec, num_classes=splits.num_classes)
-        if recipe.classifier_init == "zero":
-            zero_classifier(net)
+        init_classifier(net, recipe.classifier_init)
         return RunNetwork(net)
 
     return run_training(config, data, recipe_settings, build, TrainReport)
