@@ -29,18 +29,31 @@ def _save(fig: Any, path: str | Path, **options: Any) -> Path:
         _pyplot().close(fig)
 
 
-def plot_search(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "grid search") -> Path:
-    """Scatter of the grid-search trials: accuracy vs multiply-adds, the best one marked."""
+def _errors(rows: Sequence[dict[str, Any]]) -> list[float]:
+    """Each row's 95% half-width in percentage points (0 where unknown: one seed)."""
+    return [100 * (r.get("accuracy_ci95") or 0.0) for r in rows]
+
+
+def plot_search(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "grid search",
+    best: dict[str, Any] | None = None,
+) -> Path:
+    """Scatter of the grid points: mean accuracy vs multiply-adds with 95% intervals (error bars, where
+    a point has two or more seeds), ``best`` (default: the most accurate) marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     done = [r for r in rows if r.get("accuracy") is not None and r.get("macs")]
     if done:
         macs = [r["macs"] / 1e6 for r in done]
         acc = [100 * r["accuracy"] for r in done]
+        ax.errorbar(macs, acc, yerr=_errors(done), fmt="none", ecolor="gray", elinewidth=0.8, capsize=2, zorder=1)
         shade = [r.get("alpha", 1.0) for r in done]
-        points = ax.scatter(macs, acc, c=shade, cmap="viridis", s=36, edgecolors="black", linewidths=0.4)
+        points = ax.scatter(macs, acc, c=shade, cmap="viridis", s=36, edgecolors="black", linewidths=0.4, zorder=2)
         fig.colorbar(points, ax=ax, label="α (depth)")
-        best = max(done, key=lambda r: (r["accuracy"], -r["macs"]))
+        best = best or max(done, key=lambda r: (r["accuracy"], -r["macs"]))
         ax.scatter([best["macs"] / 1e6], [100 * best["accuracy"]], marker="*", s=260, c="red", zorder=3)
         ax.annotate(
             f"α={best['alpha']:g} β={best['beta']:g} γ={best['gamma']:g}",
@@ -52,11 +65,18 @@ def plot_search(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str 
     else:
         ax.text(0.5, 0.5, "no finished trial yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("multiply-adds (millions)")
-    ax.set_ylabel("validation top-1 accuracy (%)")
+    ax.set_ylabel("validation top-1 accuracy (%), mean and 95% interval")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path, bbox_inches="tight")
 
+
+#: The x axes of the scaling study's figure.
+AXES = {
+    "macs": "multiply-adds (millions, log scale)",
+    "params": "parameters (millions, log scale)",
+    "train_seconds": "measured training time (seconds, log scale)",
+}
 
 #: Curve styles of the scaling study, in drawing order.
 FAMILY_STYLES = {
@@ -67,23 +87,32 @@ FAMILY_STYLES = {
 }
 
 
-def plot_study(curves: dict[str, list[dict[str, Any]]], path: str | Path, *, title: str = "scaling study") -> Path:
-    """One curve per scaling family: accuracy vs multiply-adds, each point labelled by its multiplier."""
+def plot_study(
+    curves: dict[str, list[dict[str, Any]]],
+    path: str | Path,
+    *,
+    title: str = "scaling study",
+    x: str = "macs",
+) -> Path:
+    """One curve per scaling family: mean accuracy (with 95% intervals as error bars where points have
+    two or more seeds) against ``x`` (``macs``, ``params`` or ``train_seconds``), each point labelled
+    by its multiplier."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for family, rows in curves.items():
         color, marker, label = FAMILY_STYLES.get(family, ("gray", "x", family))
-        done = sorted((r for r in rows if r.get("accuracy") is not None and r.get("macs")), key=lambda r: r["macs"])
+        done = sorted((r for r in rows if r.get("accuracy") is not None and r.get(x)), key=lambda r: r[x])
         if not done:
             continue
-        xs = [r["macs"] / 1e6 for r in done]
+        xs = [r[x] / (1 if x == "train_seconds" else 1e6) for r in done]
         ys = [100 * r["accuracy"] for r in done]
-        ax.plot(xs, ys, color=color, marker=marker, markersize=9 if marker == "*" else 6, label=label)
-        for r, x, y in zip(done, xs, ys):
-            ax.annotate(f"{r['value']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+        size = 9 if marker == "*" else 6
+        ax.errorbar(xs, ys, yerr=_errors(done), color=color, marker=marker, markersize=size, capsize=3, label=label)
+        for r, at, y in zip(done, xs, ys):
+            ax.annotate(f"{r['value']:g}", (at, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
     ax.set_xscale("log")
-    ax.set_xlabel("multiply-adds (millions, log scale)")
-    ax.set_ylabel("validation top-1 accuracy (%)")
+    ax.set_xlabel(AXES[x])
+    ax.set_ylabel("validation top-1 accuracy (%), mean and 95% interval")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()

@@ -17,7 +17,9 @@ from effnet.cli.args import (
 )
 from effnet.cli.output import billions, print_json, print_record, print_table
 from effnet.errors import UserError
-from effnet.scale.compound import ALPHA, BETA, GAMMA
+from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI
+from effnet.search import stats
+from effnet.search.record import row_estimate
 
 
 def float_range(text: str) -> tuple[float, float]:
@@ -45,20 +47,57 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 # -- shared options -------------------------------------------------------------------------------
-def add_proxy(p: argparse.ArgumentParser, *, epochs: int = 2, resolution: int = 32) -> None:
+def add_proxy(
+    p: argparse.ArgumentParser, *, epochs: int = 2, resolution: int = 32, seeds: int = 1, data: bool = True
+) -> None:
+    from effnet.search.proxy import BUDGET_MODES, MAX_SEEDS
+
     g = p.add_argument_group("proxy training (the same budget for every trial)")
-    g.add_argument("--data", default="digits", help="'digits' (built in) or an image folder with train/ and val/")
-    g.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs per trial (default {epochs})")
+    if data:
+        g.add_argument("--data", default="digits", help="'digits' (built in) or an image folder with train/ and val/")
+        g.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs per trial (default {epochs})")
+        g.add_argument(
+            "--resolution",
+            type=positive_int,
+            default=resolution,
+            help=f"baseline proxy resolution, px (default {resolution})",
+        )
+        g.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
+        g.add_argument("--seed", type=int, default=0, help="random seed of the first trial of each point (default 0)")
+        g.add_argument("--recipe", default="small", help="training recipe: small, paper, finetune (default small)")
+        g.add_argument(
+            "--max-steps-per-epoch", type=positive_int, help="cap on steps per epoch (default: whole epochs)"
+        )
     g.add_argument(
-        "--resolution",
+        "--seeds",
         type=positive_int,
-        default=resolution,
-        help=f"baseline proxy resolution, px (default {resolution})",
+        default=seeds,
+        help=f"train every point with this many seeds (SEED, SEED+1, …; at most {MAX_SEEDS}) and report the mean "
+        f"and its 95%% interval; one seed gives no interval. Rerun with more to train only the new seeds "
+        f"(default {seeds})",
     )
-    g.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--recipe", default="small", help="training recipe: small, paper, finetune (default small)")
-    g.add_argument("--max-steps-per-epoch", type=positive_int, help="cap on steps per epoch (default: whole epochs)")
+    g.add_argument(
+        "--budget-mode",
+        choices=BUDGET_MODES,
+        default="epochs",
+        help="epochs: --epochs for every point (default); macs: the baseline's --epochs of compute for every point "
+        "(steps ∝ 1/multiply-adds); time: --time-per-point seconds of training for every point; plateau: up to "
+        "--epochs, stopped after --patience epochs without a better validation accuracy",
+    )
+    g.add_argument("--time-per-point", type=positive_float, help="seconds of training per point (--budget-mode time)")
+    g.add_argument(
+        "--patience",
+        type=positive_int,
+        default=2,
+        help="epochs without improvement that end a point (plateau; default 2)",
+    )
+    g.add_argument(
+        "--no-memory",
+        dest="memory",
+        action="store_false",
+        help="decode and augment images one by one (default: the data decoded once into memory as uint8 tensors, "
+        "augmented a batch at a time; recipes with AutoAugment/RandAugment always go image by image)",
+    )
 
 
 def add_study_options(
@@ -84,7 +123,14 @@ def add_grid(p: argparse.ArgumentParser, *, step: float = 0.05, max_points: int 
     from effnet.search.grid import RANGES, TARGET, TOLERANCE
 
     g = p.add_argument_group("grid (α, β, γ ≥ 1 with |α·β²·γ² − target| ≤ tolerance)")
-    g.add_argument("--grid-step", type=positive_float, default=step, help=f"grid step (default {step})")
+    from effnet.search.grid import MAX_GRID_VALUES, MAX_POINTS
+
+    g.add_argument(
+        "--grid-step",
+        type=positive_float,
+        default=step,
+        help=f"grid step (default {step}; at most {MAX_GRID_VALUES} values per axis)",
+    )
     g.add_argument("--target", type=positive_float, default=TARGET, help=f"α·β²·γ² target (default {TARGET:g})")
     g.add_argument("--tolerance", type=nonnegative_float, default=TOLERANCE, help=f"(default {TOLERANCE:g})")
     for name, (low, high) in RANGES.items():
@@ -95,7 +141,7 @@ def add_grid(p: argparse.ArgumentParser, *, step: float = 0.05, max_points: int 
         "--max-points",
         type=positive_int,
         default=max_points,
-        help="train at most this many grid points, spread evenly over the grid (default: all)",
+        help=f"train at most this many grid points, spread evenly over the grid (default: all; at most {MAX_POINTS})",
     )
 
 
@@ -110,6 +156,11 @@ def proxy_from_args(args: argparse.Namespace):
         seed=args.seed,
         recipe=args.recipe,
         max_steps_per_epoch=args.max_steps_per_epoch,
+        seeds=args.seeds,
+        budget=args.budget_mode,
+        time_per_point=args.time_per_point,
+        patience=args.patience,
+        memory=args.memory,
     )
 
 
@@ -124,6 +175,18 @@ def grid_from_args(args: argparse.Namespace):
         beta=args.beta_range,
         gamma=args.gamma_range,
         max_points=args.max_points,
+    )
+
+
+def add_run_folder(p: argparse.ArgumentParser) -> None:
+    """--resume / --overwrite: what to do with an output folder that already holds a run."""
+    g = p.add_argument_group(
+        "the output folder (the same run continues by itself; a folder that holds another run is refused)"
+    )
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="continue the run in --output (refused if it holds none)")
+    how.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --output (its files are removed first)"
     )
 
 
@@ -148,18 +211,29 @@ def cmd_search_scaling(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
         return 0
-    rows = [dict(r, accuracy=None if r["accuracy"] is None else round(100 * r["accuracy"], 2)) for r in result.trials]
+    ranked = sorted(result.trials, key=lambda r: -1.0 if r["accuracy"] is None else -r["accuracy"])
     print_table(
-        rows, ["alpha", "beta", "gamma", "constraint", "resolution", "accuracy", "macs", "params", "seconds", "state"]
+        [_percent(r) for r in ranked],
+        ["alpha", "beta", "gamma", "constraint", "resolution", "accuracy", "±95%", "seeds", "macs", "params", "state"],
     )
     best = result.best
     if best:
         print(
             f"\nbest: α={best['alpha']:g} β={best['beta']:g} γ={best['gamma']:g}  "
-            f"accuracy {100 * best['accuracy']:.2f}%  {billions(best['macs'])} multiply-adds"
+            f"accuracy {stats.show(row_estimate(best))}  {billions(best['macs'])} multiply-adds"
         )
+    print(f"verdict: {result.choice.verdict}")
+    print(f"budget: {result.budget}, {result.seeds} seed(s) per point")
     print(f"figure: {result.plot}")
     return 0
+
+
+def _percent(row: dict) -> dict:
+    """A row for the table: accuracy and its 95% half-width in percent ("?" with one seed)."""
+    accuracy, half = row["accuracy"], row.get("accuracy_ci95")
+    shown = dict(row, accuracy=None if accuracy is None else round(100 * accuracy, 2))
+    shown["±95%"] = round(100 * half, 2) if half is not None else ("?" if accuracy is not None else None)
+    return shown
 
 
 # -- study-scaling --------------------------------------------------------------------------------
@@ -191,21 +265,21 @@ def cmd_study_scaling(args: argparse.Namespace) -> int:
         progress=_progress(args),
         plot=args.plot or "",
         csv_path=args.csv or "",
+        compare_by=args.compare_by,
     )
     if args.json:
         print_json(result.to_dict())
         return 0
-    rows = [
-        dict(r, family=family, accuracy=None if r["accuracy"] is None else round(100 * r["accuracy"], 2))
-        for family, curve in result.curves.items()
-        for r in curve
-    ]
-    print_table(rows, ["family", "value", "depth", "width", "resolution", "accuracy", "macs", "params", "state"])
+    rows = [dict(_percent(r), family=family) for family, curve in result.curves.items() for r in curve]
+    columns = ["family", "value", "depth", "width", "resolution", "accuracy", "±95%", "seeds", "macs", "params"]
+    print_table(rows, [*columns, "train_seconds", "state"])
+    print(
+        f"\nbudget: {result.budget}, {result.seeds} seed(s) per point; compound vs each curve at equal {args.compare_by}:"
+    )
     for family, c in result.comparison.items():
-        print(
-            f"compound vs {family}: ahead at {c['compound_ahead']} of {c['points']} equal-MACs points, "
-            f"mean gain {100 * c['mean_gain']:+.2f} points"
-        )
+        print(f"  compound vs {family}: {c['verdict']}")
+    if result.not_learned:
+        print(f"did not learn (below the learning threshold): {', '.join(result.not_learned)}")
     print(f"figure: {result.plot}\ncsv: {result.csv}")
     return 0
 
@@ -261,12 +335,15 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         study_name=args.study_name,
         heartbeat=args.heartbeat,
         progress=_progress(args),
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     if args.json:
         print_json(summary.to_dict())
         return 0
     c, model, ev = summary.coefficients, summary.model, summary.evaluation
     print(f"grid search: α={c['alpha']:g} β={c['beta']:g} γ={c['gamma']:g} (α·β²·γ² = {c['constraint']:.3f})")
+    print(f"  {summary.choice['verdict']}")
     print(
         f"scaled to φ={summary.phi:.4g}: depth ×{model['depth']:.3f}, width ×{model['width']:.3f}, "
         f"{model['resolution']} px, {model['params']:,} params, {billions(model['macs'])} multiply-adds"
@@ -293,7 +370,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json(p)
     p.set_defaults(func=cmd_search_scaling)
 
-    from effnet.search.study import DEFAULT_PHIS, PAPER_DEPTHS, PAPER_RESOLUTIONS, PAPER_WIDTHS
+    from effnet.search.study import COMPARE_BY, DEFAULT_PHIS, MAX_SWEEP, PAPER_DEPTHS, PAPER_RESOLUTIONS, PAPER_WIDTHS
 
     def shown(values: tuple[float, ...]) -> str:
         return ",".join(f"{v:g}" for v in values)
@@ -306,7 +383,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_architecture(p)
     add_proxy(p)
-    g = p.add_argument_group("sweeps")
+    g = p.add_argument_group(
+        f"sweeps (at most {MAX_SWEEP} values each; multipliers within (0, {MAX_MULTIPLIER:g}], φ within [0, {MAX_PHI:g}])"
+    )
     g.add_argument("--widths", type=float_list, default=list(PAPER_WIDTHS), help=f"(default {shown(PAPER_WIDTHS)})")
     g.add_argument("--depths", type=float_list, default=list(PAPER_DEPTHS), help=f"(default {shown(PAPER_DEPTHS)})")
     g.add_argument(
@@ -327,6 +406,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_study_options(p, default_name="study-scaling", default_output="runs/study-scaling")
     p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/scaling_study.png)")
     p.add_argument("--csv", metavar="FILE.csv", help="CSV path (default OUTPUT/scaling_study.csv)")
+    p.add_argument(
+        "--compare-by",
+        choices=list(COMPARE_BY),
+        default="macs",
+        help="compare each curve with compound at equal multiply-adds (default), measured training time or "
+        "parameters: compound interpolated in log(cost) within its measured range, never beyond",
+    )
     add_json(p)
     p.set_defaults(func=cmd_study_scaling)
 
@@ -363,9 +449,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a few minutes on a 2-core CPU. Every step resumes when rerun.",
     )
     add_architecture(p, default_base=DEFAULT_BASE)
-    add_proxy(p, epochs=DEFAULT_PROXY.epochs, resolution=DEFAULT_PROXY.resolution)
+    add_proxy(p, epochs=DEFAULT_PROXY.epochs, resolution=DEFAULT_PROXY.resolution, seeds=DEFAULT_PROXY.seeds)
     add_grid(p, step=DEFAULT_GRID.step, max_points=DEFAULT_GRID.max_points)
     add_study_options(p, default_name="pipeline", default_output="runs/pipeline", n_trials=False)
+    add_run_folder(p)
     g = p.add_argument_group("the final model (one of --phi or a budget; default φ = 1)")
     g.add_argument("--phi", type=nonnegative_float, help="compound coefficient φ (default 1)")
     g.add_argument("--macs", type=big_number, help="largest φ whose model has at most this many multiply-adds")

@@ -21,9 +21,11 @@ from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number, check_whole_number
 from effnet.models.profile import profile
 from effnet.results import Result
-from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
-from effnet.search.queue import Point, train_points
-from effnet.search.record import TrialRecord
+from effnet.search import stats
+from effnet.search.proxy import Proxy, check_trials, proxy_base, proxy_splits, scale_at_proxy, train_proxy
+from effnet.search.queue import Point, seed_key, seeded, train_points
+from effnet.search.record import TrialRecord, point_row, row_estimate
+from effnet.search.stats import Estimate, difference, learning_threshold, overlap
 from effnet.search.storage import DEFAULT_HEARTBEAT, check_settings, open_study, study_url
 
 #: Defaults of the grid: the paper's constraint α·β²·γ² ≈ 2 on a 0.05 grid.
@@ -31,6 +33,10 @@ TARGET = 2.0
 TOLERANCE = 0.1
 STEP = 0.05
 RANGES = {"alpha": (1.0, 2.0), "beta": (1.0, 1.5), "gamma": (1.0, 1.5)}
+#: Values per axis at most (a grid step of 0.005 over the default α range), and grid points to train
+#: at most (each trains a model: a thousand is already days on a CPU).
+MAX_GRID_VALUES = 201
+MAX_POINTS = 1000
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class GridConfig:
                     f"{name}_range must be LOW,HIGH with 1 ≤ LOW ≤ HIGH, got {low},{high}", field=f"{name}_range"
                 )
         if self.max_points is not None:
-            check_whole_number("max_points", self.max_points, 1)
+            check_whole_number("max_points", self.max_points, 1, high=MAX_POINTS)
 
 
 def constraint(alpha: float, beta: float, gamma: float) -> float:
@@ -65,21 +71,34 @@ def constraint(alpha: float, beta: float, gamma: float) -> float:
     return alpha * beta**2 * gamma**2
 
 
-def _values(low: float, high: float, step: float) -> list[float]:
-    count = int(math.floor((high - low) / step + 1e-9))
-    return [round(low + i * step, 10) for i in range(count + 1)]
+def _values(name: str, low: float, high: float, step: float) -> list[float]:
+    count = int(math.floor(min((high - low) / step, 1e12) + 1e-9)) + 1
+    if count > MAX_GRID_VALUES:
+        raise UserError(
+            f"grid_step {step:g} gives {count:,} values of {name} in [{low:g}, {high:g}]; at most "
+            f"{MAX_GRID_VALUES} per axis (use a coarser grid step or a narrower range)",
+            field="grid_step",
+        )
+    return [round(low + i * step, 10) for i in range(count)]
+
+
+def _gammas(alpha: float, beta: float, gammas: list[float], config: GridConfig) -> list[float]:
+    """The γ values that satisfy the constraint with (α, β), found by bisection on the sorted axis."""
+    import bisect
+
+    slack = config.tolerance + 1e-9
+    low = math.sqrt(max(0.0, config.target - slack) / (alpha * beta**2))
+    high = math.sqrt((config.target + slack) / (alpha * beta**2))
+    start, stop = bisect.bisect_left(gammas, low - 1e-9), bisect.bisect_right(gammas, high + 1e-9)
+    return [g for g in gammas[start:stop] if abs(constraint(alpha, beta, g) - config.target) <= slack]
 
 
 def scaling_grid(config: GridConfig | None = None) -> list[tuple[float, float, float]]:
-    """The (α, β, γ) grid points satisfying the constraint, sorted by α, β, γ."""
+    """The (α, β, γ) grid points satisfying the constraint, sorted by α, β, γ (at most
+    :data:`MAX_GRID_VALUES` values per axis, :data:`MAX_POINTS` points kept)."""
     config = config or GridConfig()
-    points = [
-        (a, b, g)
-        for a in _values(*config.alpha, config.step)
-        for b in _values(*config.beta, config.step)
-        for g in _values(*config.gamma, config.step)
-        if abs(constraint(a, b, g) - config.target) <= config.tolerance + 1e-9
-    ]
+    alphas, betas, gammas = (_values(n, *getattr(config, n), config.step) for n in ("alpha", "beta", "gamma"))
+    points = [(a, b, g) for a in alphas for b in betas for g in _gammas(a, b, gammas, config)]
     if not points:
         raise UserError(
             f"no grid point has |α·β²·γ² − {config.target:g}| ≤ {config.tolerance:g}: "
@@ -89,6 +108,12 @@ def scaling_grid(config: GridConfig | None = None) -> list[tuple[float, float, f
         n = config.max_points
         picks = [round(i * (len(points) - 1) / (n - 1)) for i in range(n)] if n > 1 else [len(points) // 2]
         points = [points[i] for i in sorted(set(picks))]
+    if len(points) > MAX_POINTS:
+        raise UserError(
+            f"max_points: the grid has {len(points):,} points and at most {MAX_POINTS} can be trained; "
+            "give max_points to spread fewer over it, or use a coarser grid step",
+            field="max_points",
+        )
     return points
 
 
@@ -116,21 +141,89 @@ def reporting_callback(trial: optuna.Trial) -> Callable[[int, dict], None]:
     return on_epoch_end
 
 
-def grid_row(trial: FrozenTrial | None, point: Point) -> dict[str, Any]:
-    """One grid point as its JSON/CSV/table row: the point's parameters, then its trial's record."""
-    record = TrialRecord.of(trial, present=("constraint", "resolution", "macs_ratio", "top5"))
-    return record.row(point.params, number="trial")
+def grid_row(trials: list[FrozenTrial | None], point: Point) -> dict[str, Any]:
+    """One grid point as its JSON/CSV/table row: the point's parameters, then its trials' record
+    (one trial per seed: means, intervals and each seed's accuracy)."""
+    records = [TrialRecord.of(t, present=RECORDED) for t in trials]
+    return point_row(records, {**point.params, "point": point.key}, number="trial")
 
 
-def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The most accurate finished row (fewer multiply-adds break ties)."""
+#: The user attributes of a grid trial that its row shows.
+RECORDED = ("constraint", "resolution", "macs_ratio", "top5", "train_seconds", "num_classes", "steps", "epochs_trained")
+
+
+def _label(row: dict[str, Any]) -> str:
+    return f"α={row['alpha']:g} β={row['beta']:g} γ={row['gamma']:g}"
+
+
+@dataclass(frozen=True)
+class Choice(Result):
+    """Which grid point the search chooses, and how sure it is.
+
+    ``best`` is the learned point of highest mean accuracy; ``tied`` the learned points whose 95%
+    interval overlaps the best's (None with one seed: unknown); ``margin`` the best's mean minus the
+    runner-up's with Welch's 95% interval; ``not_learned`` the points below :func:`learning_threshold`
+    (left out of the choice unless none learned); ``verdict`` all that in one sentence."""
+
+    best: str | None
+    runner_up: str | None
+    margin: Estimate | None
+    tied: list[str] | None
+    not_learned: list[str]
+    threshold: float | None
+    verdict: str
+
+
+def choose(rows: list[dict[str, Any]]) -> Choice:
+    """Rank the finished rows by mean accuracy and say whether the first one wins."""
     done = [r for r in rows if r.get("accuracy") is not None]
-    return max(done, key=lambda r: (r["accuracy"], -(r.get("macs") or 0))) if done else None
+    if not done:
+        return Choice(None, None, None, None, [], None, "no grid point finished training")
+    classes = next((r["num_classes"] for r in done if r.get("num_classes")), None)
+    threshold = learning_threshold(classes) if classes else None
+    not_learned = [r["point"] for r in done if threshold is not None and r["accuracy"] < threshold]
+    learned = [r for r in done if r["point"] not in not_learned]
+    ranked = sorted(learned or done, key=lambda r: (-r["accuracy"], r.get("macs") or 0))
+    estimates = {r["point"]: row_estimate(r) for r in ranked}
+    best, lead = ranked[0], estimates[ranked[0]["point"]]
+    assert lead is not None
+    below = f"below {stats.points(threshold or 0)}%, the learning threshold"
+    if not learned:
+        text = (
+            f"no grid point learned (every accuracy is {below}): {_label(best)} ranks first at "
+            f"{stats.show(lead)}, a choice between noise; train longer"
+        )
+        return Choice(best["point"], None, None, None, not_learned, threshold, text)
+    runner = ranked[1] if len(ranked) > 1 else None
+    overlaps = [overlap(lead, e) for key, e in estimates.items() if key != best["point"] and e is not None]
+    tied = None if None in overlaps else [r["point"] for r, o in zip(ranked[1:], overlaps) if o]
+    text = f"{_label(best)} ranks first at {stats.show(lead)}"
+    margin = None
+    if runner is None:
+        text += " (the only point that learned)"
+    else:
+        margin = difference(lead, estimates[runner["point"]])  # type: ignore[arg-type]
+        if tied is None:
+            text += (
+                f", {stats.points(margin.mean)} points ahead of {_label(runner)} (one seed per point: the "
+                "intervals are unknown, so a tie cannot be told; use 2 or more seeds)"
+            )
+        elif tied:
+            text += (
+                f"; tied with {len(tied)} point(s) whose 95% intervals overlap its own (the runner-up "
+                f"{_label(runner)} is {stats.show(margin, ' points')} behind): no clear winner at this budget"
+            )
+        else:
+            text += f", ahead of the runner-up {_label(runner)} by {stats.show(margin, ' points')}"
+    if not_learned:
+        text += f"; {len(not_learned)} point(s) did not learn ({below}) and are left out of the choice"
+    return Choice(best["point"], runner["point"] if runner else None, margin, tied, not_learned, threshold, text)
 
 
 @dataclass(frozen=True)
 class GridSearchResult(Result):
-    """What :func:`search_scaling` found: the best row, every point's row, where the study lives."""
+    """What :func:`search_scaling` found: the chosen row, every point's row, the choice and how sure
+    it is, where the study lives."""
 
     best: dict[str, Any] | None
     trials: list[dict[str, Any]]
@@ -139,6 +232,9 @@ class GridSearchResult(Result):
     base: str
     proxy: dict[str, Any]
     grid: dict[str, Any]
+    choice: Choice
+    seeds: int = 1
+    budget: str = ""
     plot: str | None = None
 
 
@@ -156,7 +252,7 @@ def search_scaling(
     progress: bool = False,
     plot: str | Path | None = "",
 ) -> GridSearchResult:
-    """Run (or resume, or join) the grid search.
+    """Run (or resume, or join) the grid search: every point trained once per seed of the proxy.
 
     ``plot`` is the PNG path ("" for ``<output>/search_scaling.png``, None for no figure).
     """
@@ -164,10 +260,16 @@ def search_scaling(
     grid = grid or GridConfig()
     output = Path(output)
     points = [Point(point_key(a, b, g), {"alpha": a, "beta": b, "gamma": g}) for a, b, g in scaling_grid(grid)]
-    proxy_base(base, proxy)  # resolution check before any storage is touched
+    check_trials(len(points), proxy)
+    start = proxy_base(base, proxy)  # resolution check before any storage is touched
+    for point in points:  # every description within effnet's bounds, before any storage is touched
+        scale_at_proxy(
+            base, proxy, depth=point.params["alpha"], width=point.params["beta"], resolution=point.params["gamma"]
+        )
     study = open_study(storage, study_name, output=output, pruner=make_pruner(pruner), heartbeat=heartbeat)
     # What a trial's result depends on. The grid is not part of it: a point's key names its
-    # (α, β, γ), so a finer, wider or truncated grid reuses the points already trained.
+    # (α, β, γ), so a finer, wider or truncated grid reuses the points already trained; nor is the
+    # number of seeds: more seeds add trials (a trial is a point and a seed).
     check_settings(
         study, {"kind": "search-scaling", "base": base.to_dict(), "proxy": proxy.settings(), "pruner": pruner}
     )
@@ -176,12 +278,11 @@ def search_scaling(
 
     def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
         a, b, g = (trial.suggest_float(k, *ranges[k]) for k in ("alpha", "beta", "gamma"))
-        spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{point.key}")
+        key = point.key.rsplit("/", 1)[0]
+        spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{key}")
         if "classes" not in cache:
-            from effnet.train.data import load_splits
-
-            cache["classes"] = load_splits(proxy.data).num_classes
-            cache["base_macs"] = profile(proxy_base(base, proxy), num_classes=cache["classes"]).macs
+            cache["classes"] = proxy_splits(proxy).num_classes
+            cache["base_macs"] = profile(start, num_classes=cache["classes"]).macs
         counts = profile(spec, num_classes=cache["classes"])
         cost = {
             "constraint": round(constraint(a, b, g), 6),
@@ -189,27 +290,39 @@ def search_scaling(
             "params": counts.params,
             "resolution": spec.resolution,
             "macs_ratio": round(counts.macs / cache["base_macs"], 4),
+            "seed": point.params["seed"],
         }
         for name, value in cost.items():  # recorded first, so pruned and failed trials show them too
             trial.set_user_attr(name, value)
-        result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
+        result = train_proxy(
+            spec, proxy, seed=point.params["seed"], base_macs=cache["base_macs"], on_epoch_end=reporting_callback(trial)
+        )
         return result["accuracy"], {**result, **cost}
 
-    standing = train_points(study, points, objective, desc="search-scaling", n_trials=n_trials, progress=progress)
-    rows = [grid_row(standing[p.key], p) for p in points]
+    seeds = proxy.seed_values
+    standing = train_points(
+        study, seeded(points, seeds), objective, desc="search-scaling", n_trials=n_trials, progress=progress
+    )
+    rows = [grid_row([standing[seed_key(p.key, s)] for s in seeds], p) for p in points]
+    choice = choose(rows)
+    best = next((r for r in rows if r["point"] == choice.best), None)
     plot_path = None
     if plot is not None:
         from effnet.plots import plot_search
 
         path = Path(plot) if plot else output / "search_scaling.png"
-        plot_path = str(plot_search(rows, path, title=f"α/β/γ grid search on {base.name} (φ = 1)"))
+        title = f"α/β/γ grid search on {base.name} (φ = 1), {proxy.seeds} seed(s) per point"
+        plot_path = str(plot_search(rows, path, title=title, best=best))
     return GridSearchResult(
-        best=best_of(rows),
+        best=best,
         trials=rows,
         study=study_name,
         storage=study_url(study),
         base=base.name,
         proxy=proxy.settings(),
         grid={**asdict(grid), "points": len(points)},
+        choice=choice,
+        seeds=proxy.seeds,
+        budget=proxy.describe_budget(),
         plot=plot_path,
     )

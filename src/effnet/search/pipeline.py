@@ -25,9 +25,11 @@ from effnet.errors import UserError
 from effnet.results import Result
 from effnet.scale.compound import compound_coefficients, scale_compound
 from effnet.scale.plan import Plan, plan
-from effnet.search.grid import GridConfig, search_scaling
-from effnet.search.proxy import Proxy
-from effnet.search.storage import DEFAULT_HEARTBEAT
+from effnet.search import stats
+from effnet.search.folder import run_folder
+from effnet.search.grid import GridConfig, scaling_grid, search_scaling
+from effnet.search.proxy import Proxy, proxy_base
+from effnet.search.storage import DEFAULT_HEARTBEAT, redact_url
 
 DEFAULT_BASE = "b0_mini"
 DEFAULT_PROXY = Proxy(data="digits", resolution=32, epochs=3, batch_size=64, recipe="small")
@@ -47,6 +49,7 @@ class PipelineResult(Result):
     model: dict[str, Any]
     evaluation: dict[str, Any]
     search: dict[str, Any]
+    choice: dict[str, Any]
     files: dict[str, str | None]
     seconds: dict[str, float]
 
@@ -66,6 +69,10 @@ class FinalConfig:
         return {k: v for k, v in (("macs", self.macs), ("params", self.params), ("latency_ms", self.latency_ms)) if v}
 
 
+#: What a pipeline writes in its output folder besides its study (replaced by ``overwrite``).
+OWNED = ("final", "report.json", "report.md", "search_scaling.png")
+
+
 def run_pipeline(
     base: NetworkSpec,
     *,
@@ -77,15 +84,40 @@ def run_pipeline(
     study_name: str = "pipeline",
     heartbeat: int = DEFAULT_HEARTBEAT,
     progress: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> PipelineResult:
-    """Run every step (each resumable) and return the summary also written to ``report.json``."""
+    """Run every step (each resumable) and return the summary also written to ``report.json``.
+
+    The output folder holds one run (:func:`effnet.search.folder.run_folder`): the same run again
+    continues where it stopped, another run there is refused unless ``overwrite``; ``resume``
+    insists on continuing one.
+    """
     final = final or FinalConfig()
     if final.budget() and final.phi is not None:
         raise UserError("give either phi or one budget (macs, params, latency_ms), not both")
     if len(final.budget()) > 1:
         raise UserError("give one budget: macs, params or latency_ms")
+    proxy_base(base, proxy)
+    scaling_grid(grid)  # the inputs are checked before the output folder is claimed
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    run = {"command": "pipeline", "study": study_name, "storage": redact_url(str(storage)) if storage else "output"}
+    owned = OWNED if storage else (*OWNED, "study.db", "study.db.lock")
+    with run_folder(output, run, owned=owned, resume=resume, overwrite=overwrite):
+        return _run(base, proxy, grid, final, output, storage, study_name, heartbeat, progress)
+
+
+def _run(
+    base: NetworkSpec,
+    proxy: Proxy,
+    grid: GridConfig,
+    final: FinalConfig,
+    output: Path,
+    storage: str | Path | None,
+    study_name: str,
+    heartbeat: int,
+    progress: bool,
+) -> PipelineResult:
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -152,6 +184,7 @@ def run_pipeline(
             "gamma": gamma,
             "constraint": round(alpha * beta**2 * gamma**2, 6),
             "proxy_accuracy": best["accuracy"],
+            "proxy_accuracy_ci95": best["accuracy_ci95"],
         },
         phi=phi,
         plan=plan_record,
@@ -171,7 +204,8 @@ def run_pipeline(
             "epochs": final.epochs,
             "split": "validation",
         },
-        search={k: found[k] for k in ("trials", "best", "grid", "proxy", "study", "storage")},
+        search={k: found[k] for k in ("trials", "best", "grid", "proxy", "study", "storage", "seeds", "budget")},
+        choice=found["choice"],
         files={
             "weights": str(final_dir / "model.safetensors"),
             "description": str(final_dir / "description.json"),
@@ -195,10 +229,20 @@ def _m(value: int | None) -> str:
     return "—" if value is None else f"{value / 1e6:.3g}M"
 
 
+def _accuracy(row: dict[str, Any]) -> str:
+    """Mean accuracy ± 95% half-width (the half-width where known), the seeds' count."""
+    if row.get("accuracy") is None:
+        return "—"
+    half = row.get("accuracy_ci95")
+    return _pct(row["accuracy"]) + (f" ± {100 * half:.2f}" if half is not None else "")
+
+
 def markdown_report(summary: dict[str, Any]) -> str:
     """The pipeline's report: the method's steps, the grid table, the figure, the final model."""
     c, model, ev, search = summary["coefficients"], summary["model"], summary["evaluation"], summary["search"]
-    proxy, grid = search["proxy"], search["grid"]
+    proxy, grid, choice = search["proxy"], search["grid"], summary["choice"]
+    seeds = search.get("seeds", 1)
+    left_out = set(choice.get("not_learned") or ())
     lines = [
         f"# Compound scaling of `{summary['base']}` on `{summary['data']}`",
         "",
@@ -209,25 +253,34 @@ def markdown_report(summary: dict[str, Any]) -> str:
         "",
         f"{grid['points']} grid points (step {grid['step']:g}, |α·β²·γ² − {grid['target']:g}| ≤ {grid['tolerance']:g}"
         + (f", at most {grid['max_points']} spread over the grid" if grid.get("max_points") else "")
-        + f"), each trained {proxy['epochs']} epoch(s) at {proxy['resolution']} px (recipe `{proxy['recipe']}`, "
-        f"batch {proxy['batch_size']}, seed {proxy['seed']}). Study `{search['study']}` in `{search['storage']}`.",
+        + f"), each trained with {seeds} seed(s) (from {proxy['seed']}) at {proxy['resolution']} px "
+        f"(recipe `{proxy['recipe']}`, batch {proxy['batch_size']}); budget: {search.get('budget', '')}. "
+        f"Study `{search['study']}` in `{search['storage']}`.",
+        "",
+        "Accuracy is the mean over the seeds ± the half-width of its 95% t-interval (no interval with one seed).",
         "",
         "| α | β | γ | α·β²·γ² | resolution | accuracy | multiply-adds | params | seconds | state |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in search["trials"]:
         mark = " **(best)**" if search["best"] and t.get("trial") == search["best"].get("trial") else ""
+        mark += " (did not learn)" if t.get("point") in left_out else ""
         lines.append(
             f"| {t['alpha']:g} | {t['beta']:g} | {t['gamma']:g} | {t.get('constraint', float('nan')):.3f} "
-            f"| {t.get('resolution') or '—'} | {_pct(t['accuracy'])}{mark} | {_m(t['macs'])} | {_m(t['params'])} "
+            f"| {t.get('resolution') or '—'} | {_accuracy(t)}{mark} | {_m(t['macs'])} | {_m(t['params'])} "
             f"| {t['seconds'] if t['seconds'] is not None else '—'} | {t['state']} |"
         )
+    margin = choice.get("margin")
     lines += [
         "",
         "![accuracy vs multiply-adds of the grid points](search_scaling.png)",
         "",
         f"Best: **α = {c['alpha']:g}, β = {c['beta']:g}, γ = {c['gamma']:g}** (α·β²·γ² = {c['constraint']:.3f}, "
-        f"proxy accuracy {_pct(c['proxy_accuracy'])}). The paper found α = 1.2, β = 1.1, γ = 1.15 on ImageNet.",
+        f"proxy accuracy {_accuracy({'accuracy': c['proxy_accuracy'], 'accuracy_ci95': c.get('proxy_accuracy_ci95')})}). "
+        "The paper found α = 1.2, β = 1.1, γ = 1.15 on ImageNet.",
+        "",
+        f"How sure: {choice['verdict']}."
+        + (f" Margin over the runner-up: {stats.show(stats.Estimate(**margin), ' points')}." if margin else ""),
         "",
         "## 2. Scaling",
         "",

@@ -34,6 +34,18 @@ class Point:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def seed_key(key: str, seed: int) -> str:
+    """The key of ``key``'s trial with ``seed``."""
+    return f"{key}/seed{seed}"
+
+
+def seeded(points: Sequence[Point], seeds: Sequence[int]) -> list[Point]:
+    """Each point once per seed, seed by seed (every point's first seed first): a trial is a (point,
+    seed) pair, keyed :func:`seed_key`, with ``seed`` among its parameters; more seeds later add
+    trials and keep the finished ones."""
+    return [Point(seed_key(p.key, s), {**p.params, "seed": s}) for s in seeds for p in points]
+
+
 #: An objective: (trial, point) → (value, user attributes to record). Raise optuna.TrialPruned to prune.
 Objective = Callable[[optuna.Trial, Point], tuple[float, dict[str, Any]]]
 

@@ -1,4 +1,5 @@
-"""One trial as the grid search, the scaling study and NAS report it: one schema, read in one place."""
+"""One trial as the grid search, the scaling study and NAS report it: one schema, read in one place;
+and a point trained with several seeds as one row of means and intervals."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.results import Result
+from effnet.search.stats import Estimate, estimate
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,47 @@ class TrialRecord(Result):
         row.update(self.extras)
         row.update({k: v for k, v in (("error", self.error), ("worker", self.worker)) if v is not None})
         return row
+
+
+def point_row(
+    records: Sequence[TrialRecord], lead: Mapping[str, Any] | None = None, *, number: str | None = "number"
+) -> dict[str, Any]:
+    """A point trained with several seeds (one record per seed, in seed order) as one row: the first
+    seed's row (:meth:`TrialRecord.row`), its state COMPLETE only when every seed's is (else the first
+    other state), ``accuracy`` the mean over the seeds with ``accuracy_std`` and ``accuracy_ci95`` (the
+    half-width of the 95% t-interval; None with one seed: unknown), each seed's accuracy, and the mean
+    seconds. With ``number``, ``<number>s`` lists every seed's trial."""
+    first = next((r for r in records if r.state == "COMPLETE"), records[0])
+    row = first.row(lead, number=number)
+    if number is not None:
+        row[number] = records[0].number
+    state = next((r.state for r in records if r.state != "COMPLETE"), "COMPLETE")
+    spread = estimate(r.accuracy for r in records if r.accuracy is not None) if state == "COMPLETE" else None
+    row.update(
+        state=state,
+        accuracy=None if spread is None else spread.mean,
+        accuracy_std=None if spread is None else spread.std,
+        accuracy_ci95=None if spread is None else spread.ci95,
+        seeds=len(records),
+        accuracies=[r.accuracy for r in records],
+    )
+    seconds = [r.seconds for r in records if r.seconds is not None]
+    row["seconds"] = round(sum(seconds) / len(seconds), 3) if seconds else None
+    trained = [r.extras["train_seconds"] for r in records if r.extras.get("train_seconds") is not None]
+    if trained:
+        row["train_seconds"] = round(sum(trained) / len(trained), 3)
+    if number is not None:
+        row[f"{number}s"] = [r.number for r in records]
+    errors = [r.error for r in records if r.error]
+    if errors and "error" not in row:
+        row["error"] = errors[0]
+    return row
+
+
+def row_estimate(row: Mapping[str, Any]) -> Estimate | None:
+    """The accuracy of a row as an :class:`~effnet.search.stats.Estimate` over its seeds (a row without
+    per-seed accuracies counts as one seed); None while it has no accuracy."""
+    if row.get("accuracy") is None:
+        return None
+    values = [a for a in row.get("accuracies") or () if a is not None]
+    return estimate(values) if values else Estimate(mean=float(row["accuracy"]), n=1)

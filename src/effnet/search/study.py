@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,13 @@ from effnet.atomic import atomic_write_text
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number, check_whole_number
 from effnet.results import Result
-from effnet.scale.compound import ALPHA, BETA, GAMMA
+from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI
+from effnet.search import stats
 from effnet.search.grid import reporting_callback
-from effnet.search.proxy import Proxy, proxy_base, scale_at_proxy, train_proxy
-from effnet.search.queue import Point, train_points
-from effnet.search.record import TrialRecord
+from effnet.search.proxy import Proxy, check_trials, proxy_base, scale_at_proxy, train_proxy
+from effnet.search.queue import Point, seed_key, seeded, train_points
+from effnet.search.record import TrialRecord, point_row, row_estimate
+from effnet.search.stats import Estimate, combine, interpolation_weights, learning_threshold
 from effnet.search.storage import DEFAULT_HEARTBEAT, check_settings, open_study, study_url
 
 #: The paper's single-dimension sweeps (Figure 3) and a compound sweep.
@@ -45,9 +47,20 @@ CSV_COLUMNS = (
     "params",
     "macs",
     "accuracy",
+    "accuracy_ci95",
+    "accuracy_std",
+    "seeds",
+    "accuracies",
+    "learned",
     "seconds",
+    "train_seconds",
     "state",
 )
+#: What ``compare_by`` compares the curves at: the row field of each point's cost.
+COMPARE_BY = {"macs": "macs", "time": "train_seconds", "params": "params"}
+_COST_WORDS = {"macs": "multiply-adds", "time": "training time", "params": "parameters"}
+#: Values per sweep at most.
+MAX_SWEEP = 100
 
 
 @dataclass(frozen=True)
@@ -74,10 +87,13 @@ class Sweeps:
                 field="families",
             )
         for name in ("widths", "depths", "resolutions"):
-            if any(not math.isfinite(v) or v <= 0 for v in getattr(self, name)):
-                raise UserError(f"{name} must be positive numbers", field=name)
-        if any(not math.isfinite(v) or v < 0 for v in self.phis):
-            raise UserError("phis must be numbers ≥ 0", field="phis")
+            if any(not math.isfinite(v) or not 0 < v <= MAX_MULTIPLIER for v in getattr(self, name)):
+                raise UserError(f"{name} must be numbers within (0, {MAX_MULTIPLIER:g}]", field=name)
+        if any(not math.isfinite(v) or not 0 <= v <= MAX_PHI for v in self.phis):
+            raise UserError(f"phis must be numbers within [0, {MAX_PHI:g}]", field="phis")
+        for name in ("widths", "depths", "resolutions", "phis"):
+            if len(getattr(self, name)) > MAX_SWEEP:
+                raise UserError(f"{name} holds {len(getattr(self, name))} values; at most {MAX_SWEEP}", field=name)
         if self.limit is not None:
             check_whole_number("limit", self.limit, 1)
         if self.max_macs_ratio is not None:
@@ -104,7 +120,8 @@ def _is_base(family: str, value: float) -> bool:
 
 
 def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int) -> tuple[list[Point], dict]:
-    """The points to train (the baseline once) and, per family, the keys of its curve in order."""
+    """The points to train (the baseline once) and, per family, the keys of its curve in order; every
+    point's description is made here, so one beyond effnet's bounds is refused before any training."""
     from effnet.models.profile import profile
 
     points: dict[str, Point] = {}
@@ -115,8 +132,8 @@ def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int
             key = "base" if _is_base(family, value) else f"{family}={value:g}"
             if key not in points:
                 d, w, r = sweeps.multipliers(family, value)
+                spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r)
                 if sweeps.max_macs_ratio is not None and key != "base":
-                    spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r)
                     if profile(spec, num_classes=10).macs > sweeps.max_macs_ratio * base_macs:
                         continue
                 points[key] = Point(key, {"family": "base" if key == "base" else family, "value": value})
@@ -125,42 +142,118 @@ def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int
     return list(points.values()), curves
 
 
-def compare_at_equal_macs(curves: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """For each single-dimension curve: compound's accuracy at the same multiply-adds (interpolated
-    on log MACs between compound points), the mean gain and how often compound is ahead."""
-    compound = sorted(
-        ((r["macs"], r["accuracy"]) for r in curves.get("compound", []) if r.get("accuracy") is not None),
-        key=lambda x: x[0],
-    )
+def cost_field(by: str) -> str:
+    """The row field of the cost ``by`` names (macs, time, params); a UserError naming compare_by else."""
+    if by not in COMPARE_BY:
+        raise UserError(f"compare_by {by!r} is unknown (known: {', '.join(COMPARE_BY)})", field="compare_by")
+    return COMPARE_BY[by]
+
+
+def _span(ratios: list[float], by: str) -> str:
+    low, high = min(ratios), max(ratios)
+    where = f"at {low:.2g}×" if math.isclose(low, high, rel_tol=0.005) else f"over {low:.2g}×–{high:.2g}×"
+    return f"{where} the baseline's {_COST_WORDS[by]}"
+
+
+def verdict(family: str, difference: Estimate, span: str) -> str:
+    """compound − ``family`` in words: who is ahead and by how much, or that no difference is detectable."""
+    d, ci = difference.mean, difference.ci95
+    if ci is None:
+        side = "ahead" if d > 0 else "behind"
+        return f"compound {side} by {stats.points(abs(d))} points {span} (one seed per point: no interval, no verdict)"
+    if d - ci > 0:
+        return f"compound ahead by {stats.points(d)} ± {stats.points(ci)} points {span}"
+    if d + ci < 0:
+        return f"{family} ahead by {stats.points(-d)} ± {stats.points(ci)} points {span}"
+    return f"no difference detectable ({100 * d:+.1f} ± {stats.points(ci)} points {span})"
+
+
+def compare_curves(curves: dict[str, list[dict[str, Any]]], by: str = "macs") -> dict[str, dict[str, Any]]:
+    """Each single-dimension curve against compound at equal cost (``by``: macs, time or params).
+
+    At every point of the single-dimension curve (the baseline aside) whose cost lies within
+    compound's measured range, compound's accuracy is interpolated linearly in log(cost) between its
+    two neighbours (never extrapolated); the difference compound − family there, and its mean over
+    those points, carry the 95% interval of the linear combination of the point estimates
+    (:func:`effnet.search.stats.combine`). A curve with no such point gets no verdict."""
+    cost = cost_field(by)
+    known = [(r[cost], row_estimate(r)) for r in curves.get("compound", []) if r.get(cost)]
+    compound = sorted(((x, e) for x, e in known if e is not None), key=lambda item: item[0])
+    xs = [x for x, _ in compound]
+    rows = [r for family in curves.values() for r in family]
+    base = next((r[cost] for r in rows if r.get("family") == "base" and r.get(cost)), None)
     out: dict[str, dict[str, Any]] = {}
-    if len(compound) < 2:
-        return out
-    logs = [math.log(m) for m, _ in compound]
     for family in ("width", "depth", "resolution"):
-        gains = []
-        for row in curves.get(family, []):
-            if row.get("accuracy") is None or row["family"] == "base":
+        if family not in curves:
+            continue
+        positions, total = [], {}
+        for j, row in enumerate(curves[family]):
+            own = row_estimate(row)
+            weights = (
+                interpolation_weights(xs, row[cost]) if own and row["family"] != "base" and row.get(cost) else None
+            )
+            if weights is None:
                 continue
-            x = math.log(row["macs"])
-            if not logs[0] <= x <= logs[-1]:
-                continue
-            i = max(j for j in range(len(logs) - 1) if logs[j] <= x)
-            t = 0.0 if logs[i + 1] == logs[i] else (x - logs[i]) / (logs[i + 1] - logs[i])
-            at = compound[i][1] + t * (compound[i + 1][1] - compound[i][1])
-            gains.append(at - row["accuracy"])
-        if gains:
+            terms = {("compound", i): (w, compound[i][1]) for i, w in weights.items()}
+            at = combine(terms)
+            diff = combine({**terms, (family, j): (-1.0, own)})
+            ratio = row[cost] / base if base else math.nan
+            positions.append(
+                {
+                    "value": row.get("value"),
+                    by: row[cost],
+                    "cost_ratio": round(ratio, 4),
+                    "compound": at.mean,
+                    "compound_ci95": at.ci95,
+                    family: own.mean,
+                    f"{family}_ci95": own.ci95,
+                    "difference": diff.mean,
+                    "ci95": diff.ci95,
+                    "verdict": verdict(family, diff, _span([ratio], by)),
+                }
+            )
+            for key, (w, e) in {**terms, (family, j): (-1.0, own)}.items():
+                total[key] = (total.get(key, (0.0, e))[0] + w, e)
+        if not positions:
             out[family] = {
-                "points": len(gains),
-                "compound_ahead": sum(g > 0 for g in gains),
-                "mean_gain": round(sum(gains) / len(gains), 4),
+                "by": by,
+                "points": 0,
+                "difference": None,
+                "ci95": None,
+                "verdict": f"no verdict: no {family} point lies within compound's measured range of {_COST_WORDS[by]}",
+                "positions": [],
             }
+            continue
+        mean = combine({key: (w / len(positions), e) for key, (w, e) in total.items()})
+        span = _span([p["cost_ratio"] for p in positions], by)
+        out[family] = {
+            "by": by,
+            "points": len(positions),
+            "compound_ahead": sum(p["difference"] > 0 for p in positions),
+            "mean_gain": round(mean.mean, 4),
+            "difference": mean.mean,
+            "ci95": mean.ci95,
+            "verdict": verdict(family, mean, span),
+            "positions": positions,
+        }
     return out
+
+
+def compare_at_equal_macs(curves: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The summary :func:`compare_curves` gave before intervals (kept for one release): per compared
+    curve, the equal-MACs points, how often compound is ahead and the mean gain."""
+    return {
+        family: {k: c[k] for k in ("points", "compound_ahead", "mean_gain")}
+        for family, c in compare_curves(curves, "macs").items()
+        if c["points"]
+    }
 
 
 @dataclass(frozen=True)
 class StudyResult(Result):
-    """What :func:`study_scaling` found: each family's curve of rows, compound against each single
-    dimension at equal multiply-adds, where the study lives and the files written."""
+    """What :func:`study_scaling` found: each family's curve of rows (means and intervals over the
+    seeds), compound against each single dimension at equal cost (``compare_by``), where the study
+    lives and the files written."""
 
     curves: dict[str, list[dict[str, Any]]]
     comparison: dict[str, dict[str, Any]]
@@ -170,8 +263,16 @@ class StudyResult(Result):
     proxy: dict[str, Any]
     coefficients: dict[str, float]
     points: int
+    seeds: int = 1
+    budget: str = ""
+    compare_by: str = "macs"
+    not_learned: list[str] = field(default_factory=list)
     csv: str | None = None
     plot: str | None = None
+
+
+#: The user attributes of a study trial that its row shows.
+RECORDED = ("resolution", "train_seconds", "num_classes", "steps", "epochs_trained")
 
 
 def study_scaling(
@@ -187,22 +288,27 @@ def study_scaling(
     progress: bool = False,
     plot: str | Path | None = "",
     csv_path: str | Path | None = "",
+    compare_by: str = "macs",
 ) -> StudyResult:
-    """Train (or resume) the four sweeps; ``plot`` and ``csv_path`` are file paths ("" for the
-    default in ``output``, None for none)."""
+    """Train (or resume) the four sweeps, every point once per seed of the proxy; ``plot`` and
+    ``csv_path`` are file paths ("" for the default in ``output``, None for none); ``compare_by``
+    (macs, time, params) is the cost at which the curves are compared and drawn."""
     from effnet.models.profile import profile
 
     proxy = proxy or Proxy()
     sweeps = sweeps or Sweeps()
+    cost_field(compare_by)
     output = Path(output)
     start = proxy_base(base, proxy)
     base_macs = profile(start, num_classes=10).macs
     points, curve_keys = study_points(base, proxy, sweeps, base_macs)
+    check_trials(len(points), proxy)
     study = open_study(storage, study_name, output=output, heartbeat=heartbeat, pruner=optuna.pruners.NopPruner())
     check_settings(
         study,
-        # The sweeps are not part of it (longer or truncated sweeps reuse trained points); the
-        # compound coefficients are, since they give "compound=φ" its meaning.
+        # The sweeps are not part of it (longer or truncated sweeps reuse trained points), nor the
+        # number of seeds (more seeds add trials); the compound coefficients are, since they give
+        # "compound=φ" its meaning.
         {
             "kind": "study-scaling",
             "base": base.to_dict(),
@@ -210,21 +316,37 @@ def study_scaling(
             "compound": [sweeps.alpha, sweeps.beta, sweeps.gamma],
         },
     )
+    cache: dict[str, int] = {}
 
     def objective(trial: optuna.Trial, point: Point) -> tuple[float, dict[str, Any]]:
         family, value = point.params["family"], point.params["value"]
         d, w, r = (1.0, 1.0, 1.0) if family == "base" else sweeps.multipliers(family, value)
-        spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r, name=f"{base.name}-{point.key}")
-        result = train_proxy(spec, proxy, on_epoch_end=reporting_callback(trial))
+        key = point.key.rsplit("/", 1)[0]
+        spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r, name=f"{base.name}-{key}")
+        if "base_macs" not in cache and proxy.budget == "macs":
+            from effnet.search.proxy import proxy_splits
+
+            cache["base_macs"] = profile(start, num_classes=proxy_splits(proxy).num_classes).macs
+        result = train_proxy(
+            spec,
+            proxy,
+            seed=point.params["seed"],
+            base_macs=cache.get("base_macs"),
+            on_epoch_end=reporting_callback(trial),
+        )
         result.update(depth=round(d, 6), width=round(w, 6), resolution_multiplier=round(r, 6))
         return result["accuracy"], result
 
-    standing = train_points(study, points, objective, desc="study-scaling", n_trials=n_trials, progress=progress)
+    seeds = proxy.seed_values
+    standing = train_points(
+        study, seeded(points, seeds), objective, desc="study-scaling", n_trials=n_trials, progress=progress
+    )
     curves: dict[str, list[dict[str, Any]]] = {}
+    trained = {p.key for p in points}
     for family, keys in curve_keys.items():
         rows = []
         for key, value in keys:
-            if key not in standing:
+            if key not in trained:
                 continue
             d, w, r = sweeps.multipliers(family, value)
             lead = {
@@ -234,8 +356,12 @@ def study_scaling(
                 "width": round(w, 6),
                 "resolution_multiplier": round(r, 6),
             }
-            rows.append(TrialRecord.of(standing[key], always=("resolution",)).row(lead, number=None))
+            records = [
+                TrialRecord.of(standing[seed_key(key, s)], always=RECORDED[:1], present=RECORDED[1:]) for s in seeds
+            ]
+            rows.append(point_row(records, lead, number=None))
         curves[family] = rows
+    not_learned = _flag_learning(curves)
     csv_file = plot_file = None
     if csv_path is not None:
         csv_file = str(write_csv(curves, Path(csv_path) if csv_path else output / "scaling_study.csv"))
@@ -243,20 +369,42 @@ def study_scaling(
         from effnet.plots import plot_study
 
         path = Path(plot) if plot else output / "scaling_study.png"
-        title = f"scaling {base.name}: one dimension vs compound (α={sweeps.alpha:g}, β={sweeps.beta:g}, γ={sweeps.gamma:g})"
-        plot_file = str(plot_study(curves, path, title=title))
+        title = (
+            f"scaling {base.name}: one dimension vs compound (α={sweeps.alpha:g}, β={sweeps.beta:g}, "
+            f"γ={sweeps.gamma:g}), {proxy.seeds} seed(s) per point"
+        )
+        plot_file = str(plot_study(curves, path, title=title, x=cost_field(compare_by)))
     return StudyResult(
         curves=curves,
-        comparison=compare_at_equal_macs(curves),
+        comparison=compare_curves(curves, compare_by),
         study=study_name,
         storage=study_url(study),
         base=base.name,
         proxy=proxy.settings(),
         coefficients={"alpha": sweeps.alpha, "beta": sweeps.beta, "gamma": sweeps.gamma},
         points=len(points),
+        seeds=proxy.seeds,
+        budget=proxy.describe_budget(),
+        compare_by=compare_by,
+        not_learned=not_learned,
         csv=csv_file,
         plot=plot_file,
     )
+
+
+def _flag_learning(curves: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Mark every finished row ``learned`` (mean accuracy at or above :func:`learning_threshold`);
+    returns the points that did not learn (``family=value``)."""
+    missed = []
+    for rows in curves.values():
+        for row in rows:
+            if row.get("accuracy") is None or not row.get("num_classes"):
+                continue
+            row["learned"] = row["accuracy"] >= learning_threshold(row["num_classes"])
+            name = "base" if row["family"] == "base" else f"{row['family']}={row['value']:g}"
+            if not row["learned"] and name not in missed:
+                missed.append(name)
+    return missed
 
 
 def write_csv(curves: dict[str, Sequence[dict[str, Any]]], path: Path) -> Path:
@@ -266,5 +414,6 @@ def write_csv(curves: dict[str, Sequence[dict[str, Any]]], path: Path) -> Path:
     writer.writeheader()
     for family, rows in curves.items():
         for row in rows:
-            writer.writerow({**row, "family": family})
+            accuracies = ";".join("" if a is None else f"{a:.6g}" for a in row.get("accuracies") or ())
+            writer.writerow({**row, "family": family, "accuracies": accuracies})
     return atomic_write_text(path, buffer.getvalue(), mkdir=True)

@@ -196,7 +196,10 @@ def _loaders(
     preprocessing: Preprocessing,
 ) -> tuple[DataLoader, DataLoader]:
     """The training loader (augmented, resumable) and the validation loader (each image once over all
-    processes, through the run's evaluation preprocessing)."""
+    processes, through the run's evaluation preprocessing); splits that batch on tensors give their own."""
+    batched = getattr(splits, "batched_loaders", None)  # effnet.data.memory.MemorySplits
+    if batched is not None and (loaders := batched(recipe, config, ctx, sampler, preprocessing)) is not None:
+        return loaders
     mean, std = preprocessing.mean, preprocessing.std
     train_set = TransformedDataset(splits.train, train_transform(recipe, preprocessing.resolution, mean, std))
     val_set = TransformedDataset(splits.val, preprocessing.eval_transform())

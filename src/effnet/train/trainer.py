@@ -40,7 +40,7 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def train_model(model: str | NetworkSpec, data: str | Path = "digits", **settings: Any) -> TrainReport:
+def train_model(model: str | NetworkSpec, data: str | Path | DataSplits = "digits", **settings: Any) -> TrainReport:
     """Train a model (name, description or JSON file) from scratch on ``data`` and return its
     :class:`~effnet.train.TrainReport` (``report.to_dict()`` is what ``--json`` prints).
 
@@ -63,14 +63,14 @@ def train_model(model: str | NetworkSpec, data: str | Path = "digits", **setting
 
 def run_training(
     config: RunConfig,
-    data: str | Path,
+    data: str | Path | DataSplits,
     recipe_settings: dict[str, Any],
     build: NetworkBuilder,
     report: Callable[..., Report],
 ) -> Report:
-    """One run: load ``data``, resolve the recipe, seed, ``build`` the network, set it up, train and
+    """One run: load ``data`` (or take the splits given), resolve the recipe, seed, ``build`` the network, set it up, train and
     evaluate; ``report`` makes the result from :class:`TrainReport`'s fields."""
-    splits = load_splits(data)
+    splits = data if isinstance(data, DataSplits) else load_splits(data)
     recipe = resolve_recipe(config.recipe, splits, recipe_settings)
     changes = spec_changes(config.resolution, recipe)
     seed_everything(config.seed)

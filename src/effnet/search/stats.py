@@ -1,0 +1,126 @@
+"""How sure a search or study is: means over seeds, 95% t-intervals, differences, interpolation.
+
+Every point trained with several seeds is an :class:`Estimate` (mean, sample standard deviation,
+count). Its 95% interval is Student's t-interval over the seeds; with one seed the interval is
+unknown (None), never zero. A linear combination of independent estimates (a difference of two
+points, a curve interpolated between two points, a mean over several cost positions) has the
+variance Σ wᵢ² sᵢ²/nᵢ and Welch–Satterthwaite's degrees of freedom.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from effnet.results import Result
+
+#: The confidence level of every interval effnet reports.
+LEVEL = 0.95
+
+
+def t_quantile(df: float, level: float = LEVEL) -> float:
+    """Student's t quantile of the two-sided ``level`` interval with ``df`` degrees of freedom (SciPy,
+    which scikit-learn brings)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2, df))
+
+
+@dataclass(frozen=True)
+class Estimate(Result):
+    """A mean over ``n`` seeds, its sample standard deviation (None below two seeds) and the half-width
+    of its 95% interval (None when unknown: one seed)."""
+
+    mean: float
+    n: int
+    std: float | None = None
+    ci95: float | None = None
+
+    @property
+    def low(self) -> float | None:
+        return None if self.ci95 is None else self.mean - self.ci95
+
+    @property
+    def high(self) -> float | None:
+        return None if self.ci95 is None else self.mean + self.ci95
+
+
+def estimate(values: Iterable[float]) -> Estimate | None:
+    """The mean of ``values`` with its t-interval; None for no values."""
+    xs = [float(v) for v in values]
+    if not xs:
+        return None
+    n = len(xs)
+    mean = sum(xs) / n
+    if n < 2:
+        return Estimate(mean=mean, n=1)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return Estimate(mean=mean, n=n, std=std, ci95=t_quantile(n - 1) * std / math.sqrt(n))
+
+
+def combine(terms: Mapping[Hashable, tuple[float, Estimate]]) -> Estimate:
+    """Σ wᵢ·xᵢ over independent estimates, keyed by point (``{key: (weight, estimate)}``; a point
+    weighted twice must be merged by the caller). The interval is unknown where a weighted term has
+    one seed; the degrees of freedom are Welch–Satterthwaite's."""
+    mean = sum(w * e.mean for w, e in terms.values())
+    weighted = [(w, e) for w, e in terms.values() if w != 0]
+    n = min((e.n for _, e in weighted), default=1)
+    if any(e.std is None for _, e in weighted) or not weighted:
+        return Estimate(mean=mean, n=n)
+    parts = [(w * w * e.std**2 / e.n, e.n) for w, e in weighted]  # type: ignore[operator]
+    variance = sum(v for v, _ in parts)
+    if variance == 0:
+        return Estimate(mean=mean, n=n, std=0.0, ci95=0.0)
+    df = variance**2 / sum(v * v / (k - 1) for v, k in parts)
+    return Estimate(mean=mean, n=n, std=math.sqrt(variance), ci95=t_quantile(df) * math.sqrt(variance))
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    """a − b with Welch's interval (``std`` is the standard error of the difference)."""
+    return combine({"a": (1.0, a), "b": (-1.0, b)})
+
+
+def overlap(a: Estimate, b: Estimate) -> bool | None:
+    """Whether the two 95% intervals overlap; None when either is unknown."""
+    if a.ci95 is None or b.ci95 is None:
+        return None
+    return a.low <= b.high and b.low <= a.high  # type: ignore[operator]
+
+
+def interpolation_weights(xs: Sequence[float], x: float) -> dict[int, float] | None:
+    """Weights of the points ``xs`` (sorted ascending) that interpolate linearly in log(x) at ``x``;
+    None outside ``[xs[0], xs[-1]]`` (never extrapolated)."""
+    if not xs or x < xs[0] or x > xs[-1]:
+        return None
+    logs = [math.log(v) for v in xs]
+    target = math.log(x)
+    for i in range(len(xs) - 1):
+        if logs[i] <= target <= logs[i + 1]:
+            if logs[i + 1] == logs[i]:
+                return {i: 1.0}
+            t = (target - logs[i]) / (logs[i + 1] - logs[i])
+            return {i: 1.0 - t, i + 1: t} if t > 0 else {i: 1.0}
+    return {len(xs) - 1: 1.0}  # x equals the single point
+
+
+def learning_threshold(num_classes: int) -> float:
+    """The accuracy below which a point is said not to have learned: 3× chance, or halfway from chance
+    to perfect where 3× chance is out of reach (fewer than four classes)."""
+    chance = 1.0 / num_classes
+    return min(3.0 * chance, (1.0 + chance) / 2.0)
+
+
+def points(value: float) -> str:
+    """A fraction as percentage points: ``2.1``."""
+    return f"{100 * value:.1f}"
+
+
+def show(e: Estimate | None, unit: str = "%") -> str:
+    """``61.2 ± 1.4%``, ``61.2% (one seed: interval unknown)`` or ``—`` (``unit=" points"`` for a
+    difference)."""
+    if e is None:
+        return "—"
+    if e.ci95 is None:
+        return f"{points(e.mean)}{unit} (one seed: interval unknown)"
+    return f"{points(e.mean)} ± {points(e.ci95)}{unit}"
