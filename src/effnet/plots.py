@@ -29,9 +29,14 @@ def _save(fig: Any, path: str | Path, **options: Any) -> Path:
         _pyplot().close(fig)
 
 
-def _errors(rows: Sequence[dict[str, Any]]) -> list[float]:
-    """Each row's 95% half-width in percentage points (0 where unknown: one seed)."""
-    return [100 * (r.get("accuracy_ci95") or 0.0) for r in rows]
+def _errors(rows: Sequence[dict[str, Any]], scale: float = 100.0) -> list[list[float]]:
+    """Each row's 95% half-width below and above its mean (0 where unknown: one seed), drawn within
+    the possible accuracies 0–1 (a t-interval of few seeds may reach beyond them), times ``scale``."""
+    half = [r.get("accuracy_ci95") or 0.0 for r in rows]
+    return [
+        [scale * min(h, r["accuracy"]) for h, r in zip(half, rows)],
+        [scale * min(h, 1.0 - r["accuracy"]) for h, r in zip(half, rows)],
+    ]
 
 
 def plot_search(
@@ -129,12 +134,17 @@ def plot_pareto(
     title: str,
     target: float | None = None,
 ) -> Path:
-    """Accuracy against multiply-adds for every completed trial, the Pareto ``front`` joined, the
-    ``best`` ringed and the multiply-adds ``target`` (if any) as a dashed line."""
+    """Accuracy against multiply-adds for every completed trial (with its 95% interval where it has
+    several seeds), the Pareto ``front`` joined, the ``best`` ringed and the multiply-adds ``target``
+    (if any) as a dashed line."""
     plt = _pyplot()
     done = [r for r in trials if r["state"] == "COMPLETE" and r.get("accuracy") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([r["macs"] / 1e6 for r in done], [r["accuracy"] for r in done], s=18, alpha=0.5, label="architectures")
+    spread = [r for r in done if r.get("accuracy_ci95")]  # several seeds: the mean's 95% interval
+    if spread:
+        xs, ys = [r["macs"] / 1e6 for r in spread], [r["accuracy"] for r in spread]
+        ax.errorbar(xs, ys, yerr=_errors(spread, scale=1.0), fmt="none", ecolor="gray", elinewidth=0.6)
     ax.plot([r["macs"] / 1e6 for r in front], [r["accuracy"] for r in front], "o-", color="C1", label="Pareto front")
     if best:
         ax.scatter(

@@ -14,7 +14,7 @@ from effnet.cli.args import (
     positive_int,
 )
 from effnet.cli.output import print_json, print_table
-from effnet.cli.search_cmds import proxy_from_args
+from effnet.cli.search_cmds import add_proxy, add_run_folder, proxy_from_args
 from effnet.errors import UserError
 
 
@@ -87,6 +87,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
         train_overrides={"device": args.device} if args.device else None,
         progress=not args.json,
         plot=not args.no_plot,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     if args.json:
         print_json(result.to_dict())
@@ -109,8 +111,9 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from effnet.describe.blocks import MAX_KERNEL
     from effnet.nas.objective import OBJECTIVES
-    from effnet.nas.space import CONV_OPS, SearchSpace
+    from effnet.nas.space import CONV_OPS, MAX_FILTER_MULTIPLIER, MAX_LAYER_OFFSET, MAX_OPTIONS, SearchSpace
     from effnet.nas.strategies import RL_ALGORITHMS, STRATEGIES
 
     strategies = "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
@@ -133,29 +136,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="small", help="training recipe for the proxy (default small)")
     p.add_argument("--device", help="device for the proxy training: cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the strategy and of every proxy run (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the strategy and of the first proxy run of each architecture (default 0)",
+    )
     p.add_argument("--storage", help="Optuna storage: SQLite file or URL, postgresql://… (default OUTPUT/study.db)")
     p.add_argument("--study-name", help="study name (default nas-STRATEGY); the same name resumes it")
     p.add_argument("--heartbeat", type=positive_int, help="seconds between trial heartbeats (stale after twice this)")
     p.add_argument("--output", default="nas-output", help="folder for best.json, trials.csv, pareto.png")
+    add_run_folder(p)
+    add_proxy(p, data=False)
     add_architecture(p)
-    space = p.add_argument_group("search space (per stage of the reference)")
+    space = p.add_argument_group(f"search space (per stage of the reference; at most {MAX_OPTIONS} options a decision)")
     space.add_argument(
         "--ops",
         type=_words,
         help=f"conv ops, of {','.join(CONV_OPS)} (fu: EfficientNetV2's Fused-MBConv; default MnasNet's "
         f"{','.join(SearchSpace.ops)})",
     )
-    space.add_argument("--kernels", type=_ints, help="kernel sizes (default 3,5)")
+    space.add_argument("--kernels", type=_ints, help=f"odd kernel sizes up to {MAX_KERNEL} (default 3,5)")
     space.add_argument("--se", dest="se_ratios", type=_floats, help="squeeze-excitation ratios (default 0,0.25)")
     space.add_argument(
         "--filters",
         dest="filter_multipliers",
         type=_floats,
-        help="filter multipliers of the reference (default 0.75,1,1.25)",
+        help=f"filter multipliers of the reference, within (0, {MAX_FILTER_MULTIPLIER:g}] (default 0.75,1,1.25)",
     )
     space.add_argument(
-        "--layers", dest="layer_offsets", type=_ints, help="layer offsets to the reference (default -1,0,1)"
+        "--layers",
+        dest="layer_offsets",
+        type=_ints,
+        help=f"layer offsets to the reference, within ±{MAX_LAYER_OFFSET} (default -1,0,1)",
     )
     objective = p.add_argument_group("objective: ACC × (cost/T)^w")
     objective.add_argument("--objective", choices=OBJECTIVES, default="soft", help="soft (default) or hard")

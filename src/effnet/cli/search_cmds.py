@@ -445,8 +445,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Grid-search α, β, γ at φ = 1 on a proxy budget, scale the baseline to --phi or to the "
         "largest φ under a budget, train and evaluate the scaled model, and write its weights and a Markdown "
         f"report. With no options: the built-in digits, baseline {DEFAULT_BASE} (B0 at width 0.25, depth 0.34, "
-        "32 px), 4 grid points of 3 epochs, φ = 1 trained 6 epochs, SQLite storage in the output folder: "
-        "a few minutes on a 2-core CPU. Every step resumes when rerun.",
+        "32 px), 4 grid points of 4 epochs with 2 seeds each (mean and 95% interval; points below 3× chance are "
+        "flagged and left out of the choice), φ = 1 trained 6 epochs, SQLite storage in the output folder: "
+        "about two minutes on an idle 2-core CPU. Every step resumes when rerun.",
     )
     add_architecture(p, default_base=DEFAULT_BASE)
     add_proxy(p, epochs=DEFAULT_PROXY.epochs, resolution=DEFAULT_PROXY.resolution, seeds=DEFAULT_PROXY.seeds)

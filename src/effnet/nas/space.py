@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from effnet.describe.blocks import BlockSpec
+from effnet.describe.blocks import MAX_KERNEL, BlockSpec
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.scale.rounding import round_filters
@@ -33,6 +33,12 @@ CONV_OPS: dict[str, tuple[str, float]] = {
     "fu6": ("fu", 6.0),
     "mb4": ("mb", 4.0),
 }
+
+#: Bounds of a space: options per decision (the controller's embeddings grow with them; MnasNet offers
+#: 2–5), layers added to or removed from a stage (MnasNet: ±1), and filter multipliers (MnasNet: 0.75–1.25).
+MAX_OPTIONS = 16
+MAX_LAYER_OFFSET = 16
+MAX_FILTER_MULTIPLIER = 8.0
 
 #: The decisions taken for every stage, in the order the controller emits them.
 DECISIONS = ("op", "kernel", "se", "skip", "filters", "layers")
@@ -75,15 +81,24 @@ class SearchSpace:
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
                 raise UserError(f"{name} must be non-empty and without repeats, got {values!r}", field=name)
+            if len(values) > MAX_OPTIONS:
+                raise UserError(f"{name} holds {len(values)} options; at most {MAX_OPTIONS}", field=name)
             object.__setattr__(self, name, tuple(values))
-        if any(k < 1 or k % 2 == 0 for k in self.kernels):
-            raise UserError(f"kernels must be odd, got {self.kernels!r}", field="kernels")
+        if any(k < 1 or k % 2 == 0 or k > MAX_KERNEL for k in self.kernels):
+            raise UserError(f"kernels must be odd and at most {MAX_KERNEL}, got {self.kernels!r}", field="kernels")
+        if any(abs(o) > MAX_LAYER_OFFSET for o in self.layer_offsets):
+            raise UserError(
+                f"layer_offsets must be within ±{MAX_LAYER_OFFSET}, got {self.layer_offsets!r}", field="layer_offsets"
+            )
         if any(not 0 <= s <= 1 for s in self.se_ratios):
             raise UserError(f"se_ratios must be within [0, 1], got {self.se_ratios!r}", field="se_ratios")
-        if any(m <= 0 for m in self.filter_multipliers):
+        if any(not 0 < m <= MAX_FILTER_MULTIPLIER for m in self.filter_multipliers):
             raise UserError(
-                f"filter_multipliers must be > 0, got {self.filter_multipliers!r}", field="filter_multipliers"
+                f"filter_multipliers must be within (0, {MAX_FILTER_MULTIPLIER:g}], got {self.filter_multipliers!r}",
+                field="filter_multipliers",
             )
+        largest = {f"s{i}_{d}": max(self.options(d)) for i in range(self.num_stages) for d in ("filters", "layers")}
+        self.network({**self.sample(random.Random(0)), **largest})  # the largest architecture within bounds
 
     # -- structure -----------------------------------------------------------------------------
     @property

@@ -51,6 +51,13 @@ DEFAULT_HEARTBEAT = 10
 #: The study's user attribute that records what its trials are trained with.
 SETTINGS_ATTR = "effnet_settings"
 
+#: Seconds to wait for a database server to accept a connection and for one of its statements
+#: (PostgreSQL's ``connect_timeout`` and ``statement_timeout``; a URL's own ``connect_timeout`` or
+#: ``options`` win), and for another process's lock on a SQLite file (SQLite's ``timeout``).
+CONNECT_TIMEOUT = 10
+STATEMENT_TIMEOUT = 120
+SQLITE_TIMEOUT = 60
+
 _OPEN_ATTEMPTS = 6
 _SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 
@@ -118,9 +125,15 @@ def open_rdb(storage: str | Path | None, *, output: str | Path | None = None, he
     engine: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Several processes on one file: wait for the lock instead of failing at once.
-        engine["connect_args"] = {"timeout": 60}
+        engine["connect_args"] = {"timeout": SQLITE_TIMEOUT}
     else:
         engine["pool_pre_ping"] = True
+        if url.startswith("postgresql"):  # a server that accepts and never answers must not hang us
+            query = url.partition("?")[2]
+            engine["connect_args"] = {
+                **({} if "connect_timeout=" in query else {"connect_timeout": CONNECT_TIMEOUT}),
+                **({} if "options=" in query else {"options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}"}),
+            }
     path = sqlite_path(url)
     for attempt in range(_OPEN_ATTEMPTS):
         try:
@@ -147,7 +160,8 @@ def open_rdb(storage: str | Path | None, *, output: str | Path | None = None, he
                 time.sleep(0.5 + random.random())
                 continue
             first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-            raise UserError(f"cannot open storage {redact_url(url)}: {first}") from None
+            waited = f" (after {CONNECT_TIMEOUT} s)" if "timeout" in first.lower() and "connect_args" in engine else ""
+            raise UserError(f"storage {redact_url(url)} cannot be opened: {first}{waited}", field="storage") from None
     raise AssertionError("unreachable")
 
 
