@@ -203,8 +203,8 @@ class Trainer(Generic[Report]):
             self.epoch_setup(setup.net, done.epoch)
         else:
             setup.net.train()
-        stage, loader = self._enter_stage(done.epoch)
         self.state.sampler.set_position(done.epoch, done.step_in_epoch * config.batch_size)
+        stage, loader = self._enter_stage(done.epoch)
         if self.recipe.bn_warmup:
             self._warm_up_batchnorm()
         bar = progress_bar(
