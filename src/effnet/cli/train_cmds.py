@@ -10,18 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from effnet.cli.args import (
     add_json,
+    finite_float,
     nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
 )
 from effnet.cli.output import print_json, print_record
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 if TYPE_CHECKING:
     from effnet.train import TrainReport
 
-#: Options that map one-to-one onto recipe settings: (flag, setting, type, help).
+#: Options that map one-to-one onto recipe settings: (flag, setting, type, help). An option's ``dest`` is
+#: its setting, so a library error naming the setting names the flag (effnet.cli.main.flag_message).
 RECIPE_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--lr", "lr", positive_float, "peak learning rate (default: base_lr × global batch / 256)"),
     ("--warmup-epochs", "warmup_epochs", nonnegative_float, "linear warm-up epochs"),
@@ -37,7 +39,31 @@ RECIPE_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--workers", "workers", nonnegative_int, "data loading worker processes"),
     ("--checkpoint-every", "checkpoint_every_steps", nonnegative_int, "also checkpoint every N steps"),
     ("--amp", "amp", str, "auto (bf16 on GPUs that support it) | bf16 | off"),
+    ("--mixup", "mixup_alpha", finite_float, "mixup α on training batches (0: off)"),
+    ("--cutmix", "cutmix_alpha", finite_float, "CutMix α on training batches (0: off; with mixup: one per batch)"),
+    ("--resolution-start", "resolution_start", int, "progressive: first stage's image size (default: half the end)"),
+    (
+        "--resolution-end",
+        "resolution_end",
+        int,
+        "progressive: last stage's size (default: --resolution, else the model's)",
+    ),
+    ("--randaugment-m-start", "randaugment_m_start", int, "progressive: first stage's RandAugment magnitude"),
+    ("--randaugment-m-end", "randaugment_m_end", int, "progressive: last stage's RandAugment magnitude"),
+    ("--mixup-start", "mixup_alpha_start", finite_float, "progressive: first stage's mixup α"),
+    ("--mixup-end", "mixup_alpha_end", finite_float, "progressive: last stage's mixup α"),
+    ("--cutmix-start", "cutmix_alpha_start", finite_float, "progressive: first stage's CutMix α"),
+    ("--cutmix-end", "cutmix_alpha_end", finite_float, "progressive: last stage's CutMix α"),
+    ("--dropout-start", "dropout_start", finite_float, "progressive: first stage's dropout (default: the model's)"),
+    ("--dropout-end", "dropout_end", finite_float, "progressive: last stage's dropout (default: the model's)"),
 ]
+PROGRESSIVE_HELP = (
+    "progressive learning (EfficientNetV2) in STAGES stages (default 4) of equal epochs: image size, RandAugment "
+    "magnitude, mixup/CutMix α and dropout go linearly from their --*-start values in the first stage to their "
+    "--*-end values in the last, as the paper's Algorithm 1 (the official code starts at "
+    "start + (end − start)/STAGES px and keeps dropout constant); evaluation stays at --resolution. "
+    "--recipe v2 / v2_m / v2_l: the paper's values"
+)
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -56,11 +82,20 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, default_recipe: str) -> None:
     parser.add_argument("--data", default="digits", metavar="DIR|digits", help="image folder or 'digits' (built in)")
-    parser.add_argument("--resolution", type=positive_int, metavar="PX", help="train and evaluate at this size")
+    parser.add_argument(
+        "--resolution",
+        type=positive_int,
+        metavar="PX",
+        help="train and evaluate at this size (progressive: the end size)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=default_epochs, help=f"default {default_epochs}")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="per process (default 64)")
     parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--recipe", default=default_recipe, help=f"paper | small | finetune (default {default_recipe})")
+    parser.add_argument(
+        "--recipe",
+        default=default_recipe,
+        help=f"paper | small | finetune | v2 | v2_m | v2_l (default {default_recipe})",
+    )
     parser.add_argument("--output", metavar="DIR", help="write weights, checkpoints, metrics and logs here")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last.pt")
     parser.add_argument("--max-steps-per-epoch", type=positive_int, metavar="N", help="cap each epoch's steps")
@@ -72,7 +107,16 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, setting, kind, text in RECIPE_OPTIONS:
-        parser.add_argument(flag, dest=f"recipe_{setting}", type=kind, metavar="X", help=text)
+        parser.add_argument(flag, dest=setting, type=kind, metavar="X", help=text)
+    parser.add_argument(
+        "--progressive",
+        dest="progressive_stages",
+        nargs="?",
+        const=4,
+        type=int,
+        metavar="STAGES",
+        help=PROGRESSIVE_HELP,
+    )
     parser.add_argument(
         "--set",
         dest="settings",
@@ -88,9 +132,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
 def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = dict(args.settings)
     for _, setting, _, _ in RECIPE_OPTIONS:
-        value = getattr(args, f"recipe_{setting}")
+        value = getattr(args, setting)
         if value is not None:
             overrides[setting] = value
+    if args.progressive_stages is not None:
+        check_whole_number("progressive_stages", args.progressive_stages, 1)  # 0 turns it off: not --progressive
+        overrides["progressive_stages"] = args.progressive_stages
     if args.compile:
         overrides["compile"] = True
     if args.channels_last:
@@ -115,8 +162,10 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
     def epoch_line(epoch: int, metrics: dict) -> None:
         if not quiet:
+            stage = f" (stage {metrics['stage']}, {metrics['train_resolution']} px)" if "stage" in metrics else ""
             print(
-                f"epoch {epoch}/{args.epochs}: train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}"
+                f"epoch {epoch}/{args.epochs}{stage}: train loss {metrics['train_loss']:.4f}"
+                f"  val loss {metrics['val_loss']:.4f}"
                 f"  top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  {metrics['images_per_second']:.0f} img/s",
                 file=sys.stderr,
             )

@@ -13,9 +13,10 @@ from typing import Any, Generic, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from effnet.atomic import remove_stale_temporaries
-from effnet.data import DataSplits, load_splits
+from effnet.data import DataSplits, batch_mixer, load_splits
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
@@ -25,9 +26,10 @@ from effnet.train import checkpoint as ckpt
 from effnet.train import distributed as dist_utils
 from effnet.train.config import RunConfig, resolve_recipe, spec_changes
 from effnet.train.logs import RunLog
+from effnet.train.progressive import Stage, stage_difference
 from effnet.train.recipe import Recipe
 from effnet.train.report import TrainReport
-from effnet.train.setup import RunNetwork, RunSetup, init_classifier, seed_everything, set_up
+from effnet.train.setup import RunNetwork, RunSetup, init_classifier, seed_everything, set_up, stage_loader
 from effnet.train.state import Progress
 from effnet.zoo import resolve_description
 
@@ -85,7 +87,8 @@ def run_training(
 
 class Trainer(Generic[Report]):
     """The epoch loop and evaluation of a set-up run; checkpoints save and restore its
-    :class:`~effnet.train.state.RunState` whole."""
+    :class:`~effnet.train.state.RunState` whole and record the stage (:mod:`effnet.train.progressive`),
+    which a resume recomputes from the epoch and checks."""
 
     def __init__(
         self,
@@ -109,6 +112,9 @@ class Trainer(Generic[Report]):
         self.log = RunLog(self.folder if setup.ctx.is_main else None)
         self.stopped_early = False
         self.started = time.perf_counter()
+        self.stage: Stage | None = None  # the stage the training loader, dropout and mixer are set for
+        self.train_loader: DataLoader | None = None
+        self.mixer: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def progress(self) -> Progress:
@@ -138,7 +144,12 @@ class Trainer(Generic[Report]):
         state = self.state.state_dict()  # every process takes part
         if not self.setup.ctx.is_main:
             return
-        record = {"format": ckpt.FORMAT, "config": self._config_record(), **state}
+        record = {
+            "format": ckpt.FORMAT,
+            "config": self._config_record(),
+            "stage": self.setup.plan.record(self.progress.epoch),
+            **state,
+        }
         ckpt.save_checkpoint(self.checkpoint_dir / ckpt.LAST, record)
         if epoch_end:
             ckpt.save_checkpoint(self.checkpoint_dir / f"epoch_{self.progress.epoch:04d}.pt", record)
@@ -158,6 +169,9 @@ class Trainer(Generic[Report]):
         for key in ("spec", "num_classes", "batch_size", "seed", "world"):
             if theirs.get(key) != mine[key]:
                 raise UserError(f"cannot resume from {path}: its {key} differs from this run's")
+        found, expected = state.get("stage"), self.setup.plan.record(int(state["epoch"]))
+        if found != expected:
+            raise UserError(f"cannot resume from {path}: {stage_difference(found, expected, int(state['epoch']))}")
         if self.setup.ctx.is_main:
             remove_stale_temporaries(path.parent)  # left by a writer that was killed
         self.state.load_state_dict(state)
@@ -192,11 +206,12 @@ class Trainer(Generic[Report]):
             for module in setup.batchnorms:
                 module.eval()
         self.state.sampler.set_position(done.epoch, done.step_in_epoch * config.batch_size)
+        stage, loader = self._enter_stage(done.epoch)
         if self.recipe.bn_warmup:
             self._warm_up_batchnorm()
         bar = progress_bar(
             setup.steps_per_epoch,
-            desc=f"epoch {done.epoch + 1}/{config.epochs}",
+            desc=f"epoch {done.epoch + 1}/{config.epochs}" + (f", {stage.label()}" if setup.plan.progressive else ""),
             unit="batch",
             enabled=config.progress and setup.ctx.is_main,
             initial=done.step_in_epoch,
@@ -205,7 +220,7 @@ class Trainer(Generic[Report]):
         every = self.recipe.checkpoint_every_steps
         tick = time.perf_counter()
         with bar:
-            for images, targets in setup.train_loader:
+            for images, targets in loader:
                 if done.step_in_epoch >= setup.steps_per_epoch:
                     break
                 value = self._step(images, targets)
@@ -226,10 +241,29 @@ class Trainer(Generic[Report]):
                     self.stopped_early = True
                     break
 
+    def _enter_stage(self, epoch: int) -> tuple[Stage, DataLoader]:
+        """Set the training loader (image size, RandAugment magnitude), the classifier's dropout and the
+        batch mixer (mixup/CutMix α) for the stage of ``epoch``; a new stage gets a new loader."""
+        stage = self.setup.plan.stage_of(epoch)
+        if self.train_loader is None or stage != self.stage:  # the old loader's workers end with it
+            self.train_loader = stage_loader(self.setup, self.splits, self.recipe, self.config, stage)
+            self.setup.net.dropout.p = stage.dropout
+            self.mixer = batch_mixer(stage.mixup_alpha, stage.cutmix_alpha, self.splits.num_classes)
+            self.stage = stage
+        return stage, self.train_loader
+
+    def _stage_columns(self) -> dict[str, int]:
+        """``stage`` (1-based) and ``train_resolution`` of the epoch under way, for a progressive run."""
+        if not self.setup.plan.progressive or self.stage is None:
+            return {}
+        return {"stage": self.stage.index + 1, "train_resolution": self.stage.resolution}
+
     def _step(self, images: torch.Tensor, targets: torch.Tensor) -> float:
         """One optimiser step (schedule, EMA and BatchNorm warm-up included); returns the loss."""
         setup, state, recipe = self.setup, self.state, self.recipe
         images, targets = setup.to_device(images, targets)
+        if self.mixer is not None:
+            images, targets = self.mixer(images, targets)  # soft targets: the loss takes class probabilities
         with setup.autocast():
             logits = setup.train_module(images)
             loss = setup.criterion(logits.float(), targets)
@@ -311,6 +345,7 @@ class Trainer(Generic[Report]):
         metrics = {
             "epoch": done.epoch + 1,
             "step": done.global_step,
+            **self._stage_columns(),
             "lr": self.state.optimizer.param_groups[0]["lr"],
             "train_loss": done.epoch_loss_sum / max(done.epoch_loss_count, 1),
             **scores,
