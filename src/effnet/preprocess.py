@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from effnet.describe.network import NetworkSpec
+from effnet.describe.network import MAX_RESOLUTION, NetworkSpec
 from effnet.errors import UserError, check_whole_number
 
 #: ImageNet mean and standard deviation of 0–1 RGB pixels (the official B-series preprocessing).
@@ -46,7 +46,7 @@ class Preprocessing:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        check_whole_number("preprocessing resolution", self.resolution, 1)
+        check_whole_number("preprocessing resolution", self.resolution, 1, high=MAX_RESOLUTION)
         if not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:
             raise UserError(f"preprocessing crop_pct must be within (0, 1], got {self.crop_pct!r}")
         if self.interpolation not in INTERPOLATIONS:

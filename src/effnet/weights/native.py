@@ -22,6 +22,10 @@ from effnet.weights.format import WeightFormat
 
 FORMAT = "effnet"
 FORMAT_VERSION = "1"
+#: Bounds on a header's counts (ImageNet-21k has 21,843 classes; images have a few channels): a crafted
+#: header must not make effnet build a classifier no machine holds.
+MAX_CLASSES = 1_000_000
+MAX_IN_CHANS = 64
 _RESERVED = {"format", "format_version", "description", "num_classes", "in_chans", "class_names", "preprocessing"}
 
 
@@ -94,7 +98,14 @@ def info_from_metadata(metadata: dict[str, str], source: str) -> WeightsInfo:
         names = json.loads(metadata["class_names"]) if "class_names" in metadata else None
     except (KeyError, ValueError) as err:
         raise UserError(f"{source}: damaged effnet header ({err})") from None
-    if names is not None and (not isinstance(names, list) or len(names) != num_classes):
+    if not 0 <= num_classes <= MAX_CLASSES or not 1 <= in_chans <= MAX_IN_CHANS:
+        raise UserError(
+            f"{source}: damaged effnet header: {num_classes} classes and {in_chans} input channels (at most "
+            f"{MAX_CLASSES:,} and {MAX_IN_CHANS})"
+        )
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise UserError(f"{source}: damaged effnet header: class_names is not a list of names")
+    if names is not None and len(names) != num_classes:
         raise UserError(f"{source}: header has {len(names)} class names for {num_classes} classes")
     if "preprocessing" in metadata:
         preprocessing = Preprocessing.from_json(metadata["preprocessing"])
