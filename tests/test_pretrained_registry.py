@@ -148,3 +148,29 @@ def test_random_weights_load_by_name_and_give_the_reference_logits(name):
     assert info.num_classes == entry.num_classes and info.preprocessing == entry.preprocessing
     assert model.spec.padding == entry.padding and model.spec.resolution == entry.preprocessing.resolution
     assert logits_diff(model, ref, 64) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tf_efficientnetv2_m.in1k",  # squash, 480 px, the whole image
+        "tf_efficientnet_lite3.in1k",  # bilinear, crop 0.904, mean = std = 0.5
+        "efficientnet_b3.ra2_in1k",  # timm's test size (320) and crop (1.0)
+        "efficientnet_b1.tv2_in1k",  # torchvision: resize 255, crop 240, bilinear
+    ],
+)
+def test_eval_transform_is_the_publishers(name):
+    """effnet's evaluation transform of an entry gives what timm's or torchvision's own gives."""
+    from PIL import Image
+    from skimage.data import chelsea
+
+    entry = PRETRAINED[name]
+    image = Image.fromarray(chelsea())  # 451×300: the crop mode and the short side matter
+    if entry.format == "timm":
+        cfg = timm.models.get_pretrained_cfg(name).to_dict()
+        theirs = timm.data.create_transform(**timm.data.resolve_data_config({}, pretrained_cfg=cfg, use_test_size=True))
+    else:
+        theirs = torchvision.models.get_weight(entry.aliases[0]).transforms()
+    ours = entry.preprocessing.eval_transform()(image)
+    assert ours.shape == (3, entry.preprocessing.resolution, entry.preprocessing.resolution)
+    assert (ours - theirs(image)).abs().max() < 1e-5
