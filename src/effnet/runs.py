@@ -7,7 +7,8 @@ continues that run (``resume``) or replaces it (``overwrite``: the files are rem
 Training uses it; any command that owns an output folder (pipeline, NAS) can.
 
 The lock file is the one file effnet writes in place rather than through :mod:`effnet.atomic`: a lock
-lives on the file's inode, which a rename would replace."""
+lives on the file's inode, which a rename would replace. It stays after the run (removed, a waiting
+process could lock the old inode while a new one locks a new file)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -24,7 +24,7 @@ from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
 from effnet.models.profile import profile
 from effnet.progress import progress_bar
-from effnet.runs import ClaimedFolder, claim_folder
+from effnet.runs import claim_folder
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed as dist_utils
 from effnet.train.config import RunConfig, resolve_recipe, spec_changes
@@ -44,7 +44,8 @@ from effnet.train.setup import (
 from effnet.train.state import Progress
 from effnet.zoo import resolve_description
 
-#: Checks, before anything is allocated, that a description's training fits the device's memory.
+#: Checks, before anything is allocated, that a description's training fits the data (a batch no larger
+#: than the training split) and the device's memory.
 FitCheck = Callable[[NetworkSpec], None]
 #: Builds the network to train from the data, the recipe and the description fields the run sets,
 #: calling the fit check on its description before allocating it (or as soon as it is known).
@@ -91,7 +92,7 @@ def run_training(
     the recipe, seed, ``build`` the network once its training is known to fit, set it up, train and
     evaluate; ``report`` makes the result from :class:`TrainReport`'s fields."""
     device = dist_utils.check_device(config.device)
-    with _claim_output(config) as claimed:
+    with _claim_output(config):
         splits = load_splits(data)
         recipe = resolve_recipe(config.recipe, splits, recipe_settings)
         changes = spec_changes(config.resolution, recipe)
@@ -101,17 +102,28 @@ def run_training(
             fits = partial(check_fits, splits=splits, recipe=recipe, config=config, ctx=ctx)
             network = build(splits, recipe, changes, fits)
             setup = set_up(network, splits, recipe, config, ctx)
-            return Trainer(setup, splits, recipe, config, report, network.epoch_setup, claimed).run()
+            return Trainer(setup, splits, recipe, config, report, network.epoch_setup).run()
         finally:
             dist_utils.cleanup(ctx)
 
 
-def _claim_output(config: RunConfig) -> contextlib.AbstractContextManager[ClaimedFolder | None]:
-    """The run's folder, locked and checked for another run's files (:mod:`effnet.runs`), by the process
-    that writes; nothing where the run writes nothing."""
+@contextlib.contextmanager
+def _claim_output(config: RunConfig) -> Iterator[None]:
+    """Hold the run's folder, locked and checked for another run's files (:mod:`effnet.runs`), in the
+    process that writes; a resume needs the checkpoint to continue from wherever the folder holds a run.
+    Nothing where the run writes nothing."""
     if config.output is None or not dist_utils.is_main_process():
-        return contextlib.nullcontext()
-    return claim_folder(config.output, run_files=RUN_FILES, resume=config.resume, overwrite=config.overwrite)
+        yield
+        return
+    with claim_folder(config.output, run_files=RUN_FILES, resume=config.resume, overwrite=config.overwrite) as held:
+        last = held.path / "checkpoints" / ckpt.LAST
+        if held.found and not last.exists():  # starting over would mix two runs
+            raise UserError(
+                f"output {held.path} holds a run ({', '.join(held.found)}) without {last.name} to continue from: "
+                "overwrite replaces it",
+                field="output",
+            )
+        yield
 
 
 class Trainer(Generic[Report]):
@@ -127,7 +139,6 @@ class Trainer(Generic[Report]):
         config: RunConfig,
         report: Callable[..., Report],
         epoch_setup: Callable[[nn.Module, int], None] | None = None,
-        claimed: ClaimedFolder | None = None,
     ) -> None:
         self.setup = setup
         self.state = setup.state
@@ -138,7 +149,6 @@ class Trainer(Generic[Report]):
         self.make_report = report
         self.spec: NetworkSpec = setup.net.spec
         self.folder = config.output
-        self.claimed = claimed  # the main process's hold on the folder
         self.checkpoint_dir = self.folder / "checkpoints" if self.folder else None
         self.log = RunLog(self.folder if setup.ctx.is_main else None)
         self.stopped_early = False
@@ -189,12 +199,6 @@ class Trainer(Generic[Report]):
     def try_resume(self, path: Path) -> bool:
         """Load the checkpoint at ``path`` if there is one; a checkpoint of a different run is a UserError."""
         if not path.exists():
-            if self.claimed is not None and self.claimed.found:  # starting over would mix two runs
-                raise UserError(
-                    f"output {self.folder} holds a run ({', '.join(self.claimed.found)}) without {path.name} to "
-                    "continue from: overwrite replaces it",
-                    field="output",
-                )
             if self.setup.ctx.is_main:
                 print(f"effnet train: no checkpoint in {path.parent}; starting from the beginning", file=sys.stderr)
             return False
