@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from effnet.data.images import ImageTooLarge, max_image_pixels, open_image
+from effnet.data.images import PIXELS_VARIABLE, ImageTooLarge, max_image_pixels, open_image
 from effnet.errors import UserError
 
 VAL_FOLDERS = ("val", "validation", "test")
@@ -131,7 +131,7 @@ def _check_readable(folder: Path) -> None:
 
 
 @dataclass
-class Skipped:
+class _Skipped:
     """Files a scan left out: not readable as images, and over the pixel limit."""
 
     unreadable: list[str] = field(default_factory=list)
@@ -141,14 +141,14 @@ class Skipped:
         """One DataWarning per kind, naming the files (the first 20) and their count."""
         for paths, what in (
             (self.unreadable, "that are not readable images"),
-            (self.too_large, f"over the pixel limit of {max_image_pixels():,} (EFFNET_MAX_IMAGE_PIXELS)"),
+            (self.too_large, f"over the pixel limit of {max_image_pixels():,} ({PIXELS_VARIABLE})"),
         ):
             if paths:
                 shown = ", ".join(paths[:20]) + (f", … ({len(paths) - 20} more)" if len(paths) > 20 else "")
                 warnings.warn(f"skipped {len(paths)} file(s) {what}: {shown}", DataWarning, stacklevel=3)
 
 
-def _is_image(path: str, skipped: Skipped) -> bool:
+def _is_image(path: str, skipped: _Skipped) -> bool:
     """Whether PIL recognises the file's header within the pixel limit (cheap; decoding happens when
     loading); a file that fails is added to ``skipped``."""
     try:
@@ -161,7 +161,7 @@ def _is_image(path: str, skipped: Skipped) -> bool:
     return False
 
 
-def _scan_class_folders(root: Path, class_names: list[str], skipped: Skipped) -> tuple[list[Path], list[int]]:
+def _scan_class_folders(root: Path, class_names: list[str], skipped: _Skipped) -> tuple[list[Path], list[int]]:
     """The images under ``root/<class>/`` (any depth, in sorted order) by torchvision's ``make_dataset``;
     hidden files are ignored, files PIL does not read go to ``skipped``; a folder that cannot be read is
     a UserError naming it."""
@@ -206,7 +206,7 @@ def load_folder_splits(root: str | Path) -> DataSplits:
     class_names = _class_folders(train_dir)
     if len(class_names) < 2:
         raise UserError(f"{train_dir} needs at least two class folders, found {len(class_names)}")
-    skipped = Skipped()
+    skipped = _Skipped()
     train_files, train_targets = _scan_class_folders(train_dir, class_names, skipped)
     val_files, val_targets = _scan_class_folders(val_dir, class_names, skipped)
     skipped.warn()

@@ -1,13 +1,13 @@
 """Opening image files under a pixel limit, so that a small file declaring a huge image (a
 decompression bomb) is refused by its header, before its pixels are decoded.
 
-The limit is PIL's (``Image.MAX_IMAGE_PIXELS``, 89,478,485 pixels by default: a quarter GiB of 24-bit
-pixels, 9459² or so), set from ``EFFNET_MAX_IMAGE_PIXELS`` where that is given."""
+The limit is PIL's default (89,478,485 pixels: a quarter GiB of 24-bit pixels, 9459² or so) unless
+``EFFNET_MAX_IMAGE_PIXELS`` gives another; effnet checks it itself (PIL's own check, which only warns up
+to twice its limit, is off while effnet opens a file; ``PIL.Image.MAX_IMAGE_PIXELS`` is left as it was)."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -41,18 +41,16 @@ def open_image(path: str | Path) -> Image.Image:
     than :func:`max_image_pixels` is an :class:`ImageTooLarge` naming the file and the limit. PIL's own
     errors for unreadable files (OSError, ValueError, SyntaxError) pass through."""
     limit = max_image_pixels()
-    Image.MAX_IMAGE_PIXELS = limit  # PIL checks it on opening: a warning above it, an error above twice it
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # said below, in one line
-        try:
-            image = Image.open(path)
-        except Image.DecompressionBombError:
-            image = None
-    if image is None or image.width * image.height > limit:
-        if image is not None:
-            image.close()
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # PIL's check (a warning, then an error at twice its limit) is made below
+    try:
+        image = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if image.width * image.height > limit:
+        image.close()
         raise ImageTooLarge(
-            f"{path} has more pixels than the limit of {limit:,} (a decompression bomb?); {PIXELS_VARIABLE} "
-            "sets the limit"
+            f"{path} has {image.width}×{image.height} pixels, more than the limit of {limit:,} (a decompression "
+            f"bomb?); {PIXELS_VARIABLE} sets the limit"
         )
     return image

@@ -79,10 +79,7 @@ def finetune_model(
 
         net, info = load_model(weights, num_classes=splits.num_classes, model=model, format=format, **changes)
         if freeze_stages >= len(net.stages):
-            raise UserError(
-                f"freeze_stages must be below the model's {len(net.stages)} stages, got {freeze_stages}",
-                field="freeze_stages",
-            )
+            raise UserError(f"freeze_stages must be below the model's {len(net.stages)} stages, got {freeze_stages}")
         fits(net.spec)  # the description is the file's: known once it is read, before the device and batches
         if info.class_names != splits.class_names:  # a new classifier
             zero_classifier(net)
