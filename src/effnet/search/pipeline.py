@@ -137,6 +137,7 @@ def run_pipeline(
         recipe=proxy.recipe,
         output=final_dir,
         resume=resume,
+        overwrite=not resume,  # without a checkpoint, what final/ holds is a killed start of this step
         progress=progress,
     )
     timings["final"] = time.perf_counter() - step

@@ -23,8 +23,10 @@ from effnet.data import (
     make_train_loader,
     train_transform,
 )
+from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
+from effnet.models.profile import check_memory
 from effnet.preprocess import Preprocessing, default_preprocessing, official_crop_pct
 from effnet.train.config import RunConfig
 from effnet.train.distributed import DistContext
@@ -125,6 +127,35 @@ def run_preprocessing(recipe: Recipe, resolution: int, mean_std: MeanStd) -> Pre
     return Preprocessing(resolution, crop_pct, recipe.interpolation, tuple(mean), tuple(std))  # type: ignore[arg-type]
 
 
+def epoch_steps(splits: DataSplits, config: RunConfig, ctx: DistContext) -> int:
+    """Steps per epoch: the full batches of this process's share of the training split (capped by
+    ``max_steps_per_epoch``); none is a UserError naming ``batch_size``."""
+    share = len(ResumableSampler(len(splits.train), seed=config.seed, rank=ctx.rank, world=ctx.world).inner)
+    full_steps = share // config.batch_size
+    if full_steps < 1:
+        raise UserError(
+            f"batch_size {config.batch_size} is larger than the training split ({share} images per process)",
+            field="batch_size",
+        )
+    return min(full_steps, config.max_steps_per_epoch or full_steps)
+
+
+def check_fits(spec: NetworkSpec, splits: DataSplits, recipe: Recipe, config: RunConfig, ctx: DistContext) -> None:
+    """Refuse, before the network and its first batch are allocated, a batch larger than the training
+    split and a run whose training cannot fit in the device's memory at its largest training size (one
+    meta-device forward of ``spec``)."""
+    epoch_steps(splits, config, ctx)
+    largest = max(stage.resolution for stage in plan_stages(recipe, config.epochs, spec, config.resolution).stages)
+    check_memory(
+        spec,
+        batch_size=config.batch_size,
+        training=True,
+        device=ctx.device,
+        num_classes=splits.num_classes,
+        resolution=largest,
+    )
+
+
 def set_up(network: RunNetwork, splits: DataSplits, recipe: Recipe, config: RunConfig, ctx: DistContext) -> RunSetup:
     """Plan the stages, place the network (device, memory format, SyncBatchNorm, DDP, compile) and build
     its EMA, validation loader, optimiser and schedule."""
@@ -149,14 +180,7 @@ def set_up(network: RunNetwork, splits: DataSplits, recipe: Recipe, config: RunC
     val_loader = make_eval_loader(val_set, eval_batch, workers, on_cuda, ctx.rank, ctx.world)
     val_loader.generator = torch.Generator().manual_seed(config.seed)
 
-    full_steps = len(sampler.inner) // config.batch_size
-    if full_steps < 1:
-        raise UserError(
-            f"batch_size {config.batch_size} is larger than the training split "
-            f"({len(sampler.inner)} images per process)",
-            field="batch_size",
-        )
-    steps_per_epoch = min(full_steps, config.max_steps_per_epoch or full_steps)
+    steps_per_epoch = epoch_steps(splits, config, ctx)
     peak_lr = recipe.peak_lr(config.batch_size * ctx.world)
     optimizer = build_optimizer(net, recipe, peak_lr)
     scheduler = build_scheduler(optimizer, recipe, steps_per_epoch, steps_per_epoch * config.epochs)

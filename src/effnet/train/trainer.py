@@ -3,10 +3,12 @@ every run takes (data, recipe, seeds, network, set-up, loop)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -22,19 +24,32 @@ from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
 from effnet.models.profile import profile
 from effnet.progress import progress_bar
+from effnet.runs import claim_folder
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed as dist_utils
 from effnet.train.config import RunConfig, resolve_recipe, spec_changes
-from effnet.train.logs import RunLog
+from effnet.train.logs import RUN_FILES, RunLog
 from effnet.train.progressive import Stage, stage_difference
 from effnet.train.recipe import Recipe
 from effnet.train.report import TrainReport
-from effnet.train.setup import RunNetwork, RunSetup, init_classifier, seed_everything, set_up, stage_loader
+from effnet.train.setup import (
+    RunNetwork,
+    RunSetup,
+    check_fits,
+    init_classifier,
+    seed_everything,
+    set_up,
+    stage_loader,
+)
 from effnet.train.state import Progress
 from effnet.zoo import resolve_description
 
-#: Builds the network to train from the data, the recipe and the description fields the run sets.
-NetworkBuilder = Callable[[DataSplits, Recipe, dict[str, Any]], RunNetwork]
+#: Checks, before anything is allocated, that a description's training fits the data (a batch no larger
+#: than the training split) and the device's memory.
+FitCheck = Callable[[NetworkSpec], None]
+#: Builds the network to train from the data, the recipe and the description fields the run sets,
+#: calling the fit check on its description before allocating it (or as soon as it is known).
+NetworkBuilder = Callable[[DataSplits, Recipe, dict[str, Any], FitCheck], RunNetwork]
 Report = TypeVar("Report", bound=TrainReport)
 
 
@@ -49,14 +64,17 @@ def train_model(model: str | NetworkSpec, data: str | Path = "digits", **setting
     ``data`` is ``"digits"`` (scikit-learn's bundled handwritten digits) or a folder with ``train/`` and
     ``val/`` (or ``test/``). ``settings`` are :class:`~effnet.train.RunConfig` fields (``epochs=10``,
     ``batch_size=64``, ``resolution``, ``seed=0``, ``recipe="paper"``, ``output``, ``resume``,
-    ``progress``, ``max_steps_per_epoch``, ``on_epoch_end``, ``time_limit``, ``device``) and recipe
-    settings (see :class:`~effnet.train.Recipe`), e.g. ``lr=0.05``, ``augment="none"``, ``workers=2``.
+    ``overwrite``, ``progress``, ``max_steps_per_epoch``, ``on_epoch_end``, ``time_limit``, ``device``)
+    and recipe settings (see :class:`~effnet.train.Recipe`), e.g. ``lr=0.05``, ``augment="none"``,
+    ``workers=2``.
     """
     config, recipe_settings = RunConfig.split(settings)
 
-    def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any]) -> RunNetwork:
+    def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any], fits: FitCheck) -> RunNetwork:
         spec = resolve_description(model)
-        net = EfficientNet(spec.with_(**changes) if changes else spec, num_classes=splits.num_classes)
+        spec = spec.with_(**changes) if changes else spec
+        fits(spec)
+        net = EfficientNet(spec, num_classes=splits.num_classes)
         init_classifier(net, recipe.classifier_init)
         return RunNetwork(net)
 
@@ -70,19 +88,42 @@ def run_training(
     build: NetworkBuilder,
     report: Callable[..., Report],
 ) -> Report:
-    """One run: load ``data``, resolve the recipe, seed, ``build`` the network, set it up, train and
+    """One run: check the device, claim the output folder (locked for the run), load ``data``, resolve
+    the recipe, seed, ``build`` the network once its training is known to fit, set it up, train and
     evaluate; ``report`` makes the result from :class:`TrainReport`'s fields."""
-    splits = load_splits(data)
-    recipe = resolve_recipe(config.recipe, splits, recipe_settings)
-    changes = spec_changes(config.resolution, recipe)
-    seed_everything(config.seed)
-    network = build(splits, recipe, changes)
-    ctx = dist_utils.setup(config.device)
-    try:
-        setup = set_up(network, splits, recipe, config, ctx)
-        return Trainer(setup, splits, recipe, config, report, network.epoch_setup).run()
-    finally:
-        dist_utils.cleanup(ctx)
+    device = dist_utils.check_device(config.device)
+    with _claim_output(config):
+        splits = load_splits(data)
+        recipe = resolve_recipe(config.recipe, splits, recipe_settings)
+        changes = spec_changes(config.resolution, recipe)
+        ctx = dist_utils.setup(device)
+        try:
+            seed_everything(config.seed)
+            fits = partial(check_fits, splits=splits, recipe=recipe, config=config, ctx=ctx)
+            network = build(splits, recipe, changes, fits)
+            setup = set_up(network, splits, recipe, config, ctx)
+            return Trainer(setup, splits, recipe, config, report, network.epoch_setup).run()
+        finally:
+            dist_utils.cleanup(ctx)
+
+
+@contextlib.contextmanager
+def _claim_output(config: RunConfig) -> Iterator[None]:
+    """Hold the run's folder, locked and checked for another run's files (:mod:`effnet.runs`), in the
+    process that writes; a resume needs the checkpoint to continue from wherever the folder holds a run.
+    Nothing where the run writes nothing."""
+    if config.output is None or not dist_utils.is_main_process():
+        yield
+        return
+    with claim_folder(config.output, run_files=RUN_FILES, resume=config.resume, overwrite=config.overwrite) as held:
+        last = held.path / "checkpoints" / ckpt.LAST
+        if held.found and not last.exists():  # starting over would mix two runs
+            raise UserError(
+                f"output {held.path} holds a run ({', '.join(held.found)}) without {last.name} to continue from: "
+                "overwrite replaces it",
+                field="output",
+            )
+        yield
 
 
 class Trainer(Generic[Report]):
