@@ -56,8 +56,8 @@ DEFAULT_CIFAR10 = Path("/work/shared/data/cifar10")
 DEFAULT_CIFAR10_WEIGHTS = (
     Path(__file__).resolve().parents[1] / "runs" / "cifar10-lite0" / "finetune" / "model.safetensors"
 )
-#: Parts kept in float32 when the bench quantizes (effnet quantize's default).
-KEEP = ("first", "last")
+#: Parts kept in float32 when the bench quantizes (effnet quantize's default: none).
+KEEP: tuple[str, ...] = ()
 TRAIN_CONFIGS = ("timm", "torchvision", "effnet", "effnet_memory", "effnet_checkpoint", "effnet_memory_checkpoint")
 TARGETS = {
     "fast_eager_vs_timm_eager_b16": (">=", 1.3),
@@ -71,6 +71,7 @@ TARGETS = {
     "tuned: best_bf16_vs_timm_eager_b16": (">=", 2.0),
     "tuned: lite0_int8_vs_lite0_onnxruntime_b16": (">=", 2.0),
     "bf16_photo_agreement": (">=", 0.99),
+    "bf16_cifar10_agreement": (">=", 0.99),
     "bf16_cifar10_top1_drop": ("<=", 0.003),
     "int8_cifar10_top1_drop": ("<=", 0.01),
 }
@@ -146,13 +147,19 @@ def onnx_files(args: argparse.Namespace) -> dict[str, Path]:
             log(f"  exporting {name} to ONNX")
             files[name].write_bytes(export())
     photos = photo_files(cache)
-    for name, model in (("effnet", b0), ("timm", b0), ("lite0", lite0)):
-        files[f"{name} int8"] = path = cache / f"{name}-int8-{size}.onnx"
+    for name, model, keep in (
+        ("effnet", b0, KEEP),
+        ("timm", b0, KEEP),
+        ("lite0", lite0, KEEP),
+        ("effnet", b0, ("se",)),
+    ):
+        label = f"{name} int8" + (f" ({','.join(keep)} float32)" if keep != KEEP else "")
+        files[label] = path = cache / f"{label.replace(' ', '-').replace(',', '-')}-{size}.onnx"
         if not path.exists():
-            log(f"  quantizing {name}")
+            log(f"  quantizing {label}")
             transform = default_preprocessing(model.spec.with_(resolution=size)).eval_transform()
             calibration = ImageCalibration(photos, transform, INPUT_NAME, str(cache))
-            path.write_bytes(quantize_onnx(files[name].read_bytes(), calibration, keep=KEEP)[0])
+            path.write_bytes(quantize_onnx(files[name].read_bytes(), calibration, keep=keep)[0])
     return files
 
 
@@ -175,17 +182,17 @@ def lite0_imagenet() -> tuple[nn.Module, Any]:
 
 
 def photo_files(folder: Path) -> list[Path]:
-    """Real photos as PNG files in ``folder/photos``: scikit-image's colour photos and
+    """Real photos as PNG files in ``folder/photos``: the ten scikit-image ships (two grey) and
     scikit-learn's two sample images, each also flipped and as its centre half (48 images)."""
     import skimage.data
     from PIL import Image, ImageOps
     from sklearn.datasets import load_sample_images
 
     out = folder / "photos"
-    if not out.is_dir():
-        out.mkdir(parents=True)
+    if not any(out.glob("*.png")):
+        out.mkdir(parents=True, exist_ok=True)
         names = ["astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry",
-                 "retina", "skin", "colorwheel"]  # fmt: skip
+                 "retina", "camera", "coins"]  # fmt: skip
         images = {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in names}
         images |= {f"sklearn{i}": Image.fromarray(a).convert("RGB") for i, a in enumerate(load_sample_images().images)}
         for name, image in images.items():
@@ -238,6 +245,9 @@ def inference_runners(
         runners["timm onnxruntime (effnet's runner)"] = onnxruntime_runner(files["timm"], threads, split=True)
         if args.int8:  # every int8 model, and Lite0's float32 for its ratio, run by effnet's runner
             runners["effnet onnxruntime int8"] = onnxruntime_runner(files["effnet int8"], threads, split=True)
+            runners["effnet onnxruntime int8 (SE float32)"] = onnxruntime_runner(
+                files["effnet int8 (se float32)"], threads, split=True
+            )
             runners["timm onnxruntime int8 (effnet's runner)"] = onnxruntime_runner(files["timm int8"], threads, True)
             runners["lite0 onnxruntime"] = onnxruntime_runner(files["lite0"], threads, split=True)
             runners["lite0 onnxruntime int8"] = onnxruntime_runner(files["lite0 int8"], threads, split=True)
@@ -697,6 +707,9 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
     runs = paths(lite0, "lite0-imagenet", ImageCalibration(photos, transform, INPUT_NAME, str(cache)))
     want = top1(runs["float32 fast path"], x)
     out["photos"] = {"images": len(photos), **{k: float((top1(f, x) == want).float().mean()) for k, f in runs.items()}}
+    out["photos"]["disagreeing"] = [  # which photos a path's top-1 differs on
+        f"{photos[i].stem} ({name})" for name, f in runs.items() for i in torch.nonzero(top1(f, x) != want).flatten()
+    ]
     if not Path(args.cifar10_weights).exists():
         log(f"  no fine-tuned Lite0 at {args.cifar10_weights}: CIFAR-10 top-1 not measured")
         return out
@@ -714,8 +727,10 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
         "weights": str(args.cifar10_weights),
         "resolution": info.preprocessing.resolution,
     }
-    for name, run in runs.items():
-        out["cifar10"][name] = float((top1(run, x) == y).float().mean())
+    tops = {name: top1(run, x) for name, run in runs.items()}
+    for name, top in tops.items():
+        out["cifar10"][name] = float((top == y).float().mean())
+        out["cifar10"][f"{name}: agreement with float32"] = float((top == tops["float32 fast path"]).float().mean())
     return out
 
 
@@ -728,6 +743,8 @@ def accuracy_ratios(acc: dict[str, Any]) -> dict[str, float]:
         c = acc["cifar10"]
         out["bf16_cifar10_top1_drop"] = c["float32 fast path"] - c["bfloat16 fast path"]
         out["int8_cifar10_top1_drop"] = c["float32 onnxruntime"] - c["int8 onnxruntime"]
+        out["bf16_cifar10_agreement"] = c["bfloat16 fast path: agreement with float32"]
+        out["int8_cifar10_agreement"] = c["int8 onnxruntime: agreement with float32"]
     return out
 
 

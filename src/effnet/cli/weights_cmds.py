@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 #: Default of --max-pixels: PIL's own default limit (a quarter of 1 GiB of 3-byte pixels).
 MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
+#: Default --tolerance of an export's check, by the precision it computes in.
+TOLERANCES = {"float32": 1e-4, "bfloat16": 0.5}
+
 PREDICT_EPILOG = (
     "Exit status: 0 when every image was classified; 1 when some could not be read (each gets one "
     "line on stderr, the others are still classified and printed); 2 when none could, or on a usage error."
@@ -107,8 +110,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     )  # fmt: skip
     record = report.to_dict()
     record["model"] = model.spec.name
-    record["tolerance"] = args.tolerance
-    record["ok"] = report.max_abs_diff <= args.tolerance
+    tolerance = args.tolerance or TOLERANCES[report.dtype]
+    record["tolerance"] = tolerance
+    record["ok"] = report.max_abs_diff <= tolerance
     if args.json:
         print_json(record)
     else:
@@ -122,7 +126,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not record["ok"]:
         print(
             f"effnet export: error: {report.format} export differs from eager PyTorch by {report.max_abs_diff:.3g} "
-            f"(tolerance {args.tolerance:g})",
+            f"(tolerance {tolerance:g})",
             file=sys.stderr,
         )
         return 1
@@ -157,6 +161,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="NAME", help="model name (checked against the weights; optional)")
+    parser.add_argument("--weights", metavar="FILE", required=True, help=_weights_help())
+
+
 def _add_device(parser: argparse.ArgumentParser, dtypes: tuple[str, ...], what: str) -> None:
     parser.add_argument("--device", metavar="DEVICE", default="cpu", help=f"cpu (default), cuda or cuda:N: {what}")
     parser.add_argument(
@@ -178,8 +187,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=PREDICT_EPILOG,
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--model", metavar="NAME", help="model name (checked against the weights; optional)")
-    p.add_argument("--weights", metavar="FILE", required=True, help=_weights_help())
+    _add_weights(p)
     p.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     _add_device(p, ("float32", "bfloat16", "float16"), "where the model runs (an ONNX file: cpu)")
@@ -210,8 +218,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export to ONNX or TorchScript (dynamic batch), checked against eager PyTorch",
     )
-    p.add_argument("--model", metavar="NAME", help="model name (checked against the weights; optional)")
-    p.add_argument("--weights", metavar="FILE", required=True, help=_weights_help())
+    _add_weights(p)
     p.add_argument("--format", choices=("onnx", "torchscript"), required=True, help="export format")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
     p.add_argument("--opset", type=positive_int, help="ONNX opset (default: the exporter's)")
@@ -225,8 +232,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tolerance",
         type=positive_float,
-        default=1e-4,
-        help="largest max-abs logit difference accepted (default 1e-4); above it the exit status is 1",
+        help="largest max-abs logit difference accepted (default 1e-4 in float32, 0.5 in bfloat16, which keeps "
+        "about 3 significant digits); above it the exit status is 1",
     )
     add_json(p)
     p.set_defaults(func=cmd_export)
@@ -239,8 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export to ONNX, calibrate activation ranges on images prepared as the weights say, and write "
         "an int8 QDQ model for ONNX Runtime (effnet predict runs it).",
     )
-    p.add_argument("--model", metavar="NAME", help="model name (checked against the weights; optional)")
-    p.add_argument("--weights", metavar="FILE", required=True, help=_weights_help())
+    _add_weights(p)
     p.add_argument("--calibrate", metavar="DIR", required=True, help="folder of images to calibrate on (any depth)")
     p.add_argument("--images", type=positive_int, default=200, metavar="N", help="calibration images (default 200)")
     p.add_argument(
@@ -252,9 +258,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
     p.add_argument(
         "--keep",
-        default="first,last",
+        default="none",
         metavar="PARTS",
-        help=f"parts kept in float32, comma-separated, of {', '.join(KEEPABLE)}, or none (default first,last)",
+        help=f"parts kept in float32, comma-separated, of {', '.join(KEEPABLE)}, or none (the default: on a "
+        "Lite0 fine-tuned on CIFAR-10 keeping first,last changed top-1 by less than its standard error)",
     )
     p.add_argument("--evaluate", metavar="DIR", help="labelled folder (DIR/<class>/…): float32 vs int8 top-1")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="output file")

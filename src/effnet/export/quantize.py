@@ -226,7 +226,7 @@ def quantize_model(
     images: int = 200,
     per_channel: bool = True,
     method: str = "minmax",
-    keep: Sequence[str] = ("first", "last"),
+    keep: Sequence[str] = (),
     evaluate_on: str | Path | None = None,
     seed: int = 0,
 ) -> QuantizeReport:

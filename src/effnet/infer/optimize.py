@@ -28,11 +28,12 @@ on a GPU: BatchNorm folded in float32 first, the classifier in float32 (:mod:`ef
 
 ``backend="compile"`` wraps the folded module's functional form in :func:`torch.compile` (Inductor,
 weights frozen); ``backend="onnxruntime"`` exports that form with
-:func:`effnet.export.onnx.export_onnx` for any input size (each 'same' convolution a Conv with
-``auto_pad=SAME_UPPER``; with ``input_size``, for that size only: asymmetric padding as the Conv's
-own ``pads``; no Pad nodes either way) and runs it in ONNX Runtime (:class:`effnet.infer.ort.OrtModule`): channels_last inputs go
-in as NHWC without a copy, and a batch may run split between one-thread sessions at once where
-that is faster than splitting each operator between threads (timed on the first calls).
+:func:`effnet.export.onnx.export_onnx` for any input size (each strided 'same' convolution a Conv
+with ``auto_pad=SAME_UPPER``; with ``input_size``, for that size only: asymmetric padding as the
+Conv's own ``pads``; no Pad nodes either way) and runs it in ONNX Runtime
+(:class:`effnet.infer.ort.OrtModule`): channels_last inputs go in as NHWC without a copy, and a
+batch may run split between one-thread sessions at once where that is faster than splitting each
+operator between threads (timed on the first calls).
 All backends compute the plain model's eval-mode function (within float rounding, ~1e-5).
 """
 
