@@ -36,21 +36,21 @@ def max_image_pixels() -> int:
     return int(raw)
 
 
-def open_image(path: str | Path) -> Image.Image:
+def open_image(path: str | Path, limit: int | None = None) -> Image.Image:
     """The image file opened lazily (its header read, its pixels not yet decoded); one with more pixels
-    than :func:`max_image_pixels` is an :class:`ImageTooLarge` naming the file and the limit. PIL's own
-    errors for unreadable files (OSError, ValueError, SyntaxError) pass through."""
-    limit = max_image_pixels()
+    than ``limit`` (default :func:`max_image_pixels`; 0: no limit) is an :class:`ImageTooLarge` naming the
+    file and the limit. PIL's own errors for unreadable files (OSError, ValueError, SyntaxError) pass through."""
+    limit = max_image_pixels() if limit is None else limit
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # PIL's check (a warning, then an error at twice its limit) is made below
     try:
         image = Image.open(path)
     finally:
         Image.MAX_IMAGE_PIXELS = previous
-    if image.width * image.height > limit:
+    if limit and image.width * image.height > limit:
         image.close()
         raise ImageTooLarge(
             f"{path} has {image.width}×{image.height} pixels, more than the limit of {limit:,} (a decompression "
-            f"bomb?); {PIXELS_VARIABLE} sets the limit"
+            f"bomb?); {PIXELS_VARIABLE} or --max-pixels sets the limit"
         )
     return image

@@ -42,17 +42,15 @@ class WeightsInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def save_weights(
+def weights_header(
     model: nn.Module,
-    path: str | os.PathLike[str],
     *,
     class_names: list[str] | None = None,
     preprocessing: Preprocessing | None = None,
     extra: dict[str, str] | None = None,
-) -> None:
-    """Write a self-describing safetensors file (atomically: a temporary file, then rename)."""
-    from safetensors.torch import save_file
-
+) -> dict[str, str]:
+    """The header that describes ``model`` (all strings): a native file's safetensors metadata, and
+    an ONNX export's ``metadata_props`` (:func:`info_from_metadata` reads both)."""
     spec: NetworkSpec = model.spec
     num_classes = int(getattr(model, "num_classes", 0))
     if class_names is not None:
@@ -76,6 +74,21 @@ def save_weights(
         if key in _RESERVED:
             raise UserError(f"extra metadata key {key!r} is reserved", field="extra")
         metadata[str(key)] = str(value)
+    return metadata
+
+
+def save_weights(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    class_names: list[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Write a self-describing safetensors file (atomically: a temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    metadata = weights_header(model, class_names=class_names, preprocessing=preprocessing, extra=extra)
     tensors = {key: t.detach().to("cpu").contiguous().clone() for key, t in model.state_dict().items()}
     atomic_write(path, write_path=lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
