@@ -1,11 +1,19 @@
-"""Side by side: effnet EfficientNet-B0 against timm's and torchvision's, inference and training.
+"""Side by side: effnet EfficientNet-B0 against timm's and torchvision's, inference and training,
+and the deployment paths: bfloat16, int8 in ONNX Runtime (effnet's B0 and Lite0, timm's B0
+quantized the same way), with their accuracy.
 
-One process, same threads, batch sizes, input and layout (channels_last) for every model; A/B
-repetitions interleaved (every configuration timed once per round, in a fresh random order each
-round, after one untimed call; rounds repeated) so machine load and the memory state one model
-leaves for the next hit all sides alike; medians printed, and inference ratios as the median of
-per-round ratios (paired, so drift between rounds cancels). Training peak memory is measured per
-configuration in a fresh subprocess (CPU: peak resident memory, VmHWM; CUDA: ``max_memory_allocated``).
+One process per allocator (glibc's default and a tuned one, :data:`ALLOCATORS`), same threads,
+batch sizes, input and layout (channels_last) for every model; A/B repetitions interleaved (every
+configuration timed once per round, in a fresh random order each round, after one untimed call;
+rounds repeated) so machine load and the memory state one model leaves for the next hit all sides
+alike; medians printed, and inference ratios as the median of per-round ratios (paired, so drift
+between rounds cancels). ONNX models are exported and quantized once, in the parent, into a cache
+folder (``--cache``, reused when given again). Training peak memory is measured per configuration
+in a fresh subprocess (CPU: peak resident memory, VmHWM; CUDA: ``max_memory_allocated``).
+Accuracy (``--accuracy``): top-1 agreement with float32 on real photos (scikit-image's and
+scikit-learn's, with flips and crops) of the ImageNet Lite0, and CIFAR-10 test top-1 of a Lite0
+fine-tuned on CIFAR-10 (``--cifar10-weights``: made once by ``bench_cifar10_train.py --which
+finetune --output runs/cifar10-lite0``) in float32, bfloat16 and int8.
 
     python benchmarks/bench_speed.py            # full run (CPU here, CUDA when present)
     python benchmarks/bench_speed.py --quick    # smoke test: small input, few repetitions
@@ -27,11 +35,29 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+#: glibc malloc settings per allocator run: the default, and one that keeps freed memory instead of
+#: handing it back to the system (no page faults for large fresh tensors; what PyTorch's CPU guides
+#: get from jemalloc or tcmalloc).
+ALLOCATORS = {
+    "default": {},
+    "tuned": {
+        "MALLOC_MMAP_THRESHOLD_": "33554432",
+        "MALLOC_TRIM_THRESHOLD_": "4294967296",
+        "MALLOC_TOP_PAD_": "268435456",
+    },
+}
+DEFAULT_CIFAR10 = Path("/work/shared/data/cifar10")
+DEFAULT_CIFAR10_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "runs" / "cifar10-lite0" / "finetune" / "model.safetensors"
+)
+#: Parts kept in float32 when the bench quantizes (effnet quantize's default: none).
+KEEP: tuple[str, ...] = ()
 TRAIN_CONFIGS = ("timm", "torchvision", "effnet", "effnet_memory", "effnet_checkpoint", "effnet_memory_checkpoint")
 TARGETS = {
     "fast_eager_vs_timm_eager_b16": (">=", 1.3),
@@ -41,6 +67,13 @@ TARGETS = {
     "memory_peak_vs_timm": ("<=", 0.85),
     "memory_speed_vs_timm": (">=", 0.9),
     "checkpoint_activation_vs_timm": ("<=", 0.5),
+    "tuned: fast_eager_vs_timm_eager_b16": (">=", 1.3),
+    "tuned: best_bf16_vs_timm_eager_b16": (">=", 2.0),
+    "tuned: lite0_int8_vs_lite0_onnxruntime_b16": (">=", 2.0),
+    "bf16_photo_agreement": (">=", 0.99),
+    "bf16_cifar10_agreement": (">=", 0.99),
+    "bf16_cifar10_top1_drop": ("<=", 0.003),
+    "int8_cifar10_top1_drop": ("<=", 0.01),
 }
 
 
@@ -51,11 +84,13 @@ def log(message: str) -> None:
 def build(
     name: str, *, image_size: int, memory: bool = False, padding: str | None = None, drop_path: float = 0.2
 ) -> nn.Module:
-    """A B0 by family: ``effnet`` (ours), ``timm`` or ``torchvision``; random weights, no download.
+    """A B0 by family: ``effnet`` (ours), ``timm`` or ``torchvision``; random weights (seeded: the
+    same in every process, so the ONNX files exported in the parent hold them too), no download.
 
     All three drop residual branches at the same rate in training (stochastic depth 0.2: the paper's
     recipe, torchvision's and effnet's default; timm's model defaults to none), so a training step
     does the same work in each."""
+    torch.manual_seed(0)
     if name == "timm":
         import timm
 
@@ -84,21 +119,96 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model, options={"freezing": True})  # type: ignore[return-value]
 
 
-def onnxruntime_runner(
-    model: nn.Module, image_size: int, threads: int, split: bool = False
-) -> Callable[[torch.Tensor], Any]:
-    """The model exported to ONNX by effnet's exporter (batch dynamic) running in ONNX Runtime with ``threads`` threads:
-    one session and NCHW input as a user would run it, or with ``split`` the way effnet's onnxruntime
-    backend runs its own export (batches split between one-thread runs where that is faster,
-    channels_last input passed as NHWC without a copy)."""
-    from effnet.export.onnx import export_onnx
+def onnx_files(args: argparse.Namespace) -> dict[str, Path]:
+    """Every ONNX model the inference paths run, by name, exported (and quantized, calibrated on the
+    photos) once into ``args.cache`` and reused from there: effnet's B0 for the input size (as
+    before) and for any size, timm's and torchvision's B0, the ImageNet Lite0, and int8 B0s and
+    Lite0 (quantized alike: :data:`KEEP` in float32, per-channel, minmax)."""
+    from effnet.export.onnx import INPUT_NAME, export_onnx
+    from effnet.export.quantize import ImageCalibration, quantize_onnx
+    from effnet.infer.fast import exportable
+    from effnet.preprocess import default_preprocessing
+
+    cache, size = Path(args.cache), args.image_size
+    cache.mkdir(parents=True, exist_ok=True)
+    b0 = build("effnet", image_size=size).eval()
+    lite0 = lite0_imagenet()[0]
+    make = {
+        "effnet": lambda: export_onnx(exportable(b0), input_size=size),
+        "effnet any size": lambda: export_onnx(exportable(b0, any_size="onnx")),
+        "timm": lambda: export_onnx(build("timm", image_size=size).eval(), input_size=size),
+        "torchvision": lambda: export_onnx(build("torchvision", image_size=size).eval(), input_size=size),
+        "lite0": lambda: export_onnx(exportable(lite0), input_size=size),
+    }
+    files = {}
+    for name, export in make.items():
+        files[name] = cache / f"{name.replace(' ', '-')}-{size}.onnx"
+        if not files[name].exists():
+            log(f"  exporting {name} to ONNX")
+            files[name].write_bytes(export())
+    photos = photo_files(cache)
+    for name, model, keep in (
+        ("effnet", b0, KEEP),
+        ("timm", b0, KEEP),
+        ("lite0", lite0, KEEP),
+        ("effnet", b0, ("se",)),
+    ):
+        label = f"{name} int8" + (f" ({','.join(keep)} float32)" if keep != KEEP else "")
+        files[label] = path = cache / f"{label.replace(' ', '-').replace(',', '-')}-{size}.onnx"
+        if not path.exists():
+            log(f"  quantizing {label}")
+            transform = default_preprocessing(model.spec.with_(resolution=size)).eval_transform()
+            calibration = ImageCalibration(photos, transform, INPUT_NAME, str(cache))
+            path.write_bytes(quantize_onnx(files[name].read_bytes(), calibration, keep=keep)[0])
+    return files
+
+
+def onnxruntime_runner(path: Path, threads: int, split: bool = False) -> Callable[[torch.Tensor], Any]:
+    """An ONNX file (batch dynamic) in ONNX Runtime with ``threads`` threads: one session and NCHW
+    input as a user would run it, or with ``split`` the way effnet's onnxruntime backend runs its
+    own export (batches split between one-thread runs where that is faster, channels_last input
+    passed as NHWC without a copy)."""
     from effnet.infer.ort import OrtModule
 
-    return OrtModule(export_onnx(model.cpu(), input_size=image_size), threads, split=split, channels_last=split)
+    return OrtModule(path.read_bytes(), threads, split=split, channels_last=split)
 
 
-def inference_runners(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[torch.Tensor], Any]]:
+def lite0_imagenet() -> tuple[nn.Module, Any]:
+    """The ImageNet-trained Lite0 (package data, no download) and its weight info."""
+    from effnet.weights import load_model
+
+    model, info = load_model("lite0-imagenet")
+    return model.eval(), info
+
+
+def photo_files(folder: Path) -> list[Path]:
+    """Real photos as PNG files in ``folder/photos``: the ten scikit-image ships (two grey) and
+    scikit-learn's two sample images, each also flipped and as its centre half (48 images)."""
+    import skimage.data
+    from PIL import Image, ImageOps
+    from sklearn.datasets import load_sample_images
+
+    out = folder / "photos"
+    if not any(out.glob("*.png")):
+        out.mkdir(parents=True, exist_ok=True)
+        names = ["astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry",
+                 "retina", "camera", "coins"]  # fmt: skip
+        images = {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in names}
+        images |= {f"sklearn{i}": Image.fromarray(a).convert("RGB") for i, a in enumerate(load_sample_images().images)}
+        for name, image in images.items():
+            w, h = image.size
+            half = image.crop((w // 4, h // 4, w // 4 + w // 2, h // 4 + h // 2))
+            for tag, variant in (("", image), ("-flip", ImageOps.mirror(image)), ("-half", half),
+                                 ("-half-flip", ImageOps.mirror(half))):  # fmt: skip
+                variant.save(out / f"{name}{tag}.png")
+    return sorted(out.glob("*.png"))
+
+
+def inference_runners(
+    args: argparse.Namespace, device: torch.device, files: dict[str, Path]
+) -> dict[str, Callable[[torch.Tensor], Any]]:
     """Every inference configuration, by name."""
+    from effnet.infer.hardware import native_on_cpu
     from effnet.infer.optimize import optimize
 
     size = args.image_size
@@ -115,19 +225,43 @@ def inference_runners(args: argparse.Namespace, device: torch.device) -> dict[st
         runners["effnet fast (oneDNN fused)"] = optimize(ours, onednn=True)
     for name, model in peers.items():
         runners[f"{name} eager"] = model
+    bf16 = device.type == "cuda" or native_on_cpu(torch.bfloat16)
+    if bf16:
+        runners["effnet fast bf16"] = optimize(ours, dtype="bfloat16")
+        runners["timm eager bf16 (autocast)"] = autocast(peers["timm"], device)
     if args.compile:
         runners["effnet compiled"] = optimize(ours, backend="compile")
+        if bf16:
+            runners["effnet compiled bf16"] = optimize(ours, backend="compile", dtype="bfloat16")
         for name, model in peers.items():
             runners[f"{name} compiled"] = compiled(model)
     if args.onnxruntime and device.type == "cpu":
-        runners["effnet onnxruntime"] = optimize(ours, backend="onnxruntime", input_size=size, threads=args.threads)
-        for name, model in peers.items():
-            runners[f"{name} onnxruntime"] = onnxruntime_runner(model, size, args.threads)
+        threads = args.threads
+        runners["effnet onnxruntime"] = onnxruntime_runner(files["effnet"], threads, split=True)
+        runners["effnet onnxruntime (any size)"] = onnxruntime_runner(files["effnet any size"], threads, split=True)
+        for name in peers:
+            runners[f"{name} onnxruntime"] = onnxruntime_runner(files[name], threads)
         # effnet's way of running ONNX Runtime, given timm's export: what the runner adds, apart
-        runners["timm onnxruntime (effnet's runner)"] = onnxruntime_runner(
-            peers["timm"], size, args.threads, split=True
-        )
+        runners["timm onnxruntime (effnet's runner)"] = onnxruntime_runner(files["timm"], threads, split=True)
+        if args.int8:  # every int8 model, and Lite0's float32 for its ratio, run by effnet's runner
+            runners["effnet onnxruntime int8"] = onnxruntime_runner(files["effnet int8"], threads, split=True)
+            runners["effnet onnxruntime int8 (SE float32)"] = onnxruntime_runner(
+                files["effnet int8 (se float32)"], threads, split=True
+            )
+            runners["timm onnxruntime int8 (effnet's runner)"] = onnxruntime_runner(files["timm int8"], threads, True)
+            runners["lite0 onnxruntime"] = onnxruntime_runner(files["lite0"], threads, split=True)
+            runners["lite0 onnxruntime int8"] = onnxruntime_runner(files["lite0 int8"], threads, split=True)
     return runners
+
+
+def autocast(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], Any]:
+    """``model`` under bfloat16 autocast, as a peer's user would run it in bfloat16."""
+
+    def run(x: torch.Tensor) -> Any:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return model(x)
+
+    return run
 
 
 def fast_path_error(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -169,9 +303,11 @@ def time_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int, de
     return calls * x.shape[0] / (time.perf_counter() - start)
 
 
-def bench_inference(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, Any]]:
+def bench_inference(
+    args: argparse.Namespace, device: torch.device, files: dict[str, Path]
+) -> dict[str, dict[str, Any]]:
     """{batch: {configuration: {median, runs}}} with interleaved rounds."""
-    runners = inference_runners(args, device)
+    runners = inference_runners(args, device, files)
     results: dict[str, dict[str, Any]] = {}
     plain = runners["effnet eager (plain)"]
     for batch in args.batch_sizes:
@@ -358,6 +494,23 @@ def ratios(inference: dict[str, Any], training: dict[str, Any], error: dict[str,
             if peer in med:
                 out[key] = _paired(big, best, peer)
         out["fast_eager_vs_torchvision_eager_b16"] = _paired(big, "effnet fast", "torchvision eager")
+        bf16 = [k for k in ("effnet fast bf16", "effnet compiled bf16") if k in med]
+        if bf16:
+            out["best_bf16_path"] = max(bf16, key=lambda k: med[k])  # type: ignore[assignment]
+            out["best_bf16_vs_timm_eager_b16"] = _paired(big, out["best_bf16_path"], "timm eager")  # type: ignore[arg-type]
+            out["timm_autocast_bf16_vs_timm_eager_b16"] = _paired(big, "timm eager bf16 (autocast)", "timm eager")
+        for key, a, b in (
+            ("any_size_vs_fixed_onnxruntime_b16", "effnet onnxruntime (any size)", "effnet onnxruntime"),
+            ("b0_int8_vs_b0_onnxruntime_b16", "effnet onnxruntime int8", "effnet onnxruntime"),
+            (
+                "timm_int8_vs_timm_onnxruntime_b16",
+                "timm onnxruntime int8 (effnet's runner)",
+                "timm onnxruntime (effnet's runner)",
+            ),
+            ("lite0_int8_vs_lite0_onnxruntime_b16", "lite0 onnxruntime int8", "lite0 onnxruntime"),
+        ):
+            if a in med and b in med:
+                out[key] = _paired(big, a, b)
     if error is not None:
         out["fast_max_abs_diff"] = error["fp32"]
         if "tf32" in error:
@@ -380,7 +533,23 @@ def ratios(inference: dict[str, Any], training: dict[str, Any], error: dict[str,
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"device: {report['device']}  threads: {report['threads']}  input: {report['image_size']}² channels_last")
-    for batch, table in report["inference"].items():
+    cpu = report["cpu"]
+    print(f"cpu: {cpu['cpu']}, torch kernels {cpu['torch_capability']}; instructions: {' '.join(cpu['flags'])}")
+    for allocator, tables in report["inference"].items():
+        print(f"\n== {allocator} allocator {report['allocators'][allocator] or '(glibc as it is)'}")
+        print_inference(tables)
+    if acc := report["accuracy"]:
+        print("\naccuracy")
+        for name, table in acc.items():
+            print(
+                f"  {name}: "
+                + "; ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in table.items())
+            )
+    print_training_and_targets(report)
+
+
+def print_inference(tables: dict[str, Any]) -> None:
+    for batch, table in tables.items():
         base = table["timm eager"]["median"]
         print(f"\ninference, batch {batch} (images/s, median of {len(table['timm eager']['runs'])} interleaved rounds)")
         print(f"  {'configuration':35s} {'images/s':>10s} {'× timm eager':>13s} {'|Δ| vs plain':>12s}   runs")
@@ -390,6 +559,9 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"  {name:35s} {r['median']:10.1f} {r['median'] / base:13.2f} {diff:>12s}   {runs}")
         if kept := {name: r["kept"] for name, r in table.items() if "kept" in r}:
             print("  kept after the first calls: " + "; ".join(f"{name}: {way}" for name, way in kept.items()))
+
+
+def print_training_and_targets(report: dict[str, Any]) -> None:
     if report["training"]:
         t = report["training"]
         print(f"\ntraining, batch {report['train_batch']} (SGD step; fresh process per configuration and round)")
@@ -436,6 +608,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="time torch.compile paths (default: on CPU; off on CUDA, where compiling takes minutes)",
     )
     parser.add_argument("--no-onnxruntime", dest="onnxruntime", action="store_false")
+    parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 paths")
+    parser.add_argument(
+        "--allocators",
+        nargs="+",
+        choices=tuple(ALLOCATORS),
+        default=list(ALLOCATORS),
+        help="glibc settings to run under",
+    )
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy figures")
+    parser.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / "runs" / "bench-cache"),
+                        help="folder for the ONNX models and photos (made once, reused)")  # fmt: skip
+    parser.add_argument("--cifar10", default=str(DEFAULT_CIFAR10), help="CIFAR-10 image folders (train/, test/)")
+    parser.add_argument("--cifar10-weights", default=str(DEFAULT_CIFAR10_WEIGHTS), help="the fine-tuned Lite0")
+    parser.add_argument("--inference-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--files", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--no-training", dest="training", action="store_false")
     parser.add_argument("--no-inference", dest="inference", action="store_false")
     parser.add_argument("--quick", action="store_true", help="smoke test: 64² input, few repetitions")
@@ -456,27 +643,148 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def inference_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """The inference benchmark in this process (started with one allocator's environment)."""
+    device = torch.device(args.device)
+    files = {name: Path(path) for name, path in json.loads(args.files).items()}
+    return {
+        "inference": bench_inference(args, device, files),
+        "error": fast_path_error(args, device),
+        "kernel": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def bench_allocators(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Every inference configuration under each allocator of ``args.allocators``, one fresh process each."""
+    out = {}
+    for name in args.allocators:
+        log(f"inference with the {name} allocator")
+        command = [sys.executable, os.path.abspath(__file__), "--inference-worker", name, *sys.argv[1:]]
+        command += ["--files", json.dumps({k: str(v) for k, v in files.items()})]
+        env = {**os.environ, **ALLOCATORS[name]}
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"inference worker ({name} allocator) failed")
+        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]:
+    """Top-1 agreement with float32 on the photos (ImageNet Lite0: bf16 fast path, int8 in ONNX
+    Runtime) and CIFAR-10 test top-1 of the fine-tuned Lite0 in float32, bfloat16 and int8."""
+    from effnet.export.onnx import INPUT_NAME, export_onnx
+    from effnet.export.quantize import ImageCalibration, image_files, quantize_onnx
+    from effnet.infer.fast import exportable
+    from effnet.infer.optimize import optimize
+    from effnet.infer.ort import OrtModule
+    from effnet.infer.predict import open_image
+    from effnet.weights import load_model
+
+    def top1(run: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([run(x[i : i + 100]).float().argmax(-1) for i in range(0, len(x), 100)])
+
+    def paths(model: nn.Module, name: str, calibration: ImageCalibration) -> dict[str, Callable]:
+        fp32 = cache / f"{name}-fp32.onnx"
+        if not fp32.exists():
+            fp32.write_bytes(export_onnx(exportable(model, any_size="onnx")))
+        int8 = cache / f"{name}-int8.onnx"
+        if not int8.exists():
+            int8.write_bytes(quantize_onnx(fp32.read_bytes(), calibration, keep=KEEP)[0])
+        return {
+            "float32 fast path": optimize(model),
+            "bfloat16 fast path": optimize(model, dtype="bfloat16"),
+            "float32 onnxruntime": OrtModule(fp32.read_bytes(), args.threads),
+            "int8 onnxruntime": OrtModule(int8.read_bytes(), args.threads),
+        }
+
+    cache = Path(args.cache)
+    out: dict[str, Any] = {}
+    lite0, info = lite0_imagenet()
+    transform = info.preprocessing.eval_transform()
+    photos = photo_files(cache)
+    x = torch.stack([transform(open_image(p)) for p in photos])
+    runs = paths(lite0, "lite0-imagenet", ImageCalibration(photos, transform, INPUT_NAME, str(cache)))
+    want = top1(runs["float32 fast path"], x)
+    out["photos"] = {"images": len(photos), **{k: float((top1(f, x) == want).float().mean()) for k, f in runs.items()}}
+    out["photos"]["disagreeing"] = [  # which photos a path's top-1 differs on
+        f"{photos[i].stem} ({name})" for name, f in runs.items() for i in torch.nonzero(top1(f, x) != want).flatten()
+    ]
+    if not Path(args.cifar10_weights).exists():
+        log(f"  no fine-tuned Lite0 at {args.cifar10_weights}: CIFAR-10 top-1 not measured")
+        return out
+    model, info = load_model(str(args.cifar10_weights))
+    transform = info.preprocessing.eval_transform()
+    names = info.class_names
+    test = [(p, names.index(p.parent.name)) for p in image_files(Path(args.cifar10) / "test", "cifar10")]
+    calibration_paths = random.Random(0).sample(image_files(Path(args.cifar10) / "train", "cifar10"), 200)
+    runs = paths(model.eval(), "cifar10-lite0", ImageCalibration(calibration_paths, transform, INPUT_NAME, "train"))
+    log(f"  CIFAR-10: preprocessing {len(test)} test images")
+    x = torch.stack([transform(open_image(p)) for p, _ in test])
+    y = torch.tensor([t for _, t in test])
+    out["cifar10"] = {
+        "images": len(test),
+        "weights": str(args.cifar10_weights),
+        "resolution": info.preprocessing.resolution,
+    }
+    tops = {name: top1(run, x) for name, run in runs.items()}
+    for name, top in tops.items():
+        out["cifar10"][name] = float((top == y).float().mean())
+        out["cifar10"][f"{name}: agreement with float32"] = float((top == tops["float32 fast path"]).float().mean())
+    return out
+
+
+def accuracy_ratios(acc: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    if "photos" in acc:
+        out["bf16_photo_agreement"] = acc["photos"]["bfloat16 fast path"]
+        out["int8_photo_agreement"] = acc["photos"]["int8 onnxruntime"]
+    if "cifar10" in acc:
+        c = acc["cifar10"]
+        out["bf16_cifar10_top1_drop"] = c["float32 fast path"] - c["bfloat16 fast path"]
+        out["int8_cifar10_top1_drop"] = c["float32 onnxruntime"] - c["int8 onnxruntime"]
+        out["bf16_cifar10_agreement"] = c["bfloat16 fast path: agreement with float32"]
+        out["int8_cifar10_agreement"] = c["int8 onnxruntime: agreement with float32"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
+    from effnet.infer.hardware import cpu_features
+
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.train_worker:
         print(json.dumps(train_worker(args.train_worker, args)))
         return
+    if args.inference_worker:
+        print(json.dumps(inference_worker(args)))
+        return
     device = torch.device(args.device)
     log(f"bench_speed on {device} with {args.threads} threads")
-    inference = bench_inference(args, device) if args.inference else {}
-    error = fast_path_error(args, device) if args.inference else None
+    files = onnx_files(args) if args.onnxruntime and device.type == "cpu" else {}
+    workers = bench_allocators(args, files) if args.inference else {}
     training = bench_training(args) if args.training else {}
+    acc = accuracy(args, files) if args.accuracy and device.type == "cpu" else {}
+    all_ratios: dict[str, Any] = {}
+    for name, worker in workers.items():
+        prefix = "" if name == "default" else f"{name}: "
+        kept = ratios(worker["inference"], training if not prefix else {}, worker["error"])
+        all_ratios |= {f"{prefix}{key}": value for key, value in kept.items()}
+    if not workers:
+        all_ratios = ratios({}, training, None)
     report = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "cpu": cpu_features(),
         "threads": args.threads,
         "image_size": args.image_size,
         "train_batch": args.train_batch,
         "torch": torch.__version__,
         "load_average": os.getloadavg(),
-        "inference": inference,
+        "allocators": {name: ALLOCATORS[name] for name in workers},
+        "inference": {name: worker["inference"] for name, worker in workers.items()},
         "training": training,
-        "ratios": ratios(inference, training, error),
+        "accuracy": acc,
+        "ratios": all_ratios | accuracy_ratios(acc),
     }
     if args.save:
         with open(args.save, "w") as handle:

@@ -28,8 +28,9 @@ def b0_file(tmp_path_factory):
 
 
 def test_onnx_b0_matches_eager(b0_file, tmp_path, monkeypatch):
+    # an export for one input size (any size is the default: tests/test_deploy.py)
     model, _ = load_model(b0_file)
-    report = export_model(model, tmp_path / "b0.onnx", "onnx")
+    report = export_model(model, tmp_path / "b0.onnx", "onnx", input_size=224)
     assert report.checked_batches == (1, 3) and report.runtime == "onnxruntime"
     assert report.max_abs_diff < 1e-4
     import onnx
@@ -79,6 +80,9 @@ def test_onnx_lite0_cli(tmp_path, cli):
     record = json.loads(stdout)
     assert record["model"] == "efficientnet_lite0" and record["ok"] and record["max_abs_diff"] < 1e-4
     assert out.stat().st_size == record["bytes"] > 10_000_000
+    # any input size: checked at the model's own, an odd and a larger size, each within 1e-4
+    assert record["any_size"] and record["checked_sizes"] == [224, 257, 320]
+    assert len(record["size_diffs"]) == 3 and max(record["size_diffs"]) < 1e-4
 
 
 def test_torchscript_cli(b0_file, tmp_path, cli):
@@ -88,6 +92,8 @@ def test_torchscript_cli(b0_file, tmp_path, cli):
     assert "max abs difference vs eager PyTorch" in stdout and "torch.jit" in stdout
     diff = float(stdout.rsplit(": ", 1)[1].split()[0])
     assert diff < 1e-4
+    # any input size: one line per size checked
+    assert all(f"  {size} px: " in stdout for size in (224, 257, 320)) and "any height and width" in stdout
 
 
 def test_export_user_errors(b0_file, tmp_path, cli):

@@ -187,10 +187,11 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
 
 @functools.cache
 def _onnxruntime_b0() -> tuple[nn.Module, bytes]:
-    """A B0 at 64² (random BN statistics) and the ONNX model its onnxruntime backend runs (exported once)."""
+    """A B0 at 64² (random BN statistics) and the ONNX model its onnxruntime backend runs (exported
+    once, for 64² only: any size is the default, tested in tests/test_deploy.py)."""
     torch.manual_seed(0)
     model = _randomise_bn(create_model("efficientnet_b0", num_classes=10, resolution=64))
-    return model, optimize(model, backend="onnxruntime").onnx_model
+    return model, optimize(model, backend="onnxruntime", input_size=64).onnx_model
 
 
 def _onnxruntime_case(threads: int, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

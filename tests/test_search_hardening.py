@@ -10,7 +10,7 @@ import time
 import pytest
 
 from effnet.errors import UserError
-from effnet.search.folder import LOCK, RECORD, run_folder
+from effnet.runs import LOCK_NAME, RECORD_NAME, claim_folder
 
 TINY = "r1_k3_s11_e1_i32_o16_se0.25,r2_k3_s22_e4_i16_o24_se0.25"
 
@@ -87,44 +87,46 @@ def test_a_server_that_never_answers_ends_in_one_line_within_30_s(cli, tmp_path,
 
 
 def test_a_second_run_on_a_held_folder_stops_at_once_naming_the_holder(cli, tmp_path):
-    with run_folder(tmp_path, {"command": "pipeline", "study": "pipeline", "storage": "output"}, owned=()):
+    with claim_folder(tmp_path, record={"command": "pipeline", "study": "pipeline", "storage": "output"}, run_files=()):
         code, _, err = cli("pipeline", "--output", str(tmp_path), "--max-points", "1")
     _one_line(
-        code, err, f"effnet pipeline: error: --output {tmp_path} is in use by {socket.gethostname()} pid {os.getpid()}"
+        code,
+        err,
+        f"effnet pipeline: error: --output {tmp_path} is in use by another run (host {socket.gethostname()}, pid {os.getpid()})",
     )
 
 
 def test_a_folder_that_holds_another_run_is_refused_and_left_as_it_was(cli, tmp_path):
-    with run_folder(tmp_path, {"command": "nas", "study": "nas-rl", "storage": "output"}, owned=()):
+    with claim_folder(tmp_path, record={"command": "nas", "study": "nas-rl", "storage": "output"}, run_files=()):
         pass
     (tmp_path / "best.json").write_text("{}")
-    record = (tmp_path / RECORD).read_text()
+    record = (tmp_path / RECORD_NAME).read_text()
     code, _, err = cli("pipeline", "--output", str(tmp_path), "--max-points", "1")
-    _one_line(code, err, "effnet pipeline: error: --overwrite is needed to replace the other run in output")
+    _one_line(code, err, "effnet pipeline: error: --overwrite is needed to replace the other run in --output")
     assert "command nas, study nas-rl" in err
     code, _, err = cli("nas", "--output", str(tmp_path), "--study-name", "other", "--n-trials", "1")
     _one_line(code, err, "effnet nas: error: --overwrite is needed")
-    assert (tmp_path / RECORD).read_text() == record and (tmp_path / "best.json").read_text() == "{}"
+    assert (tmp_path / RECORD_NAME).read_text() == record and (tmp_path / "best.json").read_text() == "{}"
     code, _, err = cli("pipeline", "--output", str(tmp_path / "new"), "--resume")
-    _one_line(code, err, "effnet pipeline: error: --resume: output")
+    _one_line(code, err, "effnet pipeline: error: --resume: --output")
     code, _, err = cli("nas", "--output", str(tmp_path), "--resume", "--overwrite")
     assert code == 2 and "not allowed with argument" in err
 
 
 def test_overwrite_replaces_and_the_same_run_continues(tmp_path, capsys):
     nas = {"command": "nas", "study": "nas-rl", "storage": "output"}
-    with run_folder(tmp_path, nas, owned=("best.json",)):
+    with claim_folder(tmp_path, record=nas, run_files=("best.json",)):
         (tmp_path / "best.json").write_text("{}")
     (tmp_path / "mine.txt").write_text("the user's")
-    with run_folder(tmp_path, nas, owned=("best.json",), resume=True):  # the same run: continues
+    with claim_folder(tmp_path, record=nas, run_files=("best.json",), resume=True):  # the same run: continues
         assert (tmp_path / "best.json").exists()
     pipeline = {"command": "pipeline", "study": "pipeline", "storage": "output"}
     with pytest.raises(UserError, match="^overwrite is needed") as caught:
-        with run_folder(tmp_path, pipeline, owned=("final",)):
+        with claim_folder(tmp_path, record=pipeline, run_files=("final",)):
             pass
     assert caught.value.field == "overwrite"
-    with run_folder(tmp_path, pipeline, owned=("best.json", "final"), overwrite=True):
+    with claim_folder(tmp_path, record=pipeline, run_files=("best.json", "final"), overwrite=True):
         assert not (tmp_path / "best.json").exists() and (tmp_path / "mine.txt").exists()
-    assert "replacing the run in" in capsys.readouterr().err
-    assert json.loads((tmp_path / RECORD).read_text())["run"] == pipeline
-    assert (tmp_path / LOCK).exists()  # left behind unlocked: the next run takes it
+    assert "overwrite: removing the run in" in capsys.readouterr().err
+    assert json.loads((tmp_path / RECORD_NAME).read_text())["run"] == pipeline
+    assert (tmp_path / LOCK_NAME).exists()  # left behind unlocked: the next run takes it

@@ -2,13 +2,18 @@
 rename over the target. A crash or a full disk leaves the old file or the new one, never a part.
 
 Temporary files are named ``.NAME.<random>.effnet-tmp``; :func:`remove_stale_temporaries` removes
-ones a killed process left behind. Files get the user's umask (``mkstemp`` would make them 0600)."""
+ones a killed process left behind. Files get the user's umask (``mkstemp`` would make them 0600).
+Ctrl-C (SIGINT) waits while a file is written (:func:`interrupts_deferred`): the write ends whole, then
+the interrupt is raised."""
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +36,18 @@ def temporary_path(path: str | os.PathLike[str]) -> Path:
     return Path(tmp)
 
 
+def make_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` (and its parents) if it is missing; a folder that cannot be made is a UserError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"cannot create folder {folder}: a file of that name is in the way") from None
+    except OSError as err:
+        raise UserError(f"cannot create folder {folder}: {err.strerror or err}") from None
+    return folder
+
+
 def _check_folder(target: Path) -> None:
     folder = target.parent
     if target.is_dir():
@@ -39,35 +56,58 @@ def _check_folder(target: Path) -> None:
         raise UserError(f"cannot write {target}: folder {folder} does not exist")
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) until the block ends, then deliver it to the handler that was there (a
+    KeyboardInterrupt by default). Only the main thread receives signals; elsewhere this does nothing."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:  # None: set outside Python
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any] | None = None, *,
                  write_path: Callable[[str], Any] | None = None, mkdir: bool = False) -> Path:  # fmt: skip
     """Write ``path`` atomically, either by ``write(binary file object)`` or, for libraries that only
-    take a file name, by ``write_path(temporary file name)``. Returns the path written."""
+    take a file name, by ``write_path(temporary file name)``. Returns the path written. A Ctrl-C during
+    the write is raised once the file is in place."""
     if (write is None) == (write_path is None):
         raise TypeError("give exactly one of write and write_path")
     target = Path(path)
     if mkdir:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(target.parent)
     _check_folder(target)
-    tmp = temporary_path(target)
-    try:
-        if write is not None:
-            with open(tmp, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            write_path(str(tmp))  # type: ignore[misc]
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {target}: {err.strerror or err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with interrupts_deferred():
+        try:
+            tmp = temporary_path(target)
+        except OSError as err:
+            raise UserError(f"cannot write {target}: {err.strerror or err}") from None
+        try:
+            if write is not None:
+                with open(tmp, "wb") as handle:
+                    write(handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            else:
+                write_path(str(tmp))  # type: ignore[misc]
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot write {target}: {err.strerror or err}") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return target
 
 

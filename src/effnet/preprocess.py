@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from effnet.describe.network import NetworkSpec
+from effnet.describe.network import MAX_RESOLUTION, NetworkSpec
 from effnet.errors import UserError, check_whole_number
 
 #: ImageNet mean and standard deviation of 0–1 RGB pixels (the official B-series preprocessing).
@@ -30,27 +30,33 @@ def official_crop_pct(size: int) -> float:
 
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+#: center: resize the short side, keeping the aspect ratio; squash: resize both sides (timm's EfficientNetV2-M/L/XL).
+CROP_MODES = ("center", "squash")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Evaluation preprocessing: resize the short side to ``resolution / crop_pct``, center-crop
-    ``resolution``, scale to 0–1 and normalise with ``mean``/``std`` (0–1 pixel units)."""
+    """Evaluation preprocessing: resize the short side to ``resolution / crop_pct`` (``crop_mode``
+    squash: both sides, the aspect ratio not kept), center-crop ``resolution``, scale to 0–1 and
+    normalise with ``mean``/``std`` (0–1 pixel units)."""
 
     resolution: int
     crop_pct: float
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    crop_mode: str = "center"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        check_whole_number("preprocessing resolution", self.resolution, 1)
+        check_whole_number("preprocessing resolution", self.resolution, 1, high=MAX_RESOLUTION)
         if not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:
             raise UserError(f"preprocessing crop_pct must be within (0, 1], got {self.crop_pct!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise UserError(f"interpolation {self.interpolation!r} is unknown (known: {', '.join(INTERPOLATIONS)})")
+        if self.crop_mode not in CROP_MODES:
+            raise UserError(f"crop_mode {self.crop_mode!r} is unknown (known: {', '.join(CROP_MODES)})")
         if len(self.mean) != 3 or len(self.std) != 3 or any(not math.isfinite(s) or s <= 0 for s in self.std):
             raise UserError("preprocessing mean and std need three values each, std > 0")
 
@@ -66,9 +72,10 @@ class Preprocessing:
         from torchvision.transforms import v2
 
         mode = getattr(v2.InterpolationMode, self.interpolation.upper())
+        size = self.resize_size if self.crop_mode == "center" else (self.resize_size, self.resize_size)
         return v2.Compose(
             [
-                v2.Resize(self.resize_size, interpolation=mode, antialias=True),
+                v2.Resize(size, interpolation=mode, antialias=True),
                 v2.CenterCrop(self.resolution),
                 v2.ToImage(),
                 v2.ToDtype(torch.float32, scale=True),
@@ -89,6 +96,7 @@ class Preprocessing:
                 interpolation=str(data.get("interpolation", "bicubic")),
                 mean=tuple(data.get("mean", IMAGENET_MEAN)),
                 std=tuple(data.get("std", IMAGENET_STD)),
+                crop_mode=str(data.get("crop_mode", "center")),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise UserError(f"bad preprocessing record in weight file: {err}") from None

@@ -15,8 +15,10 @@ def progress_bar(
     initial: int = 0,
     leave: bool = True,
     iterable: Any = None,
+    unit_scale: bool = False,
 ) -> Any:
-    """A tqdm bar on stderr (a disabled one when ``enabled`` is false); usable as a context manager."""
+    """A tqdm bar on stderr (a disabled one when ``enabled`` is false); usable as a context manager.
+    ``unit_scale`` shows counts with SI prefixes (downloads: kB, MB)."""
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -25,6 +27,7 @@ def progress_bar(
         initial=initial,
         desc=desc,
         unit=unit,
+        unit_scale=unit_scale,
         file=sys.stderr,
         disable=not enabled,
         dynamic_ncols=True,

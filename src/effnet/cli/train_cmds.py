@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from effnet.cli.args import (
     add_json,
+    finite_float,
     nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
 )
 from effnet.cli.output import print_json, print_record
-from effnet.errors import UserError
+from effnet.describe.network import MAX_RESOLUTION
+from effnet.errors import UserError, check_whole_number
+from effnet.train.config import MAX_BATCH_SIZE, MAX_EPOCHS
+from effnet.train.distributed import is_main_process
+from effnet.train.recipe import RANDAUGMENT_MAX
 
 if TYPE_CHECKING:
     from effnet.train import TrainReport
 
-#: Options that map one-to-one onto recipe settings: (flag, setting, type, help).
+#: Options that map one-to-one onto recipe settings: (flag, setting, type, help). An option's ``dest`` is
+#: its setting, so a library error naming the setting names the flag (effnet.cli.main.flag_message).
 RECIPE_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--lr", "lr", positive_float, "peak learning rate (default: base_lr × global batch / 256)"),
     ("--warmup-epochs", "warmup_epochs", nonnegative_float, "linear warm-up epochs"),
@@ -31,13 +36,52 @@ RECIPE_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--drop-path", "drop_path_rate", nonnegative_float, "stochastic depth rate"),
     ("--dropout", "dropout", nonnegative_float, "dropout before the classifier (default: the model's)"),
     ("--augment", "augment", str, "autoaugment | randaugment | none"),
-    ("--randaugment-m", "randaugment_m", nonnegative_int, "RandAugment magnitude M (N=2)"),
+    ("--randaugment-m", "randaugment_m", nonnegative_int, f"RandAugment magnitude M, 0 to {RANDAUGMENT_MAX} (N=2)"),
     ("--optimizer", "optimizer", str, "rmsprop_tf | sgd | adamw"),
     ("--schedule", "schedule", str, "step (×0.97 every 2.4 epochs) | cosine | constant"),
     ("--workers", "workers", nonnegative_int, "data loading worker processes"),
     ("--checkpoint-every", "checkpoint_every_steps", nonnegative_int, "also checkpoint every N steps"),
     ("--amp", "amp", str, "auto (bf16 on GPUs that support it) | bf16 | off"),
+    ("--mixup", "mixup_alpha", finite_float, "mixup α on training batches (0: off)"),
+    ("--cutmix", "cutmix_alpha", finite_float, "CutMix α on training batches (0: off; with mixup: one per batch)"),
+    (
+        "--resolution-start",
+        "resolution_start",
+        int,
+        f"progressive: first stage's image size, 1 to {MAX_RESOLUTION} (default: half the end)",
+    ),
+    (
+        "--resolution-end",
+        "resolution_end",
+        int,
+        f"progressive: last stage's size, 1 to {MAX_RESOLUTION} (default: --resolution, else the model's)",
+    ),
+    (
+        "--randaugment-m-start",
+        "randaugment_m_start",
+        int,
+        f"progressive: first stage's RandAugment magnitude, 0 to {RANDAUGMENT_MAX}",
+    ),
+    (
+        "--randaugment-m-end",
+        "randaugment_m_end",
+        int,
+        f"progressive: last stage's RandAugment magnitude, 0 to {RANDAUGMENT_MAX}",
+    ),
+    ("--mixup-start", "mixup_alpha_start", finite_float, "progressive: first stage's mixup α"),
+    ("--mixup-end", "mixup_alpha_end", finite_float, "progressive: last stage's mixup α"),
+    ("--cutmix-start", "cutmix_alpha_start", finite_float, "progressive: first stage's CutMix α"),
+    ("--cutmix-end", "cutmix_alpha_end", finite_float, "progressive: last stage's CutMix α"),
+    ("--dropout-start", "dropout_start", finite_float, "progressive: first stage's dropout (default: the model's)"),
+    ("--dropout-end", "dropout_end", finite_float, "progressive: last stage's dropout (default: the model's)"),
 ]
+PROGRESSIVE_HELP = (
+    "progressive learning (EfficientNetV2) in STAGES stages (default 4) of equal epochs: image size, RandAugment "
+    "magnitude, mixup/CutMix α and dropout go linearly from their --*-start values in the first stage to their "
+    "--*-end values in the last, as the paper's Algorithm 1 (the official code starts at "
+    "start + (end − start)/STAGES px and keeps dropout constant); evaluation stays at --resolution. "
+    "--recipe v2 / v2_m / v2_l: the paper's values"
+)
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -56,23 +100,61 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, default_recipe: str) -> None:
     parser.add_argument("--data", default="digits", metavar="DIR|digits", help="image folder or 'digits' (built in)")
-    parser.add_argument("--resolution", type=positive_int, metavar="PX", help="train and evaluate at this size")
-    parser.add_argument("--epochs", type=positive_int, default=default_epochs, help=f"default {default_epochs}")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="per process (default 64)")
+    parser.add_argument(
+        "--resolution",
+        type=positive_int,
+        metavar="PX",
+        help=f"train and evaluate at this size, 1 to {MAX_RESOLUTION} (progressive: the end size)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=default_epochs,
+        help=f"1 to {MAX_EPOCHS:,} (default {default_epochs})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help=f"per process, 1 to {MAX_BATCH_SIZE:,}, and no larger than the training split or than the device's "
+        "memory holds (checked before anything is built; default 64)",
+    )
     parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--recipe", default=default_recipe, help=f"paper | small | finetune (default {default_recipe})")
-    parser.add_argument("--output", metavar="DIR", help="write weights, checkpoints, metrics and logs here")
-    parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last.pt")
+    parser.add_argument(
+        "--recipe",
+        default=default_recipe,
+        help=f"paper | small | finetune | v2 | v2_m | v2_l (default {default_recipe})",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write weights, checkpoints, metrics and logs here; locked while the run lasts, and a folder that "
+        "holds another run is refused unless --resume or --overwrite",
+    )
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true", help="continue the run in DIR from DIR/checkpoints/last.pt")
+    runs.add_argument("--overwrite", action="store_true", help="remove the run in DIR (said on stderr) and start anew")
     parser.add_argument("--max-steps-per-epoch", type=positive_int, metavar="N", help="cap each epoch's steps")
     parser.add_argument("--time-limit", type=positive_float, metavar="MIN", help="stop (evaluated) after MIN minutes")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument(
+        "--device", help="cpu, cuda, cuda:N or mps, checked before anything is built (default: cuda when available)"
+    )
     parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, setting, kind, text in RECIPE_OPTIONS:
-        parser.add_argument(flag, dest=f"recipe_{setting}", type=kind, metavar="X", help=text)
+        parser.add_argument(flag, dest=setting, type=kind, metavar="X", help=text)
+    parser.add_argument(
+        "--progressive",
+        dest="progressive_stages",
+        nargs="?",
+        const=4,
+        type=int,
+        metavar="STAGES",
+        help=PROGRESSIVE_HELP,
+    )
     parser.add_argument(
         "--set",
         dest="settings",
@@ -88,9 +170,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
 def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = dict(args.settings)
     for _, setting, _, _ in RECIPE_OPTIONS:
-        value = getattr(args, f"recipe_{setting}")
+        value = getattr(args, setting)
         if value is not None:
             overrides[setting] = value
+    if args.progressive_stages is not None:
+        check_whole_number("progressive_stages", args.progressive_stages, 1)  # 0 turns it off: not --progressive
+        overrides["progressive_stages"] = args.progressive_stages
     if args.compile:
         overrides["compile"] = True
     if args.channels_last:
@@ -102,21 +187,19 @@ def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def _common(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    quiet = args.json or args.no_progress or not _is_main_process()
+    quiet = args.json or args.no_progress or not is_main_process()
 
     def epoch_line(epoch: int, metrics: dict) -> None:
         if not quiet:
+            stage = f" (stage {metrics['stage']}, {metrics['train_resolution']} px)" if "stage" in metrics else ""
             print(
-                f"epoch {epoch}/{args.epochs}: train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}"
+                f"epoch {epoch}/{args.epochs}{stage}: train loss {metrics['train_loss']:.4f}"
+                f"  val loss {metrics['val_loss']:.4f}"
                 f"  top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  {metrics['images_per_second']:.0f} img/s",
                 file=sys.stderr,
             )
@@ -129,6 +212,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         recipe=args.recipe,
         output=args.output,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not quiet and sys.stderr.isatty(),
         max_steps_per_epoch=args.max_steps_per_epoch,
         on_epoch_end=epoch_line,
@@ -138,7 +222,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _show(report: TrainReport, as_json: bool) -> None:
-    if not _is_main_process():
+    if not is_main_process():
         return
     record = report.to_dict()
     if as_json:

@@ -20,10 +20,11 @@ from effnet.data.sampling import (
     make_train_loader,
     sample_seed,
 )
-from effnet.data.transforms import Augmentation, train_transform
+from effnet.data.transforms import Augmentation, batch_mixer, train_transform
 
 __all__ = [
     "Augmentation",
+    "batch_mixer",
     "DataSplits",
     "DataWarning",
     "FileImages",

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from effnet.data.images import PIXELS_VARIABLE, ImageTooLarge, max_image_pixels, open_image
 from effnet.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 VAL_FOLDERS = ("val", "validation", "test")
 
 
 class DataWarning(UserWarning):
-    """Something in a dataset was skipped (unreadable or non-image files)."""
+    """Something in a dataset was skipped (unreadable, non-image or too large files) or is missing (a
+    class without training images)."""
 
 
 class ImageSource:
@@ -43,8 +49,8 @@ class MemoryImages(ImageSource):
 
 
 class FileImages(ImageSource):
-    """Image files; a file that fails to decode is reported once and replaced by the next good one
-    (with that one's target)."""
+    """Image files; a file that fails to decode (or is over the pixel limit) is reported once and replaced
+    by the next good one (with that one's target)."""
 
     def __init__(self, files: list[Path], targets: list[int]) -> None:
         self.files = files
@@ -57,9 +63,9 @@ class FileImages(ImageSource):
             if i in self.failed:
                 continue
             try:
-                with Image.open(self.files[i]) as image:
+                with open_image(self.files[i]) as image:
                     return image.convert("RGB"), self.targets[i]
-            except (OSError, ValueError, SyntaxError) as err:
+            except (OSError, ValueError, SyntaxError) as err:  # ImageTooLarge is a ValueError
                 self.failed.add(i)
                 warnings.warn(f"skipped unreadable image {self.files[i]}: {err}", DataWarning, stacklevel=2)
         raise UserError("no readable image left in the dataset")
@@ -81,6 +87,19 @@ class DataSplits:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def batched_train_loader(
+        self, recipe: Any, batch_size: int, sampler: Any, preprocessing: Any, resolution: int, device: torch.device
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]] | None:
+        """A training loader augmenting whole batches on tensors, or None: images one by one
+        (:class:`effnet.data.memory.MemorySplits` has one)."""
+        return None
+
+    def batched_eval_loader(
+        self, preprocessing: Any, batch_size: int, device: torch.device, rank: int, world: int
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]] | None:
+        """An evaluation loader serving prepared tensors, or None: images one by one."""
+        return None
 
 
 def load_digits_splits(val_fraction: float = 0.2) -> DataSplits:
@@ -106,36 +125,74 @@ def load_digits_splits(val_fraction: float = 0.2) -> DataSplits:
     )
 
 
+def _unreadable(folder: str | Path, err: OSError) -> UserError:
+    return UserError(f"cannot read {err.filename or folder}: {err.strerror or err}")
+
+
 def _class_folders(root: Path) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
-
-
-def _is_image(path: str) -> bool:
-    """Whether PIL recognises the file's header (cheap; full decoding happens when loading)."""
     try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018
-        return True
+        return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    except OSError as err:
+        raise _unreadable(root, err) from None
+
+
+def _check_readable(folder: Path) -> None:
+    """A UserError naming the first folder under ``folder`` (itself included) that cannot be listed:
+    ``os.walk``, which ``make_dataset`` uses, would skip it and its images without a word."""
+
+    def refuse(err: OSError) -> None:
+        raise _unreadable(folder, err)
+
+    for _ in os.walk(folder, onerror=refuse, followlinks=True):
+        pass
+
+
+@dataclass
+class _Skipped:
+    """Files a scan left out: not readable as images, and over the pixel limit."""
+
+    unreadable: list[str] = field(default_factory=list)
+    too_large: list[str] = field(default_factory=list)
+
+    def warn(self) -> None:
+        """One DataWarning per kind, naming the files (the first 20) and their count."""
+        for paths, what in (
+            (self.unreadable, "that are not readable images"),
+            (self.too_large, f"over the pixel limit of {max_image_pixels():,} ({PIXELS_VARIABLE})"),
+        ):
+            if paths:
+                shown = ", ".join(paths[:20]) + (f", … ({len(paths) - 20} more)" if len(paths) > 20 else "")
+                warnings.warn(f"skipped {len(paths)} file(s) {what}: {shown}", DataWarning, stacklevel=3)
+
+
+def _is_image(path: str, skipped: _Skipped) -> bool:
+    """Whether PIL recognises the file's header within the pixel limit (cheap; decoding happens when
+    loading); a file that fails is added to ``skipped``."""
+    try:
+        with open_image(path):
+            return True
+    except ImageTooLarge:
+        skipped.too_large.append(path)
     except (OSError, ValueError, SyntaxError):
-        return False
+        skipped.unreadable.append(path)
+    return False
 
 
-def _scan_class_folders(root: Path, class_names: list[str], skipped: list[str]) -> tuple[list[Path], list[int]]:
+def _scan_class_folders(root: Path, class_names: list[str], skipped: _Skipped) -> tuple[list[Path], list[int]]:
     """The images under ``root/<class>/`` (any depth, in sorted order) by torchvision's ``make_dataset``;
-    hidden files are ignored, other files PIL does not recognise are added to ``skipped``."""
+    hidden files are ignored, files PIL does not read go to ``skipped``; a folder that cannot be read is
+    a UserError naming it."""
     from torchvision.datasets.folder import make_dataset
 
-    extra = [name for name in _class_folders(root) if name not in class_names]
+    present = _class_folders(root)
+    extra = [name for name in present if name not in class_names]
     if extra:
         raise UserError(f"{root} has class folder {extra[0]!r} that the training split does not have")
+    for name in present:
+        _check_readable(root / name)
 
     def is_valid_file(path: str) -> bool:
-        if os.path.basename(path).startswith("."):
-            return False
-        if _is_image(path):
-            return True
-        skipped.append(path)
-        return False
+        return not os.path.basename(path).startswith(".") and _is_image(path, skipped)
 
     index = {name: i for i, name in enumerate(class_names)}
     samples = make_dataset(str(root), index, is_valid_file=is_valid_file, allow_empty=True)
@@ -145,40 +202,50 @@ def _scan_class_folders(root: Path, class_names: list[str], skipped: list[str]) 
 def load_folder_splits(root: str | Path) -> DataSplits:
     """``root/train/<class>/…`` and ``root/val/`` (or ``test/``) as torchvision's ImageFolder reads them.
 
-    Files that are not readable images are skipped with one warning naming them and their count.
+    Files that are not readable images, and images over the pixel limit (:mod:`effnet.data.images`), are
+    skipped with a warning naming them and their count; a class folder without training images is a
+    warning naming it; a folder that cannot be read is a UserError naming it.
     """
     root = Path(root)
-    if not root.exists():
-        raise UserError(f"data folder {root} does not exist (give a folder with train/ and val/, or 'digits')")
-    if not root.is_dir():
-        raise UserError(f"data {root} is not a folder")
-    train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise UserError(f"data folder {root} has no train/ folder (expected train/ and val/ or test/)")
-    val_dir = next((root / name for name in VAL_FOLDERS if (root / name).is_dir()), None)
+    try:
+        if not root.exists():
+            raise UserError(f"data folder {root} does not exist (give a folder with train/ and val/, or 'digits')")
+        if not root.is_dir():
+            raise UserError(f"data {root} is not a folder")
+        train_dir = root / "train"
+        if not train_dir.is_dir():
+            raise UserError(f"data folder {root} has no train/ folder (expected train/ and val/ or test/)")
+        val_dir = next((root / name for name in VAL_FOLDERS if (root / name).is_dir()), None)
+    except OSError as err:
+        raise _unreadable(root, err) from None
     if val_dir is None:
         raise UserError(f"data folder {root} has no val/ or test/ folder")
     class_names = _class_folders(train_dir)
     if len(class_names) < 2:
         raise UserError(f"{train_dir} needs at least two class folders, found {len(class_names)}")
-    skipped: list[str] = []
+    skipped = _Skipped()
     train_files, train_targets = _scan_class_folders(train_dir, class_names, skipped)
     val_files, val_targets = _scan_class_folders(val_dir, class_names, skipped)
-    if skipped:
-        shown = ", ".join(skipped[:20]) + (f", … ({len(skipped) - 20} more)" if len(skipped) > 20 else "")
-        warnings.warn(
-            f"skipped {len(skipped)} file(s) that are not readable images: {shown}", DataWarning, stacklevel=2
-        )
+    skipped.warn()
     if not train_files:
         raise UserError(f"{train_dir} holds no readable images")
     if not val_files:
         raise UserError(f"{val_dir} holds no readable images")
+    trained = set(train_targets)
+    empty = [name for i, name in enumerate(class_names) if i not in trained]
+    if empty:
+        warnings.warn(
+            f"{len(empty)} class folder(s) of {train_dir} hold no readable images, so the model never sees "
+            f"those classes in training: {', '.join(empty[:20])}",
+            DataWarning,
+            stacklevel=2,
+        )
     return DataSplits(
         name=str(root),
         train=FileImages(train_files, train_targets),
         val=FileImages(val_files, val_targets),
         class_names=class_names,
-        skipped=skipped,
+        skipped=skipped.unreadable + skipped.too_large,
     )
 
 

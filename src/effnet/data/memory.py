@@ -113,6 +113,7 @@ class BatchedTrainLoader:
         batch_size: int,
         recipe: Any,
         preprocessing: Any,
+        resolution: int,
         device: torch.device,
     ) -> None:
         self.pixels = images.pixels.to(device)
@@ -120,7 +121,7 @@ class BatchedTrainLoader:
         self.sampler = sampler
         self.batch_size = batch_size
         self.recipe = recipe
-        self.resolution = preprocessing.resolution
+        self.resolution = resolution
         self.mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
 
@@ -186,17 +187,26 @@ class MemorySplits(DataSplits):
                 self._eval.popitem(last=False)
         return self._eval[key]
 
-    def batched_loaders(
-        self, recipe: Any, config: Any, ctx: Any, sampler: ResumableSampler, preprocessing: Any
-    ) -> tuple[BatchedTrainLoader, BatchedEvalLoader] | None:
-        """The training and evaluation loaders on tensors; None for recipes with per-image policies."""
+    def batched_train_loader(
+        self,
+        recipe: Any,
+        batch_size: int,
+        sampler: ResumableSampler,
+        preprocessing: Any,
+        resolution: int,
+        device: torch.device,
+    ) -> BatchedTrainLoader | None:
+        """Training batches augmented on tensors at ``resolution``; None for recipes with per-image policies."""
         if recipe.augment != "none":
             return None
         assert isinstance(self.train, TensorImages)
-        train = BatchedTrainLoader(self.train, sampler, config.batch_size, recipe, preprocessing, ctx.device)
-        eval_batch = recipe.eval_batch_size or config.batch_size * 2
-        images = self.eval_images(preprocessing, ctx.device)
-        return train, BatchedEvalLoader(images, self.val.targets, eval_batch, ctx.rank, ctx.world)
+        return BatchedTrainLoader(self.train, sampler, batch_size, recipe, preprocessing, resolution, device)
+
+    def batched_eval_loader(
+        self, preprocessing: Any, batch_size: int, device: torch.device, rank: int, world: int
+    ) -> BatchedEvalLoader:
+        """Evaluation batches of the prepared validation tensors (the per-image path's numbers)."""
+        return BatchedEvalLoader(self.eval_images(preprocessing, device), self.val.targets, batch_size, rank, world)
 
 
 _CACHE: dict[str, DataSplits] = {}

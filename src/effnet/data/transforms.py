@@ -1,4 +1,5 @@
-"""The training augmentation: random-resized crop, flip, AutoAugment or RandAugment (torchvision v2).
+"""The training augmentation: random-resized crop, flip, AutoAugment or RandAugment (torchvision v2), and
+mixup/CutMix on batches.
 
 Evaluation images go through :meth:`effnet.preprocess.Preprocessing.eval_transform`."""
 
@@ -45,3 +46,17 @@ def train_transform(settings: Augmentation, resolution: int, mean: tuple[float, 
         steps.append(v2.RandAugment(settings.randaugment_n, settings.randaugment_m, interpolation=mode))
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
+
+
+def batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> Any:
+    """``(images, targets) → (mixed images, soft targets)`` on a training batch: torchvision's MixUp and/or
+    CutMix (α = 0: that one is off; both on: one of the two per batch, with equal odds, as timm's and
+    torchvision's reference scripts); None when both are off. Draws from torch's global random numbers
+    (saved in checkpoints)."""
+    if not mixup_alpha and not cutmix_alpha:
+        return None
+    from torchvision.transforms import v2
+
+    mixers = [kind(alpha=alpha, num_classes=num_classes)
+              for kind, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if alpha]  # fmt: skip
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)

@@ -1,5 +1,5 @@
-"""Leaving PyTorch: ONNX and TorchScript exports with a dynamic batch dimension, each checked on
-the spot against eager PyTorch."""
+"""Leaving PyTorch: ONNX and TorchScript exports for any batch and input size, each checked on the
+spot against eager PyTorch, and int8 ONNX models by static quantization (:mod:`effnet.export.quantize`)."""
 
 from effnet.export.verify import ExportReport, export_model
 

@@ -1,30 +1,42 @@
-"""TorchScript export (traced; the batch dimension stays free) and running it."""
+"""TorchScript export (traced; the batch dimension stays free, and height and width too where the
+traced module works its padding out per input, as effnet's export form for TorchScript does) and
+running it."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from effnet.atomic import atomic_write
+from effnet.atomic import atomic_write_bytes
 
 
-def export_torchscript(model: nn.Module, path: str | Path) -> None:
-    """Trace ``model`` at its resolution and save it (atomically). Inputs must keep that resolution."""
-    size, chans = model.spec.resolution, getattr(model, "in_chans", 3)
-    example = torch.randn(2, chans, size, size)
+def export_torchscript(model: nn.Module, path: str | Path, *, input_size: int | None = None) -> None:
+    """Trace ``model`` at ``input_size`` (its ``spec.resolution`` by default), on its device, and
+    save it atomically.
+
+    The module is serialised in memory and written by :mod:`effnet.atomic`, so a full or read-only
+    disk is one :class:`~effnet.errors.UserError` (TorchScript's own file writer fails in C++)."""
+    size, chans = input_size or model.spec.resolution, getattr(model, "in_chans", 3)
+    device = next(iter(model.buffers()), torch.empty(0)).device
+    example = torch.randn(2, chans, size, size, device=device)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.eval(), example)
-    atomic_write(path, write_path=traced.save)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def run_torchscript(path: str | Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Outputs of a saved TorchScript module for each input batch."""
+def run_torchscript(
+    path: str | Path, inputs: list[torch.Tensor], device: str | torch.device = "cpu"
+) -> list[torch.Tensor]:
+    """Outputs (on the CPU) of a saved TorchScript module loaded on ``device``, for each input batch."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = torch.jit.load(str(path), map_location=device).eval()
     with torch.inference_mode():
-        return [module(x) for x in inputs]
+        return [module(x.to(device)).cpu() for x in inputs]

@@ -4,5 +4,5 @@
 The fast path, one concern a module: ``fold`` (BatchNorm folding, activations), ``pool`` (memory
 kept between calls), ``conv`` (the folded convolution and its 'same' padding plans), ``fast``
 (squeeze-excitation, blocks by kind, the network, the export form), ``chunks`` (early stages in
-cache-sized chunks), ``tuner`` (first-call timing of two ways), ``ort`` (the ONNX Runtime runner)
-and ``optimize`` (the backends)."""
+cache-sized chunks), ``tuner`` (first-call timing of two ways), ``ort`` (the ONNX Runtime runner),
+``hardware`` (devices, precisions, the CPU's instruction sets) and ``optimize`` (the backends)."""

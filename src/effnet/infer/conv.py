@@ -2,10 +2,15 @@
 about the cost of symmetric padding, large outputs in kept memory and residual sums in place.
 
 Padding arithmetic comes from :mod:`effnet.models.padding` alone; this module only decides, per
-input size and device, which of its plans a convolution runs (:meth:`FastConv._plan`)."""
+input size and device, which of its plans a convolution runs (:meth:`FastConv._plan`), and gives
+the export forms two ways to pad at any input size: the operator ``effnet::same_conv2d`` (written
+to ONNX as a Conv with ``auto_pad=SAME_UPPER``, which is TensorFlow's rule, so ONNX Runtime works
+the pads out from each input's shape) and :func:`same_pad` compiled by TorchScript (the pads
+computed in the saved graph from the input's shape)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -15,7 +20,41 @@ from torch import nn
 from effnet.infer.fold import ACTIVATIONS, ONEDNN_ACTIVATIONS, fold_batchnorm
 from effnet.infer.pool import KeptMemory, keeps
 from effnet.models.layers import PaddedConv2d
-from effnet.models.padding import axis_plan
+from effnet.models.padding import axis_plan, same_padding
+
+#: How an export form pads its 'same' convolutions: at the traced size only, or at any size for ONNX
+#: (``effnet::same_conv2d``) or TorchScript (:func:`same_pad`, scripted).
+ANY_SIZE = ("onnx", "torchscript")
+
+
+def same_pad(x: torch.Tensor, kernel: list[int], stride: list[int]) -> torch.Tensor:
+    """``x`` zero-padded TensorFlow's 'same' way for its own height and width (TorchScript-compatible)."""
+    top, bottom = same_padding(x.size(2), kernel[0], stride[0])
+    left, right = same_padding(x.size(3), kernel[1], stride[1])
+    return F.pad(x, [left, right, top, bottom])
+
+
+@functools.cache
+def scripted_same_pad() -> torch.jit.ScriptFunction:
+    """:func:`same_pad` compiled by TorchScript, so that a traced module pads for each input's size."""
+    return torch.jit.script(same_pad)
+
+
+@torch.library.custom_op("effnet::same_conv2d", mutates_args=())
+def same_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: list[int], groups: int
+) -> torch.Tensor:
+    """A convolution with TensorFlow 'same' padding at any input size, as one operator: what the
+    ONNX export writes as a Conv with ``auto_pad=SAME_UPPER`` (:mod:`effnet.export.onnx`)."""
+    return F.conv2d(same_pad(x, list(weight.shape[2:]), stride), weight, bias, stride, 0, 1, groups)
+
+
+@same_conv2d.register_fake
+def _same_conv2d_shape(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: list[int], groups: int
+) -> torch.Tensor:
+    n, _, height, width = x.shape
+    return x.new_empty((n, weight.shape[0], -(-height // stride[0]), -(-width // stride[1])))
 
 
 class _Plan:
@@ -91,6 +130,9 @@ class FastConv(nn.Module):
         #: the functional form for torch.compile computes a larger output and crops it (a view the
         #: compiler fuses); ONNX gets the asymmetric pads in its Conv node instead
         self.crop_when_functional = False
+        #: an export form's 'same' padding at any input size: None (the traced size), "onnx" or
+        #: "torchscript" (see :data:`ANY_SIZE`)
+        self.any_size: str | None = None
         #: the model's kept memory (eager CPU path): an output that :func:`~effnet.infer.pool.keeps`
         #: goes into ``slot`` there; a residual sum is written over the residual (the block's input)
         self.pool: KeptMemory | None = None
@@ -190,9 +232,22 @@ class FastConv(nn.Module):
             y = y + residual if self.export else y.add_(residual)
         return y
 
+    def _any_size(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """An export form's 'same' convolution whose padding follows each input's size."""
+        if self.any_size == "onnx":
+            y = same_conv2d(x, self.weight, self.bias, list(self.stride), self.groups)
+        else:
+            x = scripted_same_pad()(x, list(self.kernel), list(self.stride))
+            y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if self.act is not None:
+            y = ACTIVATIONS[self.act](y)
+        return y if residual is None else y + residual
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.same:
             return self._conv(x, self.padding, residual)  # type: ignore[arg-type]
+        if self.any_size is not None:
+            return self._any_size(x, residual)
         plan = self._plan(int(x.shape[-2]), int(x.shape[-1]), x.device.type)
         if plan.pre_pad is not None:
             if self.export or not x.is_contiguous(memory_format=torch.channels_last):

@@ -17,7 +17,7 @@ from torch import nn
 
 from effnet.errors import UserError
 from effnet.infer.chunks import chunk_size, early_stages
-from effnet.infer.conv import FastConv, onednn_ok
+from effnet.infer.conv import ANY_SIZE, FastConv, onednn_ok
 from effnet.infer.fold import ACTIVATIONS, activation_name
 from effnet.infer.pool import KeptMemory
 from effnet.infer.tuner import ShapeTuner
@@ -41,9 +41,9 @@ class FastSE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.export:
-            # a pool over the whole map and 1×1 convolutions: ONNX Runtime keeps its blocked layout
-            # through AveragePool and Conv (a mean would be a ReduceMean, which it runs unblocked)
-            s = F.conv2d(F.avg_pool2d(x, x.shape[2:]), self.w1[:, :, None, None], self.b1)
+            # a mean over the whole map (written to ONNX as GlobalAveragePool) and 1×1 convolutions:
+            # ONNX Runtime keeps its blocked layout through both; any input size
+            s = F.conv2d(x.mean((2, 3), keepdim=True), self.w1[:, :, None, None], self.b1)
             s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
             return x * torch.sigmoid(F.conv2d(s, self.w2[:, :, None, None], self.b2))
         s = F.linear(x.mean((2, 3)), self.w1, self.b1)
@@ -185,7 +185,9 @@ class FastEfficientNet(nn.Module):
     """The inference-only module :func:`~effnet.infer.optimize.optimize` returns; same inputs and
     outputs as the model. With ``export``, the functional form that exporters and the compiler trace."""
 
-    def __init__(self, model: nn.Module, *, onednn: bool = False, export: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, *, onednn: bool = False, export: bool = False, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.spec = model.spec
         self.in_chans = model.in_chans
@@ -214,6 +216,11 @@ class FastEfficientNet(nn.Module):
         self._early_stages, self._early_widths = early_stages(model.spec)
         #: per input shape: whether the early stages run in chunks (timed on CPU, never on CUDA)
         self.tuner = ShapeTuner()
+        #: what the network computes in (inputs are cast to it); the classifier stays in float32
+        self.dtype = dtype or next(model.parameters()).dtype
+        self.to(self.dtype)
+        if self.classifier is not None:
+            self.classifier.float()
         self.eval()
 
     def train(self, mode: bool = True) -> FastEfficientNet:
@@ -222,6 +229,7 @@ class FastEfficientNet(nn.Module):
         return super().train(False)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last_input else x
 
     @torch.no_grad()
@@ -259,7 +267,7 @@ class FastEfficientNet(nn.Module):
             rest = self.stages
         for stage in rest:
             x = stage(x)
-        x = self.head(x).mean((2, 3))
+        x = self.head(x).mean((2, 3)).float()
         return self.classifier(x) if self.classifier is not None else x
 
     def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
@@ -275,10 +283,23 @@ class FastEfficientNet(nn.Module):
         return chunk_size(x, self._early_widths, self.spec.resolution)
 
 
-def exportable(model: nn.Module) -> nn.Module:
+def exportable(model: nn.Module, *, any_size: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
     """What an exporter traces: an effnet model's folded, functional form (BatchNorm folded, no
-    in-place writes or kept memory, each asymmetric 'same' padding a pad right before its
-    convolution, which the ONNX exporter moves into the Conv node); any other module as it is."""
+    in-place writes or kept memory); any other module as it is.
+
+    ``any_size`` None: 'same' padding for the traced size (each asymmetric padding a pad right
+    before its convolution, which the ONNX exporter moves into the Conv node); ``"onnx"`` or
+    ``"torchscript"``: padding worked out from each input's size in the exported graph
+    (:data:`effnet.infer.conv.ANY_SIZE`). ``dtype``: what the network computes in (the classifier
+    stays in float32)."""
     from effnet.models.efficientnet import EfficientNet
 
-    return FastEfficientNet(model, export=True) if isinstance(model, EfficientNet) else model
+    if not isinstance(model, EfficientNet):
+        return model
+    if any_size not in (None, *ANY_SIZE):
+        raise UserError(f"any_size must be one of {', '.join(ANY_SIZE)} or None, got {any_size!r}", field="any_size")
+    form = FastEfficientNet(model, export=True, dtype=dtype)
+    for module in form.modules():
+        if isinstance(module, FastConv):
+            module.any_size = any_size
+    return form

@@ -49,16 +49,18 @@ def activation_name(module: nn.Module) -> str | None:
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight (channels_last) and bias of ``bn(conv(x))`` as one convolution (BN in eval mode)."""
-    weight = conv.weight.detach().clone()
+    """Weight (channels_last) and bias of ``bn(conv(x))`` as one convolution (BN in eval mode),
+    computed in float32 at least (a bfloat16 model is folded in float32, then cast by the caller)."""
+    dtype = torch.promote_types(conv.weight.dtype, torch.float32)
+    weight = conv.weight.detach().to(dtype, copy=True)
     bias = (
-        conv.bias.detach().clone()
+        conv.bias.detach().to(dtype, copy=True)
         if conv.bias is not None
-        else torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        else torch.zeros(weight.shape[0], dtype=dtype, device=weight.device)
     )
     if bn is None:
         return weight.contiguous(memory_format=torch.channels_last), bias
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    scale = bn.weight.detach().to(dtype) / torch.sqrt(bn.running_var.to(dtype) + bn.eps)
     weight = weight * scale.reshape(-1, 1, 1, 1)
-    bias = (bias - bn.running_mean) * scale + bn.bias.detach()
+    bias = (bias - bn.running_mean.to(dtype)) * scale + bn.bias.detach().to(dtype)
     return weight.contiguous(memory_format=torch.channels_last), bias

@@ -23,12 +23,17 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
   input shape alternate between whole batch and chunks, time them, and keep the faster
   (:mod:`effnet.infer.tuner`).
 
+``dtype="bfloat16"`` computes in bfloat16 where the CPU has its instructions (AVX-512-BF16, AMX) or
+on a GPU: BatchNorm folded in float32 first, the classifier in float32 (:mod:`effnet.infer.hardware`).
+
 ``backend="compile"`` wraps the folded module's functional form in :func:`torch.compile` (Inductor,
 weights frozen); ``backend="onnxruntime"`` exports that form with
-:func:`effnet.export.onnx.export_onnx` (asymmetric padding as the Conv's own ``pads``, no Pad
-nodes) and runs it in ONNX Runtime (:class:`effnet.infer.ort.OrtModule`): channels_last inputs go
-in as NHWC without a copy, and a batch may run split between one-thread sessions at once where
-that is faster than splitting each operator between threads (timed on the first calls).
+:func:`effnet.export.onnx.export_onnx` for any input size (each strided 'same' convolution a Conv
+with ``auto_pad=SAME_UPPER``; with ``input_size``, for that size only: asymmetric padding as the
+Conv's own ``pads``; no Pad nodes either way) and runs it in ONNX Runtime
+(:class:`effnet.infer.ort.OrtModule`): channels_last inputs go in as NHWC without a copy, and a
+batch may run split between one-thread sessions at once where that is faster than splitting each
+operator between threads (timed on the first calls).
 All backends compute the plain model's eval-mode function (within float rounding, ~1e-5).
 """
 
@@ -40,6 +45,7 @@ from torch import nn
 from effnet.errors import UserError
 from effnet.infer.conv import FastConv
 from effnet.infer.fast import FastEfficientNet, exportable
+from effnet.infer.hardware import resolve_dtype
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
@@ -51,14 +57,20 @@ def optimize(
     input_size: int | None = None,
     threads: int | None = None,
     onednn: bool = False,
+    dtype: str | torch.dtype | None = None,
 ) -> nn.Module:
     """An inference-only module computing ``model``'s eval-mode function, faster.
 
     ``backend``: ``"eager"`` (folded, fused PyTorch module), ``"compile"`` (that module through
     :func:`torch.compile`, weights frozen) or ``"onnxruntime"`` (exported to ONNX and run in an
-    ONNX Runtime session with ``threads`` threads; ``input_size`` picks the exported resolution,
-    the model's own by default). ``onednn=True`` runs each convolution, its activation and residual
-    sum as one oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build).
+    ONNX Runtime session with ``threads`` threads; for any input size, or for ``input_size`` alone
+    when given). ``onednn=True`` runs each convolution, its activation and residual sum as one
+    oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build).
+    ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype; the model's own by default): what
+    the network computes in; BatchNorm is folded in float32 before the cast, the classifier runs
+    in float32 and so do the logits returned. A reduced precision this CPU has no instructions for
+    falls back to float32 with one line on stderr (:func:`effnet.infer.hardware.resolve_dtype`);
+    ONNX Runtime runs float32 only (int8: ``effnet quantize``).
     The model itself is left unchanged; inputs may be any layout (converted to channels_last)."""
     from effnet.models.efficientnet import EfficientNet
 
@@ -67,13 +79,13 @@ def optimize(
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} is unknown; choose one of {', '.join(BACKENDS)}", field="backend")
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    onednn = onednn and device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    compute = next(model.parameters()).dtype if dtype is None else resolve_dtype(dtype, device)
+    onednn = onednn and device.type == "cpu" and compute == torch.float32 and torch.backends.mkldnn.is_available()
     if backend == "eager":
-        return FastEfficientNet(model, onednn=onednn).to(device)
+        return FastEfficientNet(model, onednn=onednn, dtype=compute).to(device)
     if backend == "compile":
         # the functional (export) form: no in-place tricks or buffers, the compiler plans memory itself
-        fast = exportable(model).to(device)
+        fast = exportable(model, dtype=compute).to(device)
         fast.channels_last_input = True
         for module in fast.modules():
             if isinstance(module, FastConv):  # a cropped view fuses into the consumer; a pad is a copy
@@ -81,7 +93,14 @@ def optimize(
         return torch.compile(fast, options={"freezing": True})  # type: ignore[return-value]
     if model.features_only:
         raise UserError("the onnxruntime backend supports classification models, not features_only")
+    if compute != torch.float32:
+        raise UserError(
+            f"dtype {str(compute).removeprefix('torch.')} is not available with backend onnxruntime "
+            "(its CPU kernels are float32; for int8 use effnet quantize)",
+            field="dtype",
+        )
     from effnet.export.onnx import export_onnx
     from effnet.infer.ort import OrtModule
 
-    return OrtModule(export_onnx(exportable(model).cpu().float(), input_size=input_size), threads)
+    form = exportable(model, any_size=None if input_size else "onnx", dtype=torch.float32).cpu()
+    return OrtModule(export_onnx(form, input_size=input_size), threads)

@@ -1,7 +1,9 @@
 """Classifying images with a loaded model: preprocessing from the weight file, top-k labels.
 
 :func:`make_runner` is the single place that decides how a batch is computed: the inference
-fast path of :mod:`effnet.infer.optimize`.
+fast path of :mod:`effnet.infer.optimize` (in float32 or bfloat16, on the CPU or a GPU), or ONNX
+Runtime for an ONNX file effnet wrote (``effnet export``, ``effnet quantize``), whose metadata
+holds the same header as a weight file.
 """
 
 from __future__ import annotations
@@ -21,31 +23,37 @@ from effnet.weights.native import WeightsInfo
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
-def make_runner(model: nn.Module) -> Runner:
+def make_runner(model: nn.Module, *, dtype: str | torch.dtype | None = None) -> Runner:
     """The function that turns a preprocessed batch into logits: the inference fast path
-    (:func:`effnet.infer.optimize.optimize`: BatchNorm folded, channels_last, free 'same' padding)."""
+    (:func:`effnet.infer.optimize.optimize`: BatchNorm folded, channels_last, free 'same' padding;
+    ``dtype`` as there) on the model's device; any other module (an ONNX Runtime runner) as it is."""
     from effnet.infer.optimize import optimize
     from effnet.models.efficientnet import EfficientNet
 
-    model = optimize(model.eval()) if isinstance(model, EfficientNet) else model.eval()
+    model = optimize(model.eval(), dtype=dtype) if isinstance(model, EfficientNet) else model.eval()
+    device = next(iter(model.buffers()), torch.empty(0)).device
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return model(batch)
+            return model(batch.to(device)).cpu()
 
     return run
 
 
-def open_image(path: str | Path):  # -> PIL.Image.Image
-    """An RGB image from a file; anything unreadable is a UserError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+def open_image(path: str | Path, max_pixels: int | None = None):  # -> PIL.Image.Image
+    """An RGB image from a file; anything unreadable is a UserError naming the file, and so is an image
+    of more pixels than ``max_pixels`` (:func:`effnet.data.images.open_image`: a decompression bomb is
+    refused before it is decoded)."""
+    from PIL import UnidentifiedImageError
+
+    from effnet.data.images import open_image as open_lazily
 
     try:
-        with Image.open(path) as image:
+        with open_lazily(path, max_pixels) as image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         reason = "not a readable image" if isinstance(err, UnidentifiedImageError) else str(err)
         raise UserError(f"{path}: {reason}") from None
 
@@ -89,9 +97,11 @@ class Predictor:
         batch_size: int = 16,
         on_error: Callable[[str, UserError], None] | None = None,
         progress: bool = False,
+        max_pixels: int | None = None,
     ) -> Iterator[Prediction]:
-        """Predictions for image files, in order; an unreadable file goes to ``on_error`` (or raises).
-        With ``progress``, a bar on stderr counts the images read."""
+        """Predictions for image files, in order; an unreadable file, or one of more than ``max_pixels``
+        pixels (:func:`open_image`), goes to ``on_error`` (or raises). With ``progress``, a bar on stderr
+        counts the images read."""
         pending: list[tuple[str, object]] = []
 
         def flush() -> Iterator[Prediction]:
@@ -102,7 +112,7 @@ class Predictor:
 
         for path in progress_bar(desc="predict", unit="img", enabled=progress, leave=False, iterable=paths):
             try:
-                pending.append((path, open_image(path)))
+                pending.append((path, open_image(path, max_pixels)))
             except UserError as err:
                 if on_error is None:
                     raise
@@ -112,9 +122,54 @@ class Predictor:
         yield from flush()
 
 
-def load_predictor(weights: str, *, model: str | None = None) -> Predictor:
-    """A :class:`Predictor` from a weight file or pretrained name (``model`` checks the architecture)."""
+def load_predictor(
+    weights: str,
+    *,
+    model: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Predictor:
+    """A :class:`Predictor` from a weight file, a pretrained name or an ONNX file effnet wrote
+    (``model`` checks the architecture; ``device`` and ``dtype``: where and in what the fast path
+    computes; an ONNX file runs in ONNX Runtime on the CPU, in the precision it was written in)."""
+    from effnet.infer.hardware import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    if str(weights).endswith(".onnx"):
+        return _onnx_predictor(str(weights), model, dev, dtype)
     from effnet.weights.load import load_model
 
+    compute = resolve_dtype(dtype, dev)  # before loading: a mistake costs nothing
     net, info = load_model(weights, model=model)
-    return Predictor(net, info)
+    net = net.to(dev)
+    return Predictor(net, info, runner=make_runner(net, dtype=compute))
+
+
+def _onnx_predictor(path: str, model: str | None, device: torch.device, dtype: str | torch.dtype | None) -> Predictor:
+    """A :class:`Predictor` running an ONNX file whose metadata is effnet's weight header."""
+    from effnet.export.onnx import onnx_metadata
+    from effnet.infer.ort import OrtModule
+    from effnet.weights.native import info_from_metadata, is_native
+    from effnet.zoo import resolve_description
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file", field="weights")
+    if device.type != "cpu":
+        raise UserError(
+            f"device {device} is not available for an ONNX file (ONNX Runtime runs it on the CPU)", field="device"
+        )
+    if dtype not in (None, "float32", torch.float32):
+        raise UserError(
+            "dtype cannot be chosen for an ONNX file: it runs in the precision it was written in", field="dtype"
+        )
+    data = Path(path).read_bytes()
+    metadata = onnx_metadata(data, path)
+    if not is_native(metadata):
+        raise UserError(
+            f"{path}: not an ONNX file written by effnet (no effnet metadata): export it with effnet export"
+        )
+    info = info_from_metadata(metadata, path)
+    if model is not None and resolve_description(model).name != info.spec.name:
+        raise UserError(f"{path} holds {info.spec.name}, model is {resolve_description(model).name}", field="model")
+    runner = OrtModule(data)
+    return Predictor(runner, info)

@@ -34,7 +34,7 @@ from effnet.nas.space import SearchSpace
 from effnet.nas.strategies import STRATEGIES, is_multi_objective, make_sampler
 from effnet.progress import progress_bar
 from effnet.results import Result
-from effnet.search.folder import run_folder
+from effnet.runs import claim_folder
 from effnet.search.proxy import Proxy, proxy_base, proxy_splits, train_proxy
 from effnet.search.record import TrialRecord
 from effnet.search.stats import estimate
@@ -195,7 +195,7 @@ def search_architectures(
     study's settings: the strategy learned from rewards averaged over that many). Writes into
     ``output``: ``best.json`` (the best architecture's description), ``trials.csv``, ``pareto.png``
     and ``search.json``; the study is in ``storage`` (default ``output/study.db``). The output
-    folder holds one search (:func:`effnet.search.folder.run_folder`): the same study continues,
+    folder holds one search (:func:`effnet.runs.claim_folder`): the same study continues,
     another is refused unless ``overwrite``; ``resume`` insists on continuing one.
     """
     if data is not None:
@@ -230,9 +230,8 @@ def search_architectures(
         else type(storage).__name__
     )
     owned = OWNED if storage is not None else (*OWNED, "study.db", "study.db.lock")
-    with run_folder(
-        out, {"command": "nas", "study": study_name, "storage": stored}, owned=owned, resume=resume, overwrite=overwrite
-    ):
+    run = {"command": "nas", "study": study_name, "storage": stored}
+    with claim_folder(out, run_files=owned, record=run, resume=resume, overwrite=overwrite):
         multi = is_multi_objective(strategy)
         study = open_study(
             storage,

@@ -27,10 +27,10 @@ from effnet.atomic import atomic_write_text
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.results import Result
+from effnet.runs import claim_folder
 from effnet.scale.compound import compound_coefficients, scale_compound
 from effnet.scale.plan import Plan, plan
 from effnet.search import stats
-from effnet.search.folder import run_folder
 from effnet.search.grid import GridConfig, scaling_grid, search_scaling
 from effnet.search.proxy import Proxy, proxy_base
 from effnet.search.storage import DEFAULT_HEARTBEAT, redact_url
@@ -93,7 +93,7 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run every step (each resumable) and return the summary also written to ``report.json``.
 
-    The output folder holds one run (:func:`effnet.search.folder.run_folder`): the same run again
+    The output folder holds one run (:func:`effnet.runs.claim_folder`): the same run again
     continues where it stopped, another run there is refused unless ``overwrite``; ``resume``
     insists on continuing one.
     """
@@ -107,7 +107,7 @@ def run_pipeline(
     output = Path(output)
     run = {"command": "pipeline", "study": study_name, "storage": redact_url(str(storage)) if storage else "output"}
     owned = OWNED if storage else (*OWNED, "study.db", "study.db.lock")
-    with run_folder(output, run, owned=owned, resume=resume, overwrite=overwrite):
+    with claim_folder(output, run_files=owned, record=run, resume=resume, overwrite=overwrite):
         return _run(base, proxy, grid, final, output, storage, study_name, heartbeat, progress)
 
 
@@ -173,6 +173,7 @@ def _run(
         recipe=proxy.recipe,
         output=final_dir,
         resume=resume,
+        overwrite=not resume,  # without a checkpoint, what final/ holds is a killed start of this step
         progress=progress,
     )
     timings["final"] = time.perf_counter() - step

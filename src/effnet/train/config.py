@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from effnet.data import DataSplits
+from effnet.describe.network import MAX_RESOLUTION
 from effnet.errors import UserError, check_number, check_whole_number
 from effnet.train.recipe import Recipe, get_recipe
 
 EpochCallback = Callable[[int, dict], None]
+
+#: The most epochs a run may ask for: ~300× the paper's 350, so a larger number is a typo, not a plan.
+MAX_EPOCHS = 100_000
+#: The largest batch per process: 16× the paper's global batch of 4096, where large-batch studies stop
+#: (64k); B0's activations alone at 32 px are ~115 GB at this batch, so a larger one fits no device.
+MAX_BATCH_SIZE = 65_536
 
 
 @dataclass(frozen=True)
@@ -19,9 +26,10 @@ class RunConfig:
     """What a run trains for, how long and where it writes (the recipe holds how it trains).
 
     ``on_epoch_end(epoch, metrics)`` is called after each evaluation; an exception raised there stops
-    the run and propagates. ``output=None`` writes nothing. ``time_limit`` (seconds) ends the epoch under
-    way early, evaluated, and stops the run. ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` (default:
-    CUDA when available)."""
+    the run and propagates. ``output=None`` writes nothing; a folder that holds another run is refused
+    unless ``resume`` (continue it) or ``overwrite`` (replace it). ``time_limit`` (seconds) ends the epoch
+    under way early, evaluated, and stops the run. ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"``
+    (default: CUDA when available)."""
 
     epochs: int = 10
     batch_size: int = 64  # per process
@@ -30,6 +38,7 @@ class RunConfig:
     recipe: str | Recipe = "paper"
     output: Path | None = None
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     max_steps_per_epoch: int | None = None
     on_epoch_end: EpochCallback | None = None
@@ -37,18 +46,21 @@ class RunConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
-            check_whole_number(name, getattr(self, name), low)
+        check_whole_number("epochs", self.epochs, 1, high=MAX_EPOCHS)
+        check_whole_number("batch_size", self.batch_size, 1, high=MAX_BATCH_SIZE)
+        check_whole_number("seed", self.seed, 0)
         if self.max_steps_per_epoch is not None:
             check_whole_number("max_steps_per_epoch", self.max_steps_per_epoch, 1)
         if self.resolution is not None:
-            check_whole_number("resolution", self.resolution, 1, unit=" of pixels")
+            check_whole_number("resolution", self.resolution, 1, unit=" of pixels", high=MAX_RESOLUTION)
         if self.time_limit is not None:
             check_number("time_limit", self.time_limit, low=0)
         if self.output is not None:
             object.__setattr__(self, "output", Path(self.output))
         elif self.resume:
             raise UserError("resume needs an output folder to continue in", field="resume")
+        elif self.overwrite:
+            raise UserError("overwrite needs an output folder to replace", field="overwrite")
 
     @classmethod
     def split(cls, settings: dict[str, Any], **defaults: Any) -> tuple[RunConfig, dict[str, Any]]:

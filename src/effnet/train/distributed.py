@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from effnet.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -29,17 +31,51 @@ class DistContext:
         return self.world > 1
 
 
-def setup(device: str | None = None) -> DistContext:
-    """Join the process group torchrun describes in the environment (if any) and pick the device."""
+def is_main_process() -> bool:
+    """Whether this is the process that writes (rank 0 of torchrun's, or the only one), known before
+    the process group is joined."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def check_device(device: str | None) -> torch.device | None:
+    """``device`` as a torch.device if this machine has it (None: the default, CUDA where available);
+    otherwise a UserError naming ``device``. Nothing is allocated."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}", field="device")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} is not available on this machine", field="device")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"device {device!r} asks for a GPU, but PyTorch sees none on this machine", field="device")
+        if parsed.index is not None and parsed.index >= count:
+            raise UserError(
+                f"device {device!r} does not exist: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}",
+                field="device",
+            )
+    return parsed
+
+
+def setup(device: str | torch.device | None = None) -> DistContext:
+    """Join the process group torchrun describes in the environment (if any) and pick the device: the
+    one asked for, on GPUs under torchrun each process's own (``LOCAL_RANK``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    asked = None if device is None else torch.device(device)
+    use_cuda = torch.cuda.is_available() if asked is None else asked.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        index = asked.index if asked is not None and asked.index is not None and world == 1 else local_rank
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
-        dev = torch.device(device or "cpu")
+        dev = asked if asked is not None else torch.device("cpu")
     initialized_here = False
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")

@@ -16,7 +16,7 @@ from effnet.train.config import RunConfig
 from effnet.train.recipe import Recipe
 from effnet.train.report import FinetuneReport
 from effnet.train.setup import RunNetwork, zero_classifier
-from effnet.train.trainer import run_training
+from effnet.train.trainer import FitCheck, run_training
 
 
 class BackboneFreezer:
@@ -74,12 +74,13 @@ def finetune_model(
     check_whole_number("freeze_stages", freeze_stages, 0)
     freezer = BackboneFreezer(freeze_epochs, freeze_stages)
 
-    def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any]) -> RunNetwork:
+    def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any], fits: FitCheck) -> RunNetwork:
         from effnet.weights import load_model
 
         net, info = load_model(weights, num_classes=splits.num_classes, model=model, format=format, **changes)
         if freeze_stages >= len(net.stages):
             raise UserError(f"freeze_stages must be below the model's {len(net.stages)} stages, got {freeze_stages}")
+        fits(net.spec)  # the description is the file's: known once it is read, before the device and batches
         if info.class_names != splits.class_names:  # a new classifier
             zero_classifier(net)
         mean_std = (tuple(info.preprocessing.mean), tuple(info.preprocessing.std))

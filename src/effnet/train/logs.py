@@ -19,6 +19,8 @@ from effnet.preprocess import Preprocessing
 from effnet.train.report import TrainReport
 
 SCALARS = ("train_loss", "val_loss", "top1", "top5", "lr", "images_per_second")
+#: What a run leaves in its folder: another run must not write beside them (see :mod:`effnet.runs`).
+RUN_FILES = ("model.safetensors", "description.json", "report.json", "metrics.csv", "checkpoints", "tensorboard")
 
 
 class RunLog:

@@ -6,13 +6,16 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from effnet.errors import UserError
+from effnet.describe.network import MAX_RESOLUTION
+from effnet.errors import UserError, check_number, check_whole_number
 
 OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 AUGMENTS = ("autoaugment", "randaugment", "none")
 AMP_MODES = ("auto", "bf16", "off")
 CLASSIFIER_INITS = ("official", "zero", "capped")
+#: The largest RandAugment magnitude (torchvision's 31 magnitude bins: 0 … 30).
+RANDAUGMENT_MAX = 30
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,26 @@ class Recipe:
     hflip: bool = True
     crop_pct: float | None = None  # eval centre crop; None: size / (size + 32) as the official code
     interpolation: str = "bicubic"
+    # mixup / CutMix on training batches (torchvision.transforms.v2), soft-target cross-entropy; 0: off.
+    # With both on, each batch gets one of the two, chosen with equal odds.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # progressive learning (EfficientNetV2; see effnet.train.progressive): 0 stages = off. Each setting
+    # below ramps linearly from its _start value in the first stage to its _end value in the last;
+    # None: the constant setting (randaugment_m, mixup_alpha, cutmix_alpha, the model's dropout). The
+    # training size's end defaults to the run's resolution if given, else the description's
+    # train_resolution, else its resolution; its start to half the end. Set only with progressive_stages ≥ 1.
+    progressive_stages: int = 0
+    resolution_start: int | None = None
+    resolution_end: int | None = None
+    randaugment_m_start: int | None = None
+    randaugment_m_end: int | None = None
+    mixup_alpha_start: float | None = None
+    mixup_alpha_end: float | None = None
+    cutmix_alpha_start: float | None = None
+    cutmix_alpha_end: float | None = None
+    dropout_start: float | None = None
+    dropout_end: float | None = None
     # run settings
     amp: str = "auto"  # bf16 autocast where supported ("auto": on CUDA with bf16 support)
     channels_last: bool | None = None  # None: on CUDA only
@@ -140,12 +163,61 @@ def check_recipe(recipe: Recipe) -> None:
         raise UserError(f"recipe crop_scale must satisfy 0 < low ≤ high ≤ 1, got {recipe.crop_scale}")
     if recipe.crop_pct is not None and not 0 < recipe.crop_pct <= 1:
         raise UserError(f"recipe crop_pct must be within (0, 1], got {recipe.crop_pct}")
-    if not 0 <= recipe.randaugment_m <= 30 or recipe.randaugment_n < 0:
-        raise UserError("recipe randaugment_m must be within [0, 30] and randaugment_n ≥ 0")
+    if not 0 <= recipe.randaugment_m <= RANDAUGMENT_MAX or recipe.randaugment_n < 0:
+        raise UserError(f"recipe randaugment_m must be within [0, {RANDAUGMENT_MAX}] and randaugment_n ≥ 0")
     if recipe.workers is not None and recipe.workers < 0:
         raise UserError(f"recipe workers must be ≥ 0, got {recipe.workers}")
     if recipe.checkpoint_every_steps < 0:
         raise UserError(f"recipe checkpoint_every_steps must be ≥ 0, got {recipe.checkpoint_every_steps}")
+    check_progressive(recipe)
+
+
+#: Settings read only by a progressive run (progressive_stages ≥ 1).
+PROGRESSIVE_SETTINGS = tuple(
+    f"{name}_{end}" for name in ("resolution", "randaugment_m", "mixup_alpha", "cutmix_alpha", "dropout")
+    for end in ("start", "end")
+)  # fmt: skip
+
+
+def check_progressive(recipe: Recipe) -> None:
+    """Mixup/CutMix and progressive learning settings: a UserError naming the setting (``field``)."""
+    for kind in ("mixup_alpha", "cutmix_alpha"):
+        for name in (kind, f"{kind}_start", f"{kind}_end"):
+            _check_optional(recipe, name, lambda n, v: check_number(n, v, low=0))
+    check_whole_number("progressive_stages", recipe.progressive_stages, 0)
+    for name in ("resolution_start", "resolution_end"):
+        _check_optional(recipe, name, lambda n, v: check_whole_number(n, v, 1, " of pixels", high=MAX_RESOLUTION))
+    for name in ("randaugment_m_start", "randaugment_m_end"):
+        _check_optional(recipe, name, lambda n, v: check_whole_number(n, v, 0, high=RANDAUGMENT_MAX))
+    for name in ("dropout_start", "dropout_end"):
+        _check_optional(recipe, name, _check_dropout)
+    given = [name for name in PROGRESSIVE_SETTINGS if getattr(recipe, name) is not None]
+    if given and recipe.progressive_stages == 0:
+        raise UserError(
+            f"{given[0]} is a progressive learning setting, but progressive_stages is 0 (off); "
+            "turn it on with progressive_stages ≥ 1 (--progressive)",
+            field=given[0],
+        )
+    start, end = recipe.resolution_start, recipe.resolution_end
+    if start is not None and end is not None and end < start:
+        raise UserError(
+            f"resolution_end must be ≥ resolution_start ({start} px): the image size grows, got {end}",
+            field="resolution_end",
+        )
+    ramps_magnitude = recipe.randaugment_m_start is not None or recipe.randaugment_m_end is not None
+    if ramps_magnitude and recipe.augment != "randaugment":
+        name = "randaugment_m_start" if recipe.randaugment_m_start is not None else "randaugment_m_end"
+        raise UserError(f"{name} needs augment 'randaugment', the recipe's is {recipe.augment!r}", field=name)
+
+
+def _check_optional(recipe: Recipe, name: str, check: Any) -> None:
+    if getattr(recipe, name) is not None:
+        check(name, getattr(recipe, name))
+
+
+def _check_dropout(name: str, value: Any) -> None:
+    if check_number(name, value, low=0) >= 1:
+        raise UserError(f"{name} must be within [0, 1), got {value!r}", field=name)
 
 
 #: The official EfficientNet ImageNet recipe (main.py defaults; see shared/REFERENCE.md).
@@ -192,11 +264,37 @@ FINETUNE = Recipe(
     crop_pct=1.0,
 )
 
-RECIPES: dict[str, Recipe] = {"paper": PAPER, "small": SMALL, "finetune": FINETUNE}
+#: EfficientNetV2-S's progressive learning (Tan & Le 2021, Table 6): 4 stages, images 128 px → the model's
+#: train_resolution (300 for V2-S), RandAugment magnitude 5 → 15, mixup 0 → 0, dropout 0.1 → 0.3; the
+#: paper's optimiser and schedule otherwise. Ramps as the paper's Algorithm 1 (see effnet.train.progressive).
+V2 = replace(
+    PAPER,
+    name="v2",
+    progressive_stages=4,
+    resolution_start=128,  # the end: the model's train_resolution
+    augment="randaugment", randaugment_m=15, randaugment_m_start=5, randaugment_m_end=15,
+    mixup_alpha_start=0.0, mixup_alpha_end=0.0,
+    dropout_start=0.1, dropout_end=0.3,
+)  # fmt: skip
+#: EfficientNetV2-M (Table 6): RandAugment 5 → 20, mixup 0 → 0.2, dropout 0.1 → 0.4. The table's end
+#: size is 380 px; the end here is the model's train_resolution (384 for V2-M in the official configs).
+V2_M = replace(V2, name="v2_m", randaugment_m=20, randaugment_m_end=20, mixup_alpha_end=0.2, dropout_end=0.4)
+#: EfficientNetV2-L (Table 6): RandAugment 5 → 25, mixup 0 → 0.4, dropout 0.1 → 0.5 (end size as V2-M's).
+V2_L = replace(V2, name="v2_l", randaugment_m=25, randaugment_m_end=25, mixup_alpha_end=0.4, dropout_end=0.5)
+
+RECIPES: dict[str, Recipe] = {
+    "paper": PAPER,
+    "small": SMALL,
+    "finetune": FINETUNE,
+    "v2": V2,
+    "v2_m": V2_M,
+    "v2_l": V2_L,
+}
 
 
 def get_recipe(name: str | Recipe = "paper", **overrides: Any) -> Recipe:
-    """A named recipe (``paper``, ``small``, ``finetune``) with some settings overridden."""
+    """A named recipe (``paper``, ``small``, ``finetune``, ``v2``, ``v2_m``, ``v2_l``) with some settings
+    overridden."""
     if isinstance(name, Recipe):
         base = name
     elif name in RECIPES:

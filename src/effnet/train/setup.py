@@ -1,5 +1,6 @@
 """Set-up of a run, done once before its first step: device and processes (DDP, SyncBatchNorm),
-compilation, EMA, data loaders, optimiser and schedule."""
+compilation, EMA, the stages, the validation loader, optimiser and schedule; and each stage's training
+loader."""
 
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ from effnet.data import (
     make_train_loader,
     train_transform,
 )
+from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
+from effnet.models.profile import check_memory
 from effnet.preprocess import Preprocessing, default_preprocessing, official_crop_pct
 from effnet.train.config import RunConfig
 from effnet.train.distributed import DistContext
 from effnet.train.ema import ModelEma
 from effnet.train.optim import build_optimizer, build_scheduler
+from effnet.train.progressive import Stage, StagePlan, plan_stages
 from effnet.train.recipe import Recipe
 from effnet.train.state import RunState
 
@@ -51,14 +55,15 @@ class RunNetwork:
 
 @dataclass
 class RunSetup:
-    """Everything a run trains with."""
+    """Everything a run trains with (the training loader is each stage's, see :func:`stage_loader`)."""
 
     ctx: DistContext
     net: EfficientNet  # as built: what the optimiser and the EMA see, and what checkpoints hold
     train_module: nn.Module  # what a training step calls: ``net`` inside DDP and/or torch.compile
     state: RunState
-    train_loader: DataLoader
+    plan: StagePlan
     val_loader: DataLoader
+    workers: int  # loader processes
     steps_per_epoch: int
     peak_lr: float
     #: How the run evaluates, and what its weight file records.
@@ -122,9 +127,39 @@ def run_preprocessing(recipe: Recipe, resolution: int, mean_std: MeanStd) -> Pre
     return Preprocessing(resolution, crop_pct, recipe.interpolation, tuple(mean), tuple(std))  # type: ignore[arg-type]
 
 
+def epoch_steps(splits: DataSplits, config: RunConfig, ctx: DistContext) -> int:
+    """Steps per epoch: the full batches of this process's share of the training split (capped by
+    ``max_steps_per_epoch``); none is a UserError naming ``batch_size``."""
+    share = len(ResumableSampler(len(splits.train), seed=config.seed, rank=ctx.rank, world=ctx.world).inner)
+    full_steps = share // config.batch_size
+    if full_steps < 1:
+        raise UserError(
+            f"batch_size {config.batch_size} is larger than the training split ({share} images per process)",
+            field="batch_size",
+        )
+    return min(full_steps, config.max_steps_per_epoch or full_steps)
+
+
+def check_fits(spec: NetworkSpec, splits: DataSplits, recipe: Recipe, config: RunConfig, ctx: DistContext) -> None:
+    """Refuse, before the network and its first batch are allocated, a batch larger than the training
+    split and a run whose training cannot fit in the device's memory at its largest training size (one
+    meta-device forward of ``spec``)."""
+    epoch_steps(splits, config, ctx)
+    largest = max(stage.resolution for stage in plan_stages(recipe, config.epochs, spec, config.resolution).stages)
+    check_memory(
+        spec,
+        batch_size=config.batch_size,
+        training=True,
+        device=ctx.device,
+        num_classes=splits.num_classes,
+        resolution=largest,
+    )
+
+
 def set_up(network: RunNetwork, splits: DataSplits, recipe: Recipe, config: RunConfig, ctx: DistContext) -> RunSetup:
-    """Place the network (device, memory format, SyncBatchNorm, DDP, compile) and build its EMA, data
-    loaders, optimiser and schedule."""
+    """Plan the stages, place the network (device, memory format, SyncBatchNorm, DDP, compile) and build
+    its EMA, validation loader, optimiser and schedule."""
+    plan = plan_stages(recipe, config.epochs, network.net.spec, config.resolution)
     on_cuda = ctx.device.type == "cuda"
     if ctx.distributed:
         torch.manual_seed(config.seed * 1000 + ctx.rank)  # different dropout per process, same init
@@ -139,16 +174,15 @@ def set_up(network: RunNetwork, splits: DataSplits, recipe: Recipe, config: RunC
     pre = default_preprocessing(spec)
     preprocessing = run_preprocessing(recipe, spec.resolution, network.mean_std or (pre.mean, pre.std))
     sampler = ResumableSampler(len(splits.train), seed=config.seed, rank=ctx.rank, world=ctx.world)
-    train_loader, val_loader = _loaders(splits, recipe, config, ctx, sampler, preprocessing)
+    workers = recipe.workers if recipe.workers is not None else default_workers(splits.in_memory)
+    eval_batch = recipe.eval_batch_size or config.batch_size * 2
+    val_loader = splits.batched_eval_loader(preprocessing, eval_batch, ctx.device, ctx.rank, ctx.world)
+    if val_loader is None:
+        val_set = TransformedDataset(splits.val, preprocessing.eval_transform())
+        val_loader = make_eval_loader(val_set, eval_batch, workers, on_cuda, ctx.rank, ctx.world)
+        val_loader.generator = torch.Generator().manual_seed(config.seed)
 
-    full_steps = len(sampler.inner) // config.batch_size
-    if full_steps < 1:
-        raise UserError(
-            f"batch_size {config.batch_size} is larger than the training split "
-            f"({len(sampler.inner)} images per process)",
-            field="batch_size",
-        )
-    steps_per_epoch = min(full_steps, config.max_steps_per_epoch or full_steps)
+    steps_per_epoch = epoch_steps(splits, config, ctx)
     peak_lr = recipe.peak_lr(config.batch_size * ctx.world)
     optimizer = build_optimizer(net, recipe, peak_lr)
     scheduler = build_scheduler(optimizer, recipe, steps_per_epoch, steps_per_epoch * config.epochs)
@@ -157,8 +191,9 @@ def set_up(network: RunNetwork, splits: DataSplits, recipe: Recipe, config: RunC
         net=net,
         train_module=train_module,
         state=RunState(net, ema, optimizer, scheduler, sampler, config.batch_size, ctx),
-        train_loader=train_loader,
+        plan=plan,
         val_loader=val_loader,
+        workers=workers,
         steps_per_epoch=steps_per_epoch,
         peak_lr=peak_lr,
         preprocessing=preprocessing,
@@ -187,30 +222,23 @@ def _wrap(net: EfficientNet, recipe: Recipe, ctx: DistContext, find_unused_param
     return module
 
 
-def _loaders(
-    splits: DataSplits,
-    recipe: Recipe,
-    config: RunConfig,
-    ctx: DistContext,
-    sampler: ResumableSampler,
-    preprocessing: Preprocessing,
-) -> tuple[DataLoader, DataLoader]:
-    """The training loader (augmented, resumable) and the validation loader (each image once over all
-    processes, through the run's evaluation preprocessing); splits that batch on tensors give their own."""
-    batched = getattr(splits, "batched_loaders", None)  # effnet.data.memory.MemorySplits
-    if batched is not None and (loaders := batched(recipe, config, ctx, sampler, preprocessing)) is not None:
-        return loaders
-    mean, std = preprocessing.mean, preprocessing.std
-    train_set = TransformedDataset(splits.train, train_transform(recipe, preprocessing.resolution, mean, std))
-    val_set = TransformedDataset(splits.val, preprocessing.eval_transform())
-    workers = recipe.workers if recipe.workers is not None else default_workers(splits.in_memory)
-    pin = ctx.device.type == "cuda"
-    train_loader = make_train_loader(train_set, sampler, config.batch_size, workers, pin)
-    train_loader.generator = torch.Generator().manual_seed(config.seed)  # keep the global RNG untouched
-    eval_batch = recipe.eval_batch_size or config.batch_size * 2
-    val_loader = make_eval_loader(val_set, eval_batch, workers, pin, ctx.rank, ctx.world)
-    val_loader.generator = torch.Generator().manual_seed(config.seed)
-    return train_loader, val_loader
+def stage_loader(setup: RunSetup, splits: DataSplits, recipe: Recipe, config: RunConfig, stage: Stage) -> DataLoader:
+    """The training loader of ``stage``: augmented at its image size and RandAugment magnitude, drawing
+    from the run's resumable sampler. A stage change needs a new loader: workers keep the transform they
+    started with. Splits that batch on tensors (:mod:`effnet.data.memory`) give their own."""
+    pre = setup.preprocessing
+    batched = splits.batched_train_loader(
+        recipe, config.batch_size, setup.state.sampler, pre, stage.resolution, setup.device
+    )
+    if batched is not None:
+        return batched
+    augment = train_transform(recipe.with_(randaugment_m=stage.randaugment_m), stage.resolution, pre.mean, pre.std)
+    dataset = TransformedDataset(splits.train, augment)
+    loader = make_train_loader(
+        dataset, setup.state.sampler, config.batch_size, setup.workers, setup.device.type == "cuda"
+    )
+    loader.generator = torch.Generator().manual_seed(config.seed)  # keep the global RNG untouched
+    return loader
 
 
 def _amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:

@@ -3,36 +3,53 @@ every run takes (data, recipe, seeds, network, set-up, loop)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from effnet.atomic import remove_stale_temporaries
-from effnet.data import DataSplits, load_splits
+from effnet.data import DataSplits, batch_mixer, load_splits
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
 from effnet.models.profile import profile
 from effnet.progress import progress_bar
+from effnet.runs import claim_folder
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed as dist_utils
 from effnet.train.config import RunConfig, resolve_recipe, spec_changes
-from effnet.train.logs import RunLog
+from effnet.train.logs import RUN_FILES, RunLog
+from effnet.train.progressive import Stage, stage_difference
 from effnet.train.recipe import Recipe
 from effnet.train.report import TrainReport
-from effnet.train.setup import RunNetwork, RunSetup, init_classifier, seed_everything, set_up
+from effnet.train.setup import (
+    RunNetwork,
+    RunSetup,
+    check_fits,
+    init_classifier,
+    seed_everything,
+    set_up,
+    stage_loader,
+)
 from effnet.train.state import Progress
 from effnet.zoo import resolve_description
 
-#: Builds the network to train from the data, the recipe and the description fields the run sets.
-NetworkBuilder = Callable[[DataSplits, Recipe, dict[str, Any]], RunNetwork]
+#: Checks, before anything is allocated, that a description's training fits the data (a batch no larger
+#: than the training split) and the device's memory.
+FitCheck = Callable[[NetworkSpec], None]
+#: Builds the network to train from the data, the recipe and the description fields the run sets,
+#: calling the fit check on its description before allocating it (or as soon as it is known).
+NetworkBuilder = Callable[[DataSplits, Recipe, dict[str, Any], FitCheck], RunNetwork]
 Report = TypeVar("Report", bound=TrainReport)
 
 
@@ -47,14 +64,17 @@ def train_model(model: str | NetworkSpec, data: str | Path | DataSplits = "digit
     ``data`` is ``"digits"`` (scikit-learn's bundled handwritten digits) or a folder with ``train/`` and
     ``val/`` (or ``test/``). ``settings`` are :class:`~effnet.train.RunConfig` fields (``epochs=10``,
     ``batch_size=64``, ``resolution``, ``seed=0``, ``recipe="paper"``, ``output``, ``resume``,
-    ``progress``, ``max_steps_per_epoch``, ``on_epoch_end``, ``time_limit``, ``device``) and recipe
-    settings (see :class:`~effnet.train.Recipe`), e.g. ``lr=0.05``, ``augment="none"``, ``workers=2``.
+    ``overwrite``, ``progress``, ``max_steps_per_epoch``, ``on_epoch_end``, ``time_limit``, ``device``)
+    and recipe settings (see :class:`~effnet.train.Recipe`), e.g. ``lr=0.05``, ``augment="none"``,
+    ``workers=2``.
     """
     config, recipe_settings = RunConfig.split(settings)
 
-    def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any]) -> RunNetwork:
+    def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any], fits: FitCheck) -> RunNetwork:
         spec = resolve_description(model)
-        net = EfficientNet(spec.with_(**changes) if changes else spec, num_classes=splits.num_classes)
+        spec = spec.with_(**changes) if changes else spec
+        fits(spec)
+        net = EfficientNet(spec, num_classes=splits.num_classes)
         init_classifier(net, recipe.classifier_init)
         return RunNetwork(net)
 
@@ -68,24 +88,49 @@ def run_training(
     build: NetworkBuilder,
     report: Callable[..., Report],
 ) -> Report:
-    """One run: load ``data`` (or take the splits given), resolve the recipe, seed, ``build`` the network, set it up, train and
+    """One run: check the device, claim the output folder (locked for the run), load ``data`` (or take the
+    splits given), resolve
+    the recipe, seed, ``build`` the network once its training is known to fit, set it up, train and
     evaluate; ``report`` makes the result from :class:`TrainReport`'s fields."""
-    splits = data if isinstance(data, DataSplits) else load_splits(data)
-    recipe = resolve_recipe(config.recipe, splits, recipe_settings)
-    changes = spec_changes(config.resolution, recipe)
-    seed_everything(config.seed)
-    network = build(splits, recipe, changes)
-    ctx = dist_utils.setup(config.device)
-    try:
-        setup = set_up(network, splits, recipe, config, ctx)
-        return Trainer(setup, splits, recipe, config, report, network.epoch_setup).run()
-    finally:
-        dist_utils.cleanup(ctx)
+    device = dist_utils.check_device(config.device)
+    with _claim_output(config):
+        splits = data if isinstance(data, DataSplits) else load_splits(data)
+        recipe = resolve_recipe(config.recipe, splits, recipe_settings)
+        changes = spec_changes(config.resolution, recipe)
+        ctx = dist_utils.setup(device)
+        try:
+            seed_everything(config.seed)
+            fits = partial(check_fits, splits=splits, recipe=recipe, config=config, ctx=ctx)
+            network = build(splits, recipe, changes, fits)
+            setup = set_up(network, splits, recipe, config, ctx)
+            return Trainer(setup, splits, recipe, config, report, network.epoch_setup).run()
+        finally:
+            dist_utils.cleanup(ctx)
+
+
+@contextlib.contextmanager
+def _claim_output(config: RunConfig) -> Iterator[None]:
+    """Hold the run's folder, locked and checked for another run's files (:mod:`effnet.runs`), in the
+    process that writes; a resume needs the checkpoint to continue from wherever the folder holds a run.
+    Nothing where the run writes nothing."""
+    if config.output is None or not dist_utils.is_main_process():
+        yield
+        return
+    with claim_folder(config.output, run_files=RUN_FILES, resume=config.resume, overwrite=config.overwrite) as held:
+        last = held.path / "checkpoints" / ckpt.LAST
+        if held.found and not last.exists():  # starting over would mix two runs
+            raise UserError(
+                f"output {held.path} holds a run ({', '.join(held.found)}) without {last.name} to continue from: "
+                "overwrite replaces it",
+                field="output",
+            )
+        yield
 
 
 class Trainer(Generic[Report]):
     """The epoch loop and evaluation of a set-up run; checkpoints save and restore its
-    :class:`~effnet.train.state.RunState` whole."""
+    :class:`~effnet.train.state.RunState` whole and record the stage (:mod:`effnet.train.progressive`),
+    which a resume recomputes from the epoch and checks."""
 
     def __init__(
         self,
@@ -109,6 +154,9 @@ class Trainer(Generic[Report]):
         self.log = RunLog(self.folder if setup.ctx.is_main else None)
         self.stopped_early = False
         self.started = time.perf_counter()
+        self.stage: Stage | None = None  # the stage the training loader, dropout and mixer are set for
+        self.train_loader: DataLoader | None = None
+        self.mixer: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def progress(self) -> Progress:
@@ -138,7 +186,12 @@ class Trainer(Generic[Report]):
         state = self.state.state_dict()  # every process takes part
         if not self.setup.ctx.is_main:
             return
-        record = {"format": ckpt.FORMAT, "config": self._config_record(), **state}
+        record = {
+            "format": ckpt.FORMAT,
+            "config": self._config_record(),
+            "stage": self.setup.plan.record(self.progress.epoch),
+            **state,
+        }
         ckpt.save_checkpoint(self.checkpoint_dir / ckpt.LAST, record)
         if epoch_end:
             ckpt.save_checkpoint(self.checkpoint_dir / f"epoch_{self.progress.epoch:04d}.pt", record)
@@ -158,6 +211,9 @@ class Trainer(Generic[Report]):
         for key in ("spec", "num_classes", "batch_size", "seed", "world"):
             if theirs.get(key) != mine[key]:
                 raise UserError(f"cannot resume from {path}: its {key} differs from this run's")
+        found, expected = state.get("stage"), self.setup.plan.record(int(state["epoch"]))
+        if found != expected:
+            raise UserError(f"cannot resume from {path}: {stage_difference(found, expected, int(state['epoch']))}")
         if self.setup.ctx.is_main:
             remove_stale_temporaries(path.parent)  # left by a writer that was killed
         self.state.load_state_dict(state)
@@ -192,11 +248,12 @@ class Trainer(Generic[Report]):
             for module in setup.batchnorms:
                 module.eval()
         self.state.sampler.set_position(done.epoch, done.step_in_epoch * config.batch_size)
+        stage, loader = self._enter_stage(done.epoch)
         if self.recipe.bn_warmup:
             self._warm_up_batchnorm()
         bar = progress_bar(
             setup.steps_per_epoch,
-            desc=f"epoch {done.epoch + 1}/{config.epochs}",
+            desc=f"epoch {done.epoch + 1}/{config.epochs}" + (f", {stage.label()}" if setup.plan.progressive else ""),
             unit="batch",
             enabled=config.progress and setup.ctx.is_main,
             initial=done.step_in_epoch,
@@ -205,7 +262,7 @@ class Trainer(Generic[Report]):
         every = self.recipe.checkpoint_every_steps
         tick = time.perf_counter()
         with bar:
-            for images, targets in setup.train_loader:
+            for images, targets in loader:
                 if done.step_in_epoch >= setup.steps_per_epoch:
                     break
                 value = self._step(images, targets)
@@ -226,10 +283,29 @@ class Trainer(Generic[Report]):
                     self.stopped_early = True
                     break
 
+    def _enter_stage(self, epoch: int) -> tuple[Stage, DataLoader]:
+        """Set the training loader (image size, RandAugment magnitude), the classifier's dropout and the
+        batch mixer (mixup/CutMix α) for the stage of ``epoch``; a new stage gets a new loader."""
+        stage = self.setup.plan.stage_of(epoch)
+        if self.train_loader is None or stage != self.stage:  # the old loader's workers end with it
+            self.train_loader = stage_loader(self.setup, self.splits, self.recipe, self.config, stage)
+            self.setup.net.dropout.p = stage.dropout
+            self.mixer = batch_mixer(stage.mixup_alpha, stage.cutmix_alpha, self.splits.num_classes)
+            self.stage = stage
+        return stage, self.train_loader
+
+    def _stage_columns(self) -> dict[str, int]:
+        """``stage`` (1-based) and ``train_resolution`` of the epoch under way, for a progressive run."""
+        if not self.setup.plan.progressive or self.stage is None:
+            return {}
+        return {"stage": self.stage.index + 1, "train_resolution": self.stage.resolution}
+
     def _step(self, images: torch.Tensor, targets: torch.Tensor) -> float:
         """One optimiser step (schedule, EMA and BatchNorm warm-up included); returns the loss."""
         setup, state, recipe = self.setup, self.state, self.recipe
         images, targets = setup.to_device(images, targets)
+        if self.mixer is not None:
+            images, targets = self.mixer(images, targets)  # soft targets: the loss takes class probabilities
         with setup.autocast():
             logits = setup.train_module(images)
             loss = setup.criterion(logits.float(), targets)
@@ -311,6 +387,7 @@ class Trainer(Generic[Report]):
         metrics = {
             "epoch": done.epoch + 1,
             "step": done.global_step,
+            **self._stage_columns(),
             "lr": self.state.optimizer.param_groups[0]["lr"],
             "train_loss": done.epoch_loss_sum / max(done.epoch_loss_count, 1),
             **scores,

@@ -1,6 +1,7 @@
 """Weights in and out: effnet's self-describing safetensors files, importers for timm, torchvision,
 lukemelas EfficientNet-PyTorch and Keras layouts (one :class:`WeightFormat` each, registered in
-:mod:`effnet.weights.formats`), pretrained weights available offline (:mod:`effnet.weights.pretrained`)."""
+:mod:`effnet.weights.formats`), the published checkpoints by name (:mod:`effnet.weights.pretrained`)
+and their downloads and caches (:mod:`effnet.weights.hub`)."""
 
 from effnet.preprocess import (
     IMAGENET_MEAN,
@@ -14,7 +15,7 @@ from effnet.weights.format import WeightFormat
 from effnet.weights.formats import FORMATS, WEIGHT_FORMATS, detect_format, get_format
 from effnet.weights.load import imagenet_class_names, load_model, load_weights
 from effnet.weights.native import WeightsInfo, save_weights
-from effnet.weights.pretrained import PRETRAINED, Pretrained, pretrained_names
+from effnet.weights.pretrained import PRETRAINED, Pretrained, find_pretrained, get_pretrained, pretrained_names
 
 __all__ = [
     "FORMATS",
@@ -30,7 +31,9 @@ __all__ = [
     "WeightsInfo",
     "default_preprocessing",
     "detect_format",
+    "find_pretrained",
     "get_format",
+    "get_pretrained",
     "imagenet_class_names",
     "load_model",
     "load_weights",

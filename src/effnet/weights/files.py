@@ -32,10 +32,12 @@ def file_kind(path: Path) -> str:
         head = f.read(16)
     if head.startswith(HDF5_MAGIC):
         return "hdf5"
+    # safetensors: an 8-byte little-endian header length, then the JSON header (its length's first
+    # byte may be 0x80, a pickle's first byte: tell them apart by the length fitting the file)
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return "safetensors"
     if head.startswith(b"PK") or head[:1] == b"\x80":
         return "torch"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     if path.suffix == ".safetensors":
         return "safetensors"
     raise UserError(f"{path}: not a weight file effnet can read (safetensors, .pth/.pt or Keras HDF5)")

@@ -154,7 +154,9 @@ def convert_state_dict(
         if tuple(tensor.shape) != tuple(want.shape):
             problems.append(f"tensor {found!r} is {_shape(tensor)} in the file, model's {key} is {_shape(want)}")
             return
-        out[key] = tensor.detach().to(dtype=want.dtype, device=want.device if want.device.type != "meta" else "cpu")
+        # a model on the meta device gets CPU tensors, or meta ones from a meta source (shapes only)
+        device = want.device if want.device.type != "meta" else "meta" if tensor.device.type == "meta" else "cpu"
+        out[key] = tensor.detach().to(dtype=want.dtype, device=device)
 
     if layout is None:
         skip = ("classifier.",) if exclude_classifier else ()

@@ -1,6 +1,10 @@
 """Loading weights into effnet models: :func:`load_weights` (any layout, checked before anything is
 loaded) and :func:`load_model` (a model and what it needs to predict, from a native file or a
-pretrained short name)."""
+published checkpoint's name).
+
+A checkpoint that is downloaded (:mod:`effnet.weights.hub`) is converted once, with its own
+padding, preprocessing and classes, into a self-describing effnet file in effnet's cache; later
+loads read that file and touch neither the network nor the libraries' caches."""
 
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from effnet.preprocess import Preprocessing, default_preprocessing
 from effnet.weights.files import as_state_dict, read_weights
 from effnet.weights.format import WeightFormat
 from effnet.weights.formats import FORMATS, WEIGHT_FORMATS, detect_format, get_format
+from effnet.weights.hub import converted_path, make_folder
 from effnet.weights.layout import Layout, Part, convert_state_dict
-from effnet.weights.native import NATIVE, WeightsInfo, check_description, info_from_metadata, is_native
-from effnet.weights.pretrained import PRETRAINED, pretrained_names
+from effnet.weights.native import NATIVE, WeightsInfo, check_description, info_from_metadata, is_native, save_weights
+from effnet.weights.pretrained import PRETRAINED, Pretrained, find_pretrained, named_pretrained, pretrained_names
 from effnet.zoo import get_description, model_names, resolve_description
 
 
@@ -43,6 +48,46 @@ class _Source:
     label: str
     format: str | None = None  # known from the source itself (pretrained names)
     model: str | None = None  # likewise
+    entry: Pretrained | None = None  # the published checkpoint it is
+
+
+def _entry_of(source: str | Path) -> Pretrained | None:
+    """The published checkpoint a source names: a checkpoint's name or alias, or (text that is no
+    file) any name :func:`~effnet.weights.pretrained.find_pretrained` resolves."""
+    exact = named_pretrained(str(source))
+    if exact is not None or not isinstance(source, str) or Path(source).exists():
+        return exact
+    try:
+        return find_pretrained(source)
+    except UserError as err:
+        raise UserError(f"{source} is no weight file, and {err}") from None
+
+
+def _published(entry: Pretrained) -> tuple[_Source, Path]:
+    """The checkpoint's file as its publisher lays it out (downloaded if need be), and its path."""
+    path = entry.path()
+    try:
+        tensors, metadata = read_weights(path)
+    except UserError as err:
+        raise UserError(f"pretrained weights {entry.name}: {err}; {entry.source.remedy(path)}") from None
+    return _Source(tensors, metadata, entry.name, entry.format, entry.model, entry), path
+
+
+def _converted(entry: Pretrained) -> Path:
+    """effnet's converted file of a downloaded checkpoint, made on first use."""
+    path = converted_path(entry.name)
+    if path.is_file():
+        return path
+    src, raw = _published(entry)
+    try:
+        net, info = _build(src, get_format(entry.format), None, None, {})
+        if info.num_classes != entry.num_classes:
+            raise UserError(f"{entry.name} has {info.num_classes} classes, the checkpoint {entry.num_classes}")
+    except UserError as err:
+        raise UserError(f"{err}; {raw} holds another network: {entry.source.remedy(raw)}") from None
+    make_folder(path.parent)
+    save_weights(net, path, class_names=info.class_names, preprocessing=info.preprocessing, extra=info.extra)
+    return path
 
 
 def _read(source: str | Path | Mapping[str, torch.Tensor], argument: str) -> _Source:
@@ -53,10 +98,16 @@ def _read(source: str | Path | Mapping[str, torch.Tensor], argument: str) -> _So
             f"{argument} must be a weight file path, a pretrained name or a state dict, got {type(source).__name__}",
             field=argument,
         )
-    pre = PRETRAINED.get(str(source))
-    if pre is not None:
-        tensors, metadata = read_weights(pre.path())
-        return _Source(tensors, metadata, pre.name, pre.format, pre.model)
+    entry = _entry_of(source)
+    if entry is not None and entry.source.remote:
+        path = _converted(entry)
+        try:
+            tensors, metadata = read_weights(path)
+        except UserError as err:
+            raise UserError(f"pretrained weights {entry.name}: {err}; delete {path} and run again") from None
+        return _Source(tensors, metadata, entry.name, entry=entry)
+    if entry is not None:  # a file already on this machine: converted in memory each time
+        return _published(entry)[0]
     tensors, metadata = read_weights(source)
     return _Source(tensors, metadata, str(source))
 
@@ -205,7 +256,13 @@ def load_model(
     (``drop_path_rate``, ``dropout``, ``resolution``, …).
     """
     src = _read(path_or_name, "path_or_name")
-    fmt = _resolve_format(src, format)
+    return _build(src, _resolve_format(src, format), num_classes, model, overrides)
+
+
+def _build(
+    src: _Source, fmt: WeightFormat, num_classes: int | None, model: str | NetworkSpec | None, overrides: dict
+) -> tuple[EfficientNet, WeightsInfo]:
+    """:func:`load_model` once the source is read and its format known."""
     class_names: list[str] | None
     if fmt is NATIVE and is_native(src.metadata):
         info = info_from_metadata(src.metadata, src.label)
@@ -222,17 +279,27 @@ def load_model(
                 field="model",
             )
         spec = resolve_description(name)
-        padding = fmt.model_padding(name if isinstance(name, str) else spec.name)
+        entry = src.entry  # a published checkpoint says how it was trained and is evaluated
+        padding = (
+            entry.padding
+            if entry and entry.padding
+            else fmt.model_padding(name if isinstance(name, str) else spec.name)
+        )
         if padding is not None and "padding" not in overrides:
             spec = spec.with_(padding=padding)
+        own = entry.preprocessing if entry else None
+        if own is not None and own.resolution != spec.resolution:
+            spec = spec.with_(resolution=own.resolution)
         with torch.device("meta"):
             probe = EfficientNet(spec, num_classes=1)
         file_classes = _file_classes(src.tensors, fmt.layout, probe)  # None: the file has no classifier
         stem = _source_tensor(src.tensors, fmt.layout, probe, "stem.conv")
         in_chans = int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3
         class_names = imagenet_class_names() if file_classes == 1000 else None
-        preprocessing = fmt.preprocessing(spec, name if isinstance(name, str) else spec.name)
+        preprocessing = own or fmt.preprocessing(spec, name if isinstance(name, str) else spec.name)
         extra = {"source_format": fmt.name}
+        if entry is not None:
+            extra.update(pretrained=entry.name, license=entry.license, published=entry.source.where())
     if overrides:
         spec = spec.with_(**overrides)
     classes = num_classes if num_classes is not None else (1000 if file_classes is None else file_classes)

@@ -22,6 +22,10 @@ from effnet.weights.format import WeightFormat
 
 FORMAT = "effnet"
 FORMAT_VERSION = "1"
+#: Bounds on a header's counts (ImageNet-21k has 21,843 classes; images have a few channels): a crafted
+#: header must not make effnet build a classifier no machine holds.
+MAX_CLASSES = 1_000_000
+MAX_IN_CHANS = 64
 _RESERVED = {"format", "format_version", "description", "num_classes", "in_chans", "class_names", "preprocessing"}
 
 
@@ -38,17 +42,15 @@ class WeightsInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def save_weights(
+def weights_header(
     model: nn.Module,
-    path: str | os.PathLike[str],
     *,
     class_names: list[str] | None = None,
     preprocessing: Preprocessing | None = None,
     extra: dict[str, str] | None = None,
-) -> None:
-    """Write a self-describing safetensors file (atomically: a temporary file, then rename)."""
-    from safetensors.torch import save_file
-
+) -> dict[str, str]:
+    """The header that describes ``model`` (all strings): a native file's safetensors metadata, and
+    an ONNX export's ``metadata_props`` (:func:`info_from_metadata` reads both)."""
     spec: NetworkSpec = model.spec
     num_classes = int(getattr(model, "num_classes", 0))
     if class_names is not None:
@@ -72,6 +74,21 @@ def save_weights(
         if key in _RESERVED:
             raise UserError(f"extra metadata key {key!r} is reserved", field="extra")
         metadata[str(key)] = str(value)
+    return metadata
+
+
+def save_weights(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    class_names: list[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Write a self-describing safetensors file (atomically: a temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    metadata = weights_header(model, class_names=class_names, preprocessing=preprocessing, extra=extra)
     tensors = {key: t.detach().to("cpu").contiguous().clone() for key, t in model.state_dict().items()}
     atomic_write(path, write_path=lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -94,7 +111,14 @@ def info_from_metadata(metadata: dict[str, str], source: str) -> WeightsInfo:
         names = json.loads(metadata["class_names"]) if "class_names" in metadata else None
     except (KeyError, ValueError) as err:
         raise UserError(f"{source}: damaged effnet header ({err})") from None
-    if names is not None and (not isinstance(names, list) or len(names) != num_classes):
+    if not 0 <= num_classes <= MAX_CLASSES or not 1 <= in_chans <= MAX_IN_CHANS:
+        raise UserError(
+            f"{source}: damaged effnet header: {num_classes} classes and {in_chans} input channels (at most "
+            f"{MAX_CLASSES:,} and {MAX_IN_CHANS})"
+        )
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise UserError(f"{source}: damaged effnet header: class_names is not a list of names")
+    if names is not None and len(names) != num_classes:
         raise UserError(f"{source}: header has {len(names)} class names for {num_classes} classes")
     if "preprocessing" in metadata:
         preprocessing = Preprocessing.from_json(metadata["preprocessing"])

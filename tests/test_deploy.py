@@ -1,0 +1,280 @@
+"""Deployment (issue 16): exports for any input size, bfloat16 on the fast path, int8 by
+``effnet quantize`` that ``effnet predict`` runs; and the hardening of predict and export."""
+
+import json
+import os
+import struct
+import zlib
+
+import pytest
+import torch
+from PIL import Image
+
+import effnet
+from effnet.errors import UserError
+from effnet.export import export_model
+from effnet.infer.conv import FastConv
+from effnet.infer.fold import fold_batchnorm
+from effnet.weights import save_weights
+
+SIZES = (224, 257, 320)  # the model's own, odd (strided 'same' layers pad symmetrically), larger
+TINY = "r1_k3_s11_e1_i32_o16_se0.25,r1_k3_s22_e6_i16_o24_se0.25,r1_k5_s22_e6_i24_o40_se0.25"
+CLASSES = ["red", "green", "blue"]
+
+
+def _random_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.2)
+                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def b0():
+    torch.manual_seed(0)
+    return _random_bn(effnet.create_model("efficientnet_b0"))
+
+
+@pytest.fixture(scope="module")
+def b0_onnx(b0, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path_factory.mktemp("b0") / "b0.onnx"
+    return path, export_model(b0, path, "onnx")
+
+
+def test_onnx_any_size_same_padding(b0, b0_onnx):
+    import onnx
+
+    from effnet.export.onnx import run_onnx
+
+    path, report = b0_onnx
+    assert report.any_size and report.checked_sizes == SIZES and max(report.size_diffs) < 1e-4
+    graph = onnx.load(str(path)).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, False, True, True]  # batch, 3, height, width
+    # TensorFlow's 'same' rule is ONNX's auto_pad SAME_UPPER: the runtime pads for each input, no Pad node
+    ops = [node.op_type for node in graph.node]
+    assert "Pad" not in ops and ops.count("Conv") == 81
+    auto = [a.s for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "auto_pad"]
+    assert auto.count(b"SAME_UPPER") == 5  # the stem and the four stride-2 depthwise layers; the rest explicit
+    assert set(auto) <= {b"SAME_UPPER", b"NOTSET"}
+    # checked here too, apart from the export's own check: non-square, odd and even sides
+    x = [torch.randn(2, 3, 241, 200), torch.randn(1, 3, 320, 257)]
+    with torch.no_grad():
+        want = [b0(t) for t in x]
+    assert all(torch.allclose(g, w, atol=1e-4, rtol=0) for g, w in zip(run_onnx(path, x), want, strict=True))
+
+
+def test_onnx_runner_takes_any_size(b0, b0_onnx, monkeypatch):
+    import effnet.export.onnx as onnx_module
+
+    path, _ = b0_onnx
+    monkeypatch.setattr(onnx_module, "export_onnx", lambda module, path=None, **options: data)
+    data = path.read_bytes()
+    runner = effnet.optimize(b0, backend="onnxruntime", threads=1)
+    for size in (97, 224):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(runner(x), b0(x), atol=1e-4, rtol=0), size
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_b0_symmetric"])
+def test_torchscript_any_size(name, tmp_path):
+    from effnet.export.torchscript import run_torchscript
+
+    torch.manual_seed(0)
+    padding = "symmetric" if name.endswith("symmetric") else None
+    model = _random_bn(effnet.create_model(name.removesuffix("_symmetric"), padding=padding))
+    report = export_model(model, tmp_path / "m.pt", "torchscript")
+    assert report.checked_sizes == SIZES and max(report.size_diffs) < 1e-4, report.size_diffs
+    x = torch.randn(1, 3, 190, 263)
+    with torch.no_grad():
+        assert torch.allclose(run_torchscript(tmp_path / "m.pt", [x])[0], model(x), atol=1e-4, rtol=0)
+
+
+def test_bfloat16_fast_path(capsys, monkeypatch):
+    import effnet.infer.hardware as hardware
+
+    torch.manual_seed(0)
+    model = _random_bn(effnet.create_model("efficientnet_b0", num_classes=10, resolution=64))
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+    fast = effnet.optimize(model, dtype="bfloat16")
+    native = hardware.native_on_cpu(torch.bfloat16)
+    convs = [m for m in fast.modules() if isinstance(m, FastConv)]
+    assert {c.weight.dtype for c in convs} == {torch.bfloat16 if native else torch.float32}
+    # BatchNorm folded in float32, then cast
+    folded, _ = fold_batchnorm(model.stem.conv, model.stem.bn)
+    assert torch.equal(convs[0].weight, folded.to(convs[0].weight.dtype))
+    assert fast.classifier.weight.dtype == torch.float32  # the classifier (and the logits) in float32
+    got = fast(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert (got - want).abs().max() <= 0.05 * want.abs().max()
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.75
+    # a CPU without bfloat16 instructions: float32, and one line saying so
+    capsys.readouterr()
+    monkeypatch.setattr(hardware, "native_on_cpu", lambda dtype: dtype == torch.float32)
+    fallback = effnet.optimize(model, dtype="bfloat16")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no bfloat16 instructions" in err
+    assert torch.allclose(fallback(x), want, atol=1e-4, rtol=0)
+    with pytest.raises(UserError, match="^dtype") as info:
+        effnet.optimize(model, dtype="int4")
+    assert info.value.field == "dtype"
+
+
+def test_bfloat16_is_not_for_onnx(b0, tmp_path):
+    from effnet.infer.hardware import native_on_cpu
+
+    if not native_on_cpu(torch.bfloat16):
+        pytest.skip("this CPU runs bfloat16 as float32")
+    with pytest.raises(UserError, match="^dtype") as info:
+        effnet.optimize(b0, backend="onnxruntime", dtype="bfloat16")
+    assert info.value.field == "dtype"
+    with pytest.raises(UserError, match="^dtype"):
+        export_model(b0, tmp_path / "x.onnx", "onnx", dtype="bfloat16")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# ------------------------------------------------------------------------------------------ int8
+
+
+def _png(path, color, size=40):
+    Image.new("RGB", (size, size + 7), color).save(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A three-class model in a weight file with class names, calibration images and a labelled folder."""
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    model = _random_bn(effnet.create_model("efficientnet_b0", blocks=TINY, num_classes=3, resolution=32))
+    save_weights(model, root / "tiny.safetensors", class_names=CLASSES)
+    colors = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    (root / "calib" / "deeper").mkdir(parents=True)
+    for i, (name, color) in enumerate(colors.items()):
+        (root / "labelled" / name).mkdir(parents=True)
+        for j in range(2):
+            _png(root / "labelled" / name / f"{j}.png", tuple(min(255, c + 20 * j) for c in color))
+            _png(root / "calib" / ("deeper" if j else "") / f"{i}{j}.png", tuple(c + 10 * j for c in color))
+    (root / "calib" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_quantize_then_predict_the_int8_file(tiny, cli):
+    pytest.importorskip("onnxruntime")
+    out = tiny / "tiny-int8.onnx"
+    code, stdout, err = cli(
+        "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
+        "--evaluate", str(tiny / "labelled"), "--keep", "first,last,se", "-o", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["calibration_images"] == 6 and report["per_channel"] and report["method"] == "minmax"
+    assert report["kept_float32"] == ["first", "last", "se"] and report["kept_nodes"] > 2 * 3
+    assert report["evaluation"]["images"] == 6 and 0 <= report["evaluation"]["agreement"] <= 1
+    assert out.stat().st_size == report["bytes"] and not list(tiny.glob(".*effnet-tmp"))
+    import onnx
+
+    model = onnx.load(str(out))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["format"] == "effnet" and json.loads(meta["class_names"]) == CLASSES and "int8" in meta["quantized"]
+    # predict runs the int8 file (ONNX Runtime, its preprocessing and class names from the metadata)
+    image = tiny / "labelled" / "red" / "0.png"
+    code, stdout, err = cli("predict", str(image), "--weights", str(out), "--top", "2", "--json")
+    assert code == 0, err
+    (result,) = json.loads(stdout)
+    assert result["image"] == str(image) and len(result["top"]) == 2 and result["top"][0]["label"] in CLASSES
+    code, stdout, err = cli("predict", str(image), "--weights", str(out), "--dtype", "bfloat16")
+    assert code == 2 and err.count("\n") == 1 and "--dtype" in err
+
+
+def test_quantize_user_mistakes(tiny, tmp_path, cli, monkeypatch):
+    weights = str(tiny / "tiny.safetensors")
+    out = tmp_path / "q.onnx"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("hello")
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "a.png").write_text("not a png")
+    cases = {
+        "empty": "--calibrate " + str(tmp_path / "empty") + " holds no images",
+        "texts": "holds no images",
+        "fake": "none of its 1 image files could be read",
+        "missing": "is not a folder",
+    }
+    for folder, message in cases.items():
+        code, _, err = cli("quantize", "--weights", weights, "--calibrate", str(tmp_path / folder), "-o", str(out))
+        assert code == 2 and err.count("\n") == 1 and message in err, (folder, err)
+    code, _, err = cli(
+        "quantize", "--weights", weights, "--calibrate", str(tiny / "calib"), "--keep", "head", "-o", str(out)
+    )
+    assert code == 2 and err.startswith("effnet quantize: error: --keep 'head' is not a part")
+    # a model the exporter cannot export: one line
+    pytest.importorskip("onnxruntime")
+
+    def fail(*args, **kwargs):
+        raise torch.onnx.errors.OnnxExporterError("Failed to export the model with torch.export.\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    code, _, err = cli("quantize", "--weights", weights, "--calibrate", str(tiny / "calib"), "-o", str(out))
+    assert code == 2 and err.count("\n") == 1 and "cannot export FastEfficientNet to ONNX: Failed to export" in err
+    assert not out.exists() and not list(tmp_path.glob(".*effnet-tmp"))
+
+
+# ------------------------------------------------------------------------------------- hardening
+
+
+def _bomb(path, side=40_000):
+    """A PNG whose header says side × side pixels (grey, 1 bit): PIL refuses it before decoding."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+    path.write_bytes(data)
+
+
+def test_predict_refuses_decompression_bombs_and_classifies_the_rest(tiny, tmp_path, cli):
+    bomb, good = tmp_path / "bomb.png", tiny / "labelled" / "green" / "0.png"
+    _bomb(bomb)
+    code, out, err = cli("predict", str(bomb), str(good), "--weights", str(tiny / "tiny.safetensors"))
+    assert code == 1 and err.count("\n") == 1 and str(bomb) in err and "Traceback" not in err
+    assert out.splitlines()[0] == str(good)
+    # the limit is configurable: 40 × 47 pixels are over a limit of 1000
+    code, out, err = cli("predict", str(good), "--weights", str(tiny / "tiny.safetensors"), "--max-pixels", "1000")
+    assert code == 2 and err.count("\n") == 1 and "more than the limit of 1,000" in err
+    assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # PIL's own limit untouched
+
+
+def test_unavailable_devices_are_one_line(tiny, tmp_path, cli):
+    weights, image = str(tiny / "tiny.safetensors"), str(tiny / "labelled" / "red" / "0.png")
+    devices = ["bogus", "tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        code, _, err = cli("predict", image, "--weights", weights, "--device", device)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("effnet predict: error: --device"), err
+        out = str(tmp_path / "x.pt")
+        code, _, err = cli("export", "--weights", weights, "--format", "torchscript", "-o", out, "--device", device)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("effnet export: error: --device"), err
+
+
+def test_torchscript_export_to_a_full_disk_is_one_line(tiny, tmp_path, cli, monkeypatch):
+    import effnet.atomic as atomic
+
+    def full(fd):
+        raise OSError(28, os.strerror(28))
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    out = tmp_path / "m.pt"
+    code, _, err = cli("export", "--weights", str(tiny / "tiny.safetensors"), "--format", "torchscript", "-o", str(out))
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err
+    assert not out.exists() and not list(tmp_path.iterdir())
