@@ -53,7 +53,7 @@ def test_batched_augmentation_is_repeatable_and_normalised():
     pre = Preprocessing(16, 1.0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     sampler = ResumableSampler(6, seed=3)
     sampler.set_position(0)
-    loader = BatchedTrainLoader(images, sampler, 3, recipe, pre, torch.device("cpu"))
+    loader = BatchedTrainLoader(images, sampler, 3, recipe, pre, 16, torch.device("cpu"))
     batches = list(loader)
     assert len(batches) == len(loader) == 2 and batches[0][0].shape == (3, 3, 16, 16)
     assert torch.allclose(batches[0][0], torch.full((3, 3, 16, 16), (200 / 255 - 0.5) / 0.25), atol=1e-5)

@@ -102,13 +102,13 @@ def test_a_folder_that_holds_another_run_is_refused_and_left_as_it_was(cli, tmp_
     (tmp_path / "best.json").write_text("{}")
     record = (tmp_path / RECORD_NAME).read_text()
     code, _, err = cli("pipeline", "--output", str(tmp_path), "--max-points", "1")
-    _one_line(code, err, "effnet pipeline: error: --overwrite is needed to replace the other run in --output")
+    _one_line(code, err, "effnet pipeline: error: --overwrite is needed to replace the other run in output")
     assert "command nas, study nas-rl" in err
     code, _, err = cli("nas", "--output", str(tmp_path), "--study-name", "other", "--n-trials", "1")
     _one_line(code, err, "effnet nas: error: --overwrite is needed")
     assert (tmp_path / RECORD_NAME).read_text() == record and (tmp_path / "best.json").read_text() == "{}"
     code, _, err = cli("pipeline", "--output", str(tmp_path / "new"), "--resume")
-    _one_line(code, err, "effnet pipeline: error: --resume: --output")
+    _one_line(code, err, "effnet pipeline: error: --resume: output")
     code, _, err = cli("nas", "--output", str(tmp_path), "--resume", "--overwrite")
     assert code == 2 and "not allowed with argument" in err
 
