@@ -68,6 +68,20 @@ def test_onnx_any_size_same_padding(b0, b0_onnx):
     assert all(torch.allclose(g, w, atol=1e-4, rtol=0) for g, w in zip(run_onnx(path, x), want, strict=True))
 
 
+def test_onnx_any_size_lite0(tmp_path):
+    """Lite0 ('same' padding, ReLU6, no SE) exported once runs at every size within 1e-4 of eager."""
+    pytest.importorskip("onnxruntime")
+    from effnet.export.onnx import run_onnx
+
+    torch.manual_seed(0)
+    model = _random_bn(effnet.create_model("efficientnet_lite0"))
+    report = export_model(model, tmp_path / "lite0.onnx", "onnx")
+    assert report.any_size and report.checked_sizes == SIZES and max(report.size_diffs) < 1e-4, report.size_diffs
+    x = torch.randn(1, 3, 199, 230)
+    with torch.no_grad():
+        assert torch.allclose(run_onnx(tmp_path / "lite0.onnx", [x])[0], model(x), atol=1e-4, rtol=0)
+
+
 def test_onnx_runner_takes_any_size(b0, b0_onnx, monkeypatch):
     import effnet.export.onnx as onnx_module
 
@@ -81,7 +95,7 @@ def test_onnx_runner_takes_any_size(b0, b0_onnx, monkeypatch):
             assert torch.allclose(runner(x), b0(x), atol=1e-4, rtol=0), size
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_b0_symmetric"])
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_b0", "efficientnet_b0_symmetric"])
 def test_torchscript_any_size(name, tmp_path):
     from effnet.export.torchscript import run_torchscript
 

@@ -139,6 +139,21 @@ def test_crafted_checkpoint_is_refused_and_never_runs(tmp_path, cli, writer):
     assert not marker.exists()
 
 
+def test_pipeline_refuses_a_crafted_final_checkpoint_and_never_runs_it(tmp_path, cli):
+    """The pipeline resumes its final training from final/checkpoints/last.pt: a crafted one is refused."""
+    marker = tmp_path / "MARKER"
+    last = tmp_path / "run" / "final" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch.save({"format": "effnet-train-checkpoint/2", "model": {}, "payload": _TouchOnLoad(marker)}, last)
+    code, out, err = cli(
+        "pipeline", "--output", str(tmp_path / "run"), "--max-points", "1", "--epochs", "1",
+        "--max-steps-per-epoch", "2", "--final-epochs", "1", "--json",
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "refusing to load checkpoint" in err and str(last) in err
+    assert not marker.exists()
+
+
 def test_run_state_round_trip_continues_bit_identically(tmp_path):
     """RunState.state_dict() through a checkpoint file (weights_only) into fresh objects: the same
     weights, EMA, optimiser, schedule, sampler position, progress and random numbers afterwards."""

@@ -76,8 +76,11 @@ def folder_lock(folder: Path, *, field: str = "output") -> Iterator[None]:
                 field=field,
             ) from None
         record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (record + "\n").encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (record + "\n").encode("utf-8"), 0)
+        except OSError as err:
+            raise UserError(f"{field} {folder} cannot be locked: {err.strerror or err}", field=field) from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -15,10 +15,10 @@ from typing import Any
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number
 from effnet.results import Result
-from effnet.scale.compound import ALPHA, BETA, GAMMA, compound_coefficients, scale_compound
+from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_PHI, compound_coefficients, scale_compound
 
 #: φ is searched in [0, PHI_MAX]; the coarse scan's step; the bisection's final width.
-PHI_MAX = 16.0
+PHI_MAX = MAX_PHI  # the scaler's own bound
 SCAN_STEP = 0.25
 PRECISION = 1e-4
 #: The scan stops once the cost exceeds the budget by this factor.
