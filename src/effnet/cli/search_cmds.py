@@ -48,7 +48,13 @@ def _progress(args: argparse.Namespace) -> bool:
 
 # -- shared options -------------------------------------------------------------------------------
 def add_proxy(
-    p: argparse.ArgumentParser, *, epochs: int = 2, resolution: int = 32, seeds: int = 1, data: bool = True
+    p: argparse.ArgumentParser,
+    *,
+    epochs: int = 2,
+    resolution: int = 32,
+    seeds: int = 1,
+    batch_size: int = 64,
+    data: bool = True,
 ) -> None:
     from effnet.search.proxy import BUDGET_MODES, MAX_SEEDS
 
@@ -62,7 +68,7 @@ def add_proxy(
             default=resolution,
             help=f"baseline proxy resolution, px (default {resolution})",
         )
-        g.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
+        g.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"batch size (default {batch_size})")
         g.add_argument("--seed", type=int, default=0, help="random seed of the first trial of each point (default 0)")
         g.add_argument("--recipe", default="small", help="training recipe: small, paper, finetune (default small)")
         g.add_argument(
@@ -445,12 +451,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Grid-search α, β, γ at φ = 1 on a proxy budget, scale the baseline to --phi or to the "
         "largest φ under a budget, train and evaluate the scaled model, and write its weights and a Markdown "
         f"report. With no options: the built-in digits, baseline {DEFAULT_BASE} (B0 at width 0.25, depth 0.34, "
-        "32 px), 4 grid points of 4 epochs with 2 seeds each (mean and 95% interval; points below 3× chance are "
-        "flagged and left out of the choice), φ = 1 trained 6 epochs, SQLite storage in the output folder: "
-        "about two minutes on an idle 2-core CPU. Every step resumes when rerun.",
+        "32 px), 4 grid points of 3 epochs at batch 32 with 3 seeds each (mean and 95% interval; points below 3× "
+        "chance are flagged and left out of the choice), φ = 1 trained 6 epochs, SQLite storage in the output "
+        "folder: about four minutes on an idle 2-core CPU (two seeds of 4 epochs at batch 64 took three and left "
+        "a point at chance). Every step resumes when rerun.",
     )
     add_architecture(p, default_base=DEFAULT_BASE)
-    add_proxy(p, epochs=DEFAULT_PROXY.epochs, resolution=DEFAULT_PROXY.resolution, seeds=DEFAULT_PROXY.seeds)
+    add_proxy(
+        p,
+        epochs=DEFAULT_PROXY.epochs,
+        resolution=DEFAULT_PROXY.resolution,
+        seeds=DEFAULT_PROXY.seeds,
+        batch_size=DEFAULT_PROXY.batch_size,
+    )
     add_grid(p, step=DEFAULT_GRID.step, max_points=DEFAULT_GRID.max_points)
     add_study_options(p, default_name="pipeline", default_output="runs/pipeline", n_trials=False)
     add_run_folder(p)
