@@ -83,3 +83,19 @@ def test_images_of_different_sizes_stay_on_the_per_image_path(tmp_path):
             Image.new("RGB", (12, 10), "blue").save(folder / "y.png")
     splits = memory_splits(tmp_path)
     assert not isinstance(splits, MemorySplits) and len(splits.train) == 4
+
+
+def test_opening_images_in_threads_leaves_pils_limit_as_it_was(tmp_path):
+    """effnet lifts PIL's global limit for one header read at a time: threads opening files at once
+    (the in-memory proxy decodes in a pool) must not leave it lifted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from effnet.data.images import open_image
+
+    for i in range(64):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    limit = Image.MAX_IMAGE_PIXELS
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(5):
+            sizes = list(pool.map(lambda p: open_image(p).size, sorted(tmp_path.glob("*.png"))))
+            assert sizes == [(8, 8)] * 64 and Image.MAX_IMAGE_PIXELS == limit

@@ -35,6 +35,20 @@ RUN = dict(batch_size=16, recipe="small", progress=False, max_steps_per_epoch=1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """A child's SIGINT as a terminal gives it, even where the test runner was started in the
+    background (a non-interactive shell starts background jobs with SIGINT ignored, and that is inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def default_sigint():
+    """This process's Ctrl-C raising KeyboardInterrupt for the test, whatever it was started with."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def train_argv(output: Path, *extra: str) -> list[str]:
     return [
         "train", "--blocks", BLOCKS, "--resolution", "16", "--epochs", "1", "--batch-size", "8",
@@ -124,7 +138,12 @@ def test_two_train_processes_on_one_output_the_second_stops_at_once(tmp_path):
     argv = train_argv(out)
     argv[argv.index("--epochs") + 1] = "100000"
     first = subprocess.Popen(
-        [sys.executable, "-m", "effnet", *argv], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "effnet", *argv],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,
     )
     try:
         lock, deadline = out / LOCK_NAME, time.monotonic() + 240
@@ -197,7 +216,7 @@ def test_ctrl_c_during_a_checkpoint_write_exits_130_and_keeps_a_good_checkpoint(
     argv[argv.index("--max-steps-per-epoch") + 1] = "5"
     proc = subprocess.Popen(
         [sys.executable, str(script), str(ready), str(sent), *argv],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_at_a_terminal,
     )  # fmt: skip
     deadline = time.monotonic() + 240
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -212,7 +231,7 @@ def test_ctrl_c_during_a_checkpoint_write_exits_130_and_keeps_a_good_checkpoint(
     assert not list((out / "checkpoints").glob(".*")) and not (out / "model.safetensors").exists()
 
 
-def test_interrupts_deferred_delivers_after_the_block(tmp_path):
+def test_interrupts_deferred_delivers_after_the_block(tmp_path, default_sigint):
     handler, steps = signal.getsignal(signal.SIGINT), []
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():

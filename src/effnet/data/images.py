@@ -8,6 +8,7 @@ to twice its limit, is off while effnet opens a file; ``PIL.Image.MAX_IMAGE_PIXE
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -17,6 +18,9 @@ from effnet.errors import UserError, check_whole_number
 PIXELS_VARIABLE = "EFFNET_MAX_IMAGE_PIXELS"
 #: PIL's default limit (PIL.Image.MAX_IMAGE_PIXELS as PIL ships it).
 DEFAULT_MAX_PIXELS = 89_478_485
+#: Held while PIL's global limit is lifted for one header read: threads opening images at once (the
+#: in-memory proxy decodes in a pool) must not see, and then restore, each other's setting.
+_PIL_LIMIT = threading.Lock()
 
 
 class ImageTooLarge(UserError):
@@ -41,12 +45,13 @@ def open_image(path: str | Path, limit: int | None = None) -> Image.Image:
     than ``limit`` (default :func:`max_image_pixels`; 0: no limit) is an :class:`ImageTooLarge` naming the
     file and the limit. PIL's own errors for unreadable files (OSError, ValueError, SyntaxError) pass through."""
     limit = max_image_pixels() if limit is None else limit
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # PIL's check (a warning, then an error at twice its limit) is made below
-    try:
-        image = Image.open(path)
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    with _PIL_LIMIT:  # only the header is read here; decoding happens later, outside the lock
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # PIL's check (a warning, then an error at twice its limit) is made below
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
     if limit and image.width * image.height > limit:
         image.close()
         raise ImageTooLarge(
