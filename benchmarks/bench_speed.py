@@ -25,6 +25,7 @@ Peers are built with pretrained=False / weights=None: nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -718,7 +719,11 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
     names = info.class_names
     test = [(p, names.index(p.parent.name)) for p in image_files(Path(args.cifar10) / "test", "cifar10")]
     calibration_paths = random.Random(0).sample(image_files(Path(args.cifar10) / "train", "cifar10"), 200)
-    runs = paths(model.eval(), "cifar10-lite0", ImageCalibration(calibration_paths, transform, INPUT_NAME, "train"))
+    # the cached exports are named after the weight file's contents: other weights, other files
+    digest = hashlib.sha256(Path(args.cifar10_weights).read_bytes()).hexdigest()[:12]
+    runs = paths(
+        model.eval(), f"cifar10-lite0-{digest}", ImageCalibration(calibration_paths, transform, INPUT_NAME, "train")
+    )
     log(f"  CIFAR-10: preprocessing {len(test)} test images")
     x = torch.stack([transform(open_image(p)) for p, _ in test])
     y = torch.tensor([t for _, t in test])
