@@ -129,7 +129,8 @@ def _unreadable(folder: str | Path, err: OSError) -> UserError:
     return UserError(f"cannot read {err.filename or folder}: {err.strerror or err}")
 
 
-def _class_folders(root: Path) -> list[str]:
+def class_folders(root: Path) -> list[str]:
+    """The names of the folders directly under ``root``, sorted; an unreadable ``root`` is a UserError."""
     try:
         return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     except OSError as err:
@@ -178,16 +179,20 @@ def _is_image(path: str, skipped: _Skipped) -> bool:
     return False
 
 
-def _scan_class_folders(root: Path, class_names: list[str], skipped: _Skipped) -> tuple[list[Path], list[int]]:
-    """The images under ``root/<class>/`` (any depth, in sorted order) by torchvision's ``make_dataset``;
-    hidden files are ignored, files PIL does not read go to ``skipped``; a folder that cannot be read is
-    a UserError naming it."""
+def scan_class_folders(
+    root: Path, class_names: list[str], skipped: _Skipped | None = None, *, known: str = "the training split"
+) -> tuple[list[Path], list[int]]:
+    """The images under ``root/<class>/`` (any depth, in sorted order) by torchvision's ``make_dataset``,
+    with the index of their class in ``class_names``; hidden files are ignored, files PIL does not read go
+    to ``skipped`` (or are left out); a class folder not in ``class_names`` is a UserError saying which
+    classes were ``known``, and so is a folder that cannot be read."""
     from torchvision.datasets.folder import make_dataset
 
-    present = _class_folders(root)
+    skipped = skipped if skipped is not None else _Skipped()
+    present = class_folders(root)
     extra = [name for name in present if name not in class_names]
     if extra:
-        raise UserError(f"{root} has class folder {extra[0]!r} that the training split does not have")
+        raise UserError(f"{root} has class folder {extra[0]!r} that {known} does not have")
     for name in present:
         _check_readable(root / name)
 
@@ -220,12 +225,12 @@ def load_folder_splits(root: str | Path) -> DataSplits:
         raise _unreadable(root, err) from None
     if val_dir is None:
         raise UserError(f"data folder {root} has no val/ or test/ folder")
-    class_names = _class_folders(train_dir)
+    class_names = class_folders(train_dir)
     if len(class_names) < 2:
         raise UserError(f"{train_dir} needs at least two class folders, found {len(class_names)}")
     skipped = _Skipped()
-    train_files, train_targets = _scan_class_folders(train_dir, class_names, skipped)
-    val_files, val_targets = _scan_class_folders(val_dir, class_names, skipped)
+    train_files, train_targets = scan_class_folders(train_dir, class_names, skipped)
+    val_files, val_targets = scan_class_folders(val_dir, class_names, skipped)
     skipped.warn()
     if not train_files:
         raise UserError(f"{train_dir} holds no readable images")

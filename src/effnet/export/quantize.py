@@ -185,28 +185,27 @@ def evaluate(float_model: bytes, int8_model: bytes, folder: str | Path, transfor
              num_classes: int, threads: int | None = None) -> Evaluation:  # fmt: skip
     """Top-1 of both models and their agreement on ``folder/<class>/…`` (class folders named as the
     model's classes, or class indices in sorted order when the model has no names)."""
-    from torchvision.datasets.folder import make_dataset
-
+    from effnet.data.datasets import class_folders, scan_class_folders
     from effnet.infer.ort import ort_session
 
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"evaluate {root} is not a folder", field="evaluate")
-    folders = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    folders = class_folders(root)
+    if not folders:
+        raise UserError(f"evaluate {root}: it has no class folders", field="evaluate")
     names = class_names or [str(i) for i in range(num_classes)]
-    index = {name: names.index(name) for name in folders if name in names}
-    if class_names is None and not index:
-        index = {name: i for i, name in enumerate(folders)}
-    unknown = [name for name in folders if name not in index]
-    if not folders or unknown:
-        what = f"class folder {unknown[0]!r} is not a class of the model" if unknown else "it has no class folders"
-        raise UserError(f"evaluate {root}: {what}", field="evaluate")
-    samples = make_dataset(str(root), index, extensions=IMAGE_SUFFIXES, allow_empty=True)
+    if class_names is None and not set(folders) & set(names):
+        names = folders  # no class names anywhere: class folders in sorted order are classes 0, 1, …
+    try:
+        files, labels = scan_class_folders(root, names, known="the model")
+    except UserError as err:
+        raise UserError(f"evaluate {err}", field="evaluate") from None
     sessions = [ort_session(model, threads) for model in (float_model, int8_model)]
     name = sessions[0].get_inputs()[0].name
-    targets = {Path(path): target for path, target in samples}
+    targets = dict(zip(files, labels, strict=True))
     right, agree, count = [0, 0], 0, 0
-    for paths, array in _batches([Path(p) for p, _ in samples], transform, 32):
+    for paths, array in _batches(files, transform, 32):
         tops = [session.run(None, {name: array})[0].argmax(-1) for session in sessions]
         want = np.array([targets[p] for p in paths])
         right = [r + int((top == want).sum()) for r, top in zip(right, tops)]
