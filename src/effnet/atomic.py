@@ -48,12 +48,16 @@ def make_folder(folder: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def _check_folder(target: Path) -> None:
-    folder = target.parent
+def check_target(path: str | os.PathLike[str], *, field: str | None = None) -> Path:
+    """``path`` as a Path, or a UserError (naming ``field``) where :func:`atomic_write` could not write it:
+    a folder there, or no folder to write it in. Long work checks this first, so that it does not fail
+    only at its end."""
+    target = Path(path)
     if target.is_dir():
-        raise UserError(f"cannot write {target}: it is a folder")
-    if not folder.exists():
-        raise UserError(f"cannot write {target}: folder {folder} does not exist")
+        raise UserError(f"cannot write {target}: it is a folder", field=field)
+    if not target.parent.exists():
+        raise UserError(f"cannot write {target}: folder {target.parent} does not exist", field=field)
+    return target
 
 
 @contextmanager
@@ -84,7 +88,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     target = Path(path)
     if mkdir:
         make_folder(target.parent)
-    _check_folder(target)
+    check_target(target)
     with interrupts_deferred():
         try:
             tmp = temporary_path(target)

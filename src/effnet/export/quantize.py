@@ -233,7 +233,7 @@ def quantize_model(
     ONNX file at ``output`` (written atomically), calibrated on up to ``images`` images of the
     folder ``calibrate`` (a seeded sample when it holds more); ``keep`` (of :data:`KEEPABLE`) stays
     in float32. ``evaluate_on``: a labelled folder to compare float32 and int8 on."""
-    from effnet.atomic import atomic_write_bytes
+    from effnet.atomic import atomic_write_bytes, check_target
     from effnet.export.onnx import INPUT_NAME, export_onnx
     from effnet.infer.fast import exportable
     from effnet.weights.native import weights_header
@@ -243,9 +243,7 @@ def quantize_model(
     if unknown:
         raise UserError(f"keep {unknown[0]!r} is not a part (known: {', '.join(KEEPABLE)})", field="keep")
     _calibrate_method(method)
-    out = Path(output)
-    if not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: folder {out.parent} does not exist", field="output")
+    out = check_target(output, field="output")
     paths = image_files(calibrate, "calibrate")
     if len(paths) > images:
         paths = sorted(random.Random(seed).sample(paths, images))

@@ -90,6 +90,7 @@ def export_model(
     classifier in float32). ``metadata`` (ONNX): written into the file (effnet's weight header).
     ``device`` (the model's own by default; the model is moved there): where eager PyTorch runs
     for the check and where TorchScript is traced (ONNX is exported from the CPU)."""
+    from effnet.atomic import check_target
     from effnet.infer.fast import exportable
     from effnet.infer.hardware import resolve_device, resolve_dtype
 
@@ -97,9 +98,7 @@ def export_model(
         raise UserError(f"format {format!r} is unknown (known: {', '.join(FORMATS)})", field="format")
     if input_size is not None:
         check_whole_number("input_size", input_size, 1)
-    path = Path(path)
-    if not path.parent.exists():
-        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
+    path = check_target(path)  # before the export, which takes seconds
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     compute = resolve_dtype(dtype, dev)
     if format == "onnx" and compute != torch.float32:
