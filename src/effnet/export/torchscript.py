@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from effnet.atomic import atomic_write_bytes
+from effnet.infer.hardware import module_device
 
 
 def export_torchscript(model: nn.Module, path: str | Path, *, input_size: int | None = None) -> None:
@@ -21,7 +22,7 @@ def export_torchscript(model: nn.Module, path: str | Path, *, input_size: int | 
     The module is serialised in memory and written by :mod:`effnet.atomic`, so a full or read-only
     disk is one :class:`~effnet.errors.UserError` (TorchScript's own file writer fails in C++)."""
     size, chans = input_size or model.spec.resolution, getattr(model, "in_chans", 3)
-    device = next(iter(model.buffers()), torch.empty(0)).device
+    device = module_device(model)
     example = torch.randn(2, chans, size, size, device=device)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

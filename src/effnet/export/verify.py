@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from effnet.errors import UserError, check_whole_number
+from effnet.infer.hardware import module_device
 from effnet.results import Result
 
 FORMATS = ("onnx", "torchscript")
@@ -56,7 +57,7 @@ def example_inputs(
 def eager_outputs(model: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """The model's float32 outputs (on the CPU) for inputs moved to its device."""
     model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     with torch.inference_mode():
         return [model(x.to(device)).float().cpu() for x in inputs]
 
@@ -99,7 +100,7 @@ def export_model(
     if input_size is not None:
         check_whole_number("input_size", input_size, 1)
     path = check_target(path)  # before the export, which takes seconds
-    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    dev = resolve_device(device) if device is not None else module_device(model)
     compute = resolve_dtype(dtype, dev)
     if format == "onnx" and compute != torch.float32:
         raise UserError(

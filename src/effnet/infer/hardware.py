@@ -42,6 +42,15 @@ def native_on_cpu(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or any(caps.get(name) for name in _NATIVE.get(dtype, ()))
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module``'s tensors are: its first parameter's device, else its first buffer's (the fast
+    path keeps its weights as buffers), else the CPU."""
+    tensor = next(iter(module.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """A torch device from a name ("cpu", "cuda", "cuda:1"; None: cpu), or a UserError naming
     ``device`` when it is not a device or not present here."""

@@ -45,7 +45,7 @@ from torch import nn
 from effnet.errors import UserError
 from effnet.infer.conv import FastConv
 from effnet.infer.fast import FastEfficientNet, exportable
-from effnet.infer.hardware import resolve_dtype
+from effnet.infer.hardware import module_device, resolve_dtype
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
@@ -78,7 +78,7 @@ def optimize(
         raise UserError(f"optimize expects an effnet model, got {type(model).__name__}")
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} is unknown; choose one of {', '.join(BACKENDS)}", field="backend")
-    device = next(model.parameters()).device
+    device = module_device(model)
     compute = next(model.parameters()).dtype if dtype is None else resolve_dtype(dtype, device)
     onednn = onednn and device.type == "cpu" and compute == torch.float32 and torch.backends.mkldnn.is_available()
     if backend == "eager":

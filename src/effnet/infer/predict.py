@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from effnet.errors import UserError
+from effnet.infer.hardware import module_device
 from effnet.progress import progress_bar
 from effnet.results import Result
 from effnet.weights.native import WeightsInfo
@@ -31,7 +32,7 @@ def make_runner(model: nn.Module, *, dtype: str | torch.dtype | None = None) -> 
     from effnet.models.efficientnet import EfficientNet
 
     model = optimize(model.eval(), dtype=dtype) if isinstance(model, EfficientNet) else model.eval()
-    device = next(iter(model.buffers()), torch.empty(0)).device
+    device = module_device(model)
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
