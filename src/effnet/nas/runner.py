@@ -35,7 +35,7 @@ from effnet.nas.strategies import STRATEGIES, is_multi_objective, make_sampler
 from effnet.progress import progress_bar
 from effnet.results import Result
 from effnet.runs import claim_folder
-from effnet.search.proxy import Proxy, proxy_base, proxy_splits, train_proxy
+from effnet.search.proxy import Proxy, baseline_macs, proxy_base, train_proxy
 from effnet.search.record import TrialRecord
 from effnet.search.stats import estimate
 from effnet.search.storage import (
@@ -215,10 +215,7 @@ def search_architectures(
     if evaluate is None and str(proxy.data) != "digits" and not Path(proxy.data).is_dir():
         raise UserError(f"data {proxy.data} is not a folder (give one with train/ and val/, or 'digits')", field="data")
     if evaluate is None:
-        base_macs = None
-        if proxy.budget == "macs":
-            classes = proxy_splits(proxy).num_classes
-            base_macs = profile(proxy_base(space.reference, proxy), num_classes=classes).macs
+        base_macs = baseline_macs(space.reference, proxy) if proxy.budget == "macs" else None
         evaluate = TrainEvaluator(proxy, dict(train_overrides or {}), base_macs)
     out = Path(output)
     study_name = study_name or f"nas-{strategy}"

@@ -22,7 +22,15 @@ from effnet.errors import UserError, check_number, check_whole_number
 from effnet.models.profile import profile
 from effnet.results import Result
 from effnet.search import stats
-from effnet.search.proxy import Proxy, check_trials, proxy_base, proxy_splits, scale_at_proxy, train_proxy
+from effnet.search.proxy import (
+    Proxy,
+    baseline_macs,
+    check_trials,
+    proxy_base,
+    proxy_splits,
+    scale_at_proxy,
+    train_proxy,
+)
 from effnet.search.queue import Point, seed_key, seeded, train_points
 from effnet.search.record import TrialRecord, point_row, row_estimate
 from effnet.search.stats import Estimate, difference, learning_threshold, overlap
@@ -261,7 +269,7 @@ def search_scaling(
     output = Path(output)
     points = [Point(point_key(a, b, g), {"alpha": a, "beta": b, "gamma": g}) for a, b, g in scaling_grid(grid)]
     check_trials(len(points), proxy)
-    start = proxy_base(base, proxy)  # resolution check before any storage is touched
+    proxy_base(base, proxy)  # resolution check before any storage is touched
     for point in points:  # every description within effnet's bounds, before any storage is touched
         scale_at_proxy(
             base, proxy, depth=point.params["alpha"], width=point.params["beta"], resolution=point.params["gamma"]
@@ -282,7 +290,7 @@ def search_scaling(
         spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{key}")
         if "classes" not in cache:
             cache["classes"] = proxy_splits(proxy).num_classes
-            cache["base_macs"] = profile(start, num_classes=cache["classes"]).macs
+            cache["base_macs"] = baseline_macs(base, proxy)
         counts = profile(spec, num_classes=cache["classes"])
         cost = {
             "constraint": round(constraint(a, b, g), 6),

@@ -124,6 +124,14 @@ def proxy_base(base: NetworkSpec, proxy: Proxy) -> NetworkSpec:
     return base.with_(resolution=proxy.resolution)
 
 
+def baseline_macs(base: NetworkSpec, proxy: Proxy) -> int:
+    """The baseline's multiply-adds at the proxy's resolution and number of classes: the yardstick of
+    the ``macs`` budget (each point trains ``base_macs / macs`` times the baseline's steps)."""
+    from effnet.models.profile import profile
+
+    return profile(proxy_base(base, proxy), num_classes=proxy_splits(proxy).num_classes).macs
+
+
 def scale_at_proxy(
     base: NetworkSpec, proxy: Proxy, *, depth: float = 1.0, width: float = 1.0, resolution: float = 1.0, name: str = ""
 ) -> NetworkSpec:

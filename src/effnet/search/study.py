@@ -25,7 +25,7 @@ from effnet.results import Result
 from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI
 from effnet.search import stats
 from effnet.search.grid import reporting_callback
-from effnet.search.proxy import Proxy, check_trials, proxy_base, scale_at_proxy, train_proxy
+from effnet.search.proxy import Proxy, baseline_macs, check_trials, proxy_base, scale_at_proxy, train_proxy
 from effnet.search.queue import Point, seed_key, seeded, train_points
 from effnet.search.record import TrialRecord, point_row, row_estimate
 from effnet.search.stats import Estimate, combine, interpolation_weights, learning_threshold
@@ -324,9 +324,7 @@ def study_scaling(
         key = point.key.rsplit("/", 1)[0]
         spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r, name=f"{base.name}-{key}")
         if "base_macs" not in cache and proxy.budget == "macs":
-            from effnet.search.proxy import proxy_splits
-
-            cache["base_macs"] = profile(start, num_classes=proxy_splits(proxy).num_classes).macs
+            cache["base_macs"] = baseline_macs(base, proxy)
         result = train_proxy(
             spec,
             proxy,
