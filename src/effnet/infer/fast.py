@@ -18,7 +18,7 @@ from torch import nn
 from effnet.errors import UserError
 from effnet.infer.chunks import chunk_size, early_stages
 from effnet.infer.conv import ANY_SIZE, FastConv, onednn_ok
-from effnet.infer.fold import ACTIVATIONS, activation_name
+from effnet.infer.fold import ACTIVATIONS, activation_name, correct_rounding_bias
 from effnet.infer.pool import KeptMemory
 from effnet.infer.tuner import ShapeTuner
 from effnet.models.blocks import BLOCKS, DepthwiseSeparable, FusedMBConv, MBConv
@@ -218,10 +218,26 @@ class FastEfficientNet(nn.Module):
         self.tuner = ShapeTuner()
         #: what the network computes in (inputs are cast to it); the classifier stays in float32
         self.dtype = dtype or next(model.parameters()).dtype
+        if self.dtype != torch.float32:
+            self._correct_rounding(model)
         self.to(self.dtype)
         if self.classifier is not None:
             self.classifier.float()
         self.eval()
+
+    def _correct_rounding(self, model: nn.Module) -> None:
+        """Before the cast to a reduced precision: each depthwise convolution whose input comes
+        straight from a ConvNormAct (the block's expansion, or the stem for the first block) gets the
+        bias correction of :func:`effnet.infer.fold.correct_rounding_bias`."""
+        feeds = model.stem if isinstance(model.stem, ConvNormAct) and isinstance(model.stem_pool, nn.Identity) else None
+        for stage, fast_stage in zip(model.stages, self.stages, strict=True):
+            for block, fast in zip(stage, fast_stage, strict=True):
+                expand = getattr(block, "expand", None)
+                producer = expand if isinstance(block, MBConv) and expand is not None else feeds
+                depthwise = getattr(fast, "depthwise", None)
+                if isinstance(depthwise, FastConv) and isinstance(producer, ConvNormAct):
+                    correct_rounding_bias(depthwise, producer, self.dtype)
+                feeds = None  # later blocks' inputs are residual sums: no BatchNorm says their mean
 
     def train(self, mode: bool = True) -> FastEfficientNet:
         if mode:

@@ -24,7 +24,9 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
   (:mod:`effnet.infer.tuner`).
 
 ``dtype="bfloat16"`` computes in bfloat16 where the CPU has its instructions (AVX-512-BF16, AMX) or
-on a GPU: BatchNorm folded in float32 first, the classifier in float32 (:mod:`effnet.infer.hardware`).
+on a GPU: BatchNorm folded in float32 first, each depthwise bias corrected for the rounding of its
+weights (:func:`effnet.infer.fold.correct_rounding_bias`), the classifier in float32
+(:mod:`effnet.infer.hardware`).
 
 ``backend="compile"`` wraps the folded module's functional form in :func:`torch.compile` (Inductor,
 weights frozen); ``backend="onnxruntime"`` exports that form with
@@ -67,7 +69,8 @@ def optimize(
     when given). ``onednn=True`` runs each convolution, its activation and residual sum as one
     oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build).
     ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype; the model's own by default): what
-    the network computes in; BatchNorm is folded in float32 before the cast, the classifier runs
+    the network computes in; BatchNorm is folded in float32 before the cast (depthwise biases corrected
+    for the weights' rounding), the classifier runs
     in float32 and so do the logits returned. A reduced precision this CPU has no instructions for
     falls back to float32 with one line on stderr (:func:`effnet.infer.hardware.resolve_dtype`);
     ONNX Runtime runs float32 only (int8: ``effnet quantize``).
