@@ -333,10 +333,8 @@ def test_bfloat16_bias_correction_reduces_the_error(monkeypatch):
     corrected = effnet.optimize(model, dtype="bfloat16")
     monkeypatch.setattr(fast_module, "correct_rounding_bias", lambda *args: None)
     uncorrected = effnet.optimize(model, dtype="bfloat16")
-    depthwise = [m.depthwise for stage in corrected.stages for m in stage]
-    assert len(depthwise) == 16  # every block of Lite0 has a depthwise layer fed by a ConvNormAct
-    block = (corrected.stages[1][0].depthwise, uncorrected.stages[1][0].depthwise)
-    assert torch.equal(block[0].weight, block[1].weight) and not torch.equal(block[0].bias, block[1].bias)
-    assert error(corrected) < 0.9 * error(
-        uncorrected
-    )  # 0.032 vs 0.039 on the Xeon (AMX), (error(corrected), error(uncorrected))
+    pairs = [(c.depthwise, u.depthwise) for cs, us in zip(corrected.stages, uncorrected.stages) for c, u in zip(cs, us)]
+    assert len(pairs) == 16  # every block of Lite0 has a depthwise layer fed by a ConvNormAct: all corrected
+    assert all(torch.equal(c.weight, u.weight) and not torch.equal(c.bias, u.bias) for c, u in pairs)
+    # 0.032 vs 0.039 on the Xeon (AMX)
+    assert error(corrected) < 0.9 * error(uncorrected), (error(corrected), error(uncorrected))

@@ -218,22 +218,20 @@ class FastEfficientNet(nn.Module):
         self.tuner = ShapeTuner()
         #: what the network computes in (inputs are cast to it); the classifier stays in float32
         self.dtype = dtype or next(model.parameters()).dtype
-        if self.dtype != torch.float32:
-            self._correct_rounding(model)
+        self._correct_rounding(model)  # a no-op in float32
         self.to(self.dtype)
         if self.classifier is not None:
             self.classifier.float()
         self.eval()
 
     def _correct_rounding(self, model: nn.Module) -> None:
-        """Before the cast to a reduced precision: each depthwise convolution whose input comes
+        """Before the cast to a reduced precision (nothing in float32): each depthwise convolution whose input comes
         straight from a ConvNormAct (the block's expansion, or the stem for the first block) gets the
         bias correction of :func:`effnet.infer.fold.correct_rounding_bias`."""
         feeds = model.stem if isinstance(model.stem, ConvNormAct) and isinstance(model.stem_pool, nn.Identity) else None
         for stage, fast_stage in zip(model.stages, self.stages, strict=True):
             for block, fast in zip(stage, fast_stage, strict=True):
-                expand = getattr(block, "expand", None)
-                producer = expand if isinstance(block, MBConv) and expand is not None else feeds
+                producer = block.expand if isinstance(block, MBConv) and block.expand is not None else feeds
                 depthwise = getattr(fast, "depthwise", None)
                 if isinstance(depthwise, FastConv) and isinstance(producer, ConvNormAct):
                     correct_rounding_bias(depthwise, producer, self.dtype)

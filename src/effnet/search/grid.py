@@ -290,7 +290,7 @@ def search_scaling(
         spec = scale_at_proxy(base, proxy, depth=a, width=b, resolution=g, name=f"{base.name}-{key}")
         if "classes" not in cache:
             cache["classes"] = proxy_splits(proxy).num_classes
-            cache["base_macs"] = baseline_macs(base, proxy)
+            cache["base_macs"] = baseline_macs(base, proxy, cache["classes"])  # the data read once
         counts = profile(spec, num_classes=cache["classes"])
         cost = {
             "constraint": round(constraint(a, b, g), 6),

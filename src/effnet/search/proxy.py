@@ -124,12 +124,14 @@ def proxy_base(base: NetworkSpec, proxy: Proxy) -> NetworkSpec:
     return base.with_(resolution=proxy.resolution)
 
 
-def baseline_macs(base: NetworkSpec, proxy: Proxy) -> int:
-    """The baseline's multiply-adds at the proxy's resolution and number of classes: the yardstick of
-    the ``macs`` budget (each point trains ``base_macs / macs`` times the baseline's steps)."""
+def baseline_macs(base: NetworkSpec, proxy: Proxy, num_classes: int | None = None) -> int:
+    """The baseline's multiply-adds at the proxy's resolution and number of classes (``num_classes``
+    when the caller has already read the data, else from the proxy's data): the yardstick of the
+    ``macs`` budget (each point trains ``base_macs / macs`` times the baseline's steps)."""
     from effnet.models.profile import profile
 
-    return profile(proxy_base(base, proxy), num_classes=proxy_splits(proxy).num_classes).macs
+    classes = num_classes if num_classes is not None else proxy_splits(proxy).num_classes
+    return profile(proxy_base(base, proxy), num_classes=classes).macs
 
 
 def scale_at_proxy(
