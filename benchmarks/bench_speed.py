@@ -124,7 +124,8 @@ def onnx_files(args: argparse.Namespace) -> dict[str, Path]:
     """Every ONNX model the inference paths run, by name, exported (and quantized, calibrated on the
     photos) once into ``args.cache`` and reused from there: effnet's B0 for the input size (as
     before) and for any size, timm's and torchvision's B0, the ImageNet Lite0, and int8 B0s and
-    Lite0 (quantized alike: :data:`KEEP` in float32, per-channel, minmax)."""
+    Lite0 (quantized alike: :data:`KEEP` in float32, per-channel, minmax, 7-bit weights where this
+    CPU has no VNNI, as ``effnet quantize`` does: :func:`int8_bits`)."""
     from effnet.export.onnx import INPUT_NAME, export_onnx
     from effnet.export.quantize import ImageCalibration, quantize_onnx
     from effnet.infer.fast import exportable
@@ -155,13 +156,22 @@ def onnx_files(args: argparse.Namespace) -> dict[str, Path]:
         ("effnet", b0, ("se",)),
     ):
         label = f"{name} int8" + (f" ({','.join(keep)} float32)" if keep != KEEP else "")
-        files[label] = path = cache / f"{label.replace(' ', '-').replace(',', '-')}-{size}.onnx"
+        files[label] = path = cache / f"{label.replace(' ', '-').replace(',', '-')}-{size}{int8_bits()}.onnx"
         if not path.exists():
             log(f"  quantizing {label}")
             transform = default_preprocessing(model.spec.with_(resolution=size)).eval_transform()
             calibration = ImageCalibration(photos, transform, INPUT_NAME, str(cache))
-            path.write_bytes(quantize_onnx(files[name].read_bytes(), calibration, keep=keep)[0])
+            data = quantize_onnx(files[name].read_bytes(), calibration, keep=keep, reduce_range=bool(int8_bits()))
+            path.write_bytes(data[0])
     return files
+
+
+def int8_bits() -> str:
+    """How int8 weights are quantized for this CPU, as a cache file suffix: "" for 8 bits, "-7bit"
+    where it has no VNNI or AMX-INT8 (full-range weights saturate its int8 kernels)."""
+    from effnet.infer.hardware import int8_dot_products_on_cpu
+
+    return "" if int8_dot_products_on_cpu() else "-7bit"
 
 
 def onnxruntime_runner(path: Path, threads: int, split: bool = False) -> Callable[[torch.Tensor], Any]:
@@ -223,7 +233,7 @@ def inference_runners(
         "effnet fast (symmetric)": optimize(ours_sym),
     }
     if device.type == "cpu":
-        runners["effnet fast (oneDNN fused)"] = optimize(ours, onednn=True)
+        runners["effnet fast (PyTorch convolutions)"] = optimize(ours, onednn=False)
     for name, model in peers.items():
         runners[f"{name} eager"] = model
     bf16 = device.type == "cuda" or native_on_cpu(torch.bfloat16)
@@ -323,11 +333,11 @@ def bench_inference(
                 if name.startswith("effnet") and "symmetric" not in name:
                     errors[name] = (fn(x).float().cpu() - reference).abs().max().item()
                 # first calls: allocation, and the fast paths' own choices per input shape on CPU
-                # (early stages in chunks or not: 16 calls; ONNX Runtime's batch split between
-                # threads or not: 32 calls), each made by timing both ways
+                # (early stages in chunks or not and kept memory or not: up to 32 calls; ONNX Runtime's
+                # batch split between threads or not: 32 calls), each made by timing the ways; until made
                 start = time.perf_counter()
                 warm = 0
-                while warm < 2 or time.perf_counter() - start < args.warmup:
+                while warm < 2 or time.perf_counter() - start < args.warmup or (tuning(fn, x) and warm < 200):
                     fn(x)
                     warm += 1
                 sync(device)
@@ -359,20 +369,22 @@ def bench_inference(
 
 
 def first_call_choices(runners: dict[str, Callable[[torch.Tensor], Any]], batch: int) -> dict[str, str]:
-    """What each fast path kept, after timing both ways on its first calls, for this batch size:
-    early stages in chunks or whole batch (eager fast path), split or whole batch (ONNX Runtime)."""
-    from effnet.infer.fast import FastEfficientNet
-    from effnet.infer.ort import OrtModule
-
-    words = {FastEfficientNet: ("whole batch", "early stages in chunks"), OrtModule: ("whole batch", "split")}
+    """What each fast path kept, after timing its ways on its first calls, for this batch size:
+    early stages in chunks or whole batch and kept memory or fresh tensors (eager fast path), split
+    or whole batch (ONNX Runtime)."""
     out = {}
     for name, fn in runners.items():
-        if type(fn) not in words:  # plain models, peers, compiled modules: no first-call choices
-            continue
-        ways = [second for key, second in fn.tuner.kept().items() if key[1] == batch]  # keys: (device or layout, N, …)
-        if ways:
-            out[name] = words[type(fn)][ways[-1]]
+        choices = getattr(fn, "first_call_choices", None)  # plain models, peers, compiled modules: none
+        ways = [way for key, way in choices().items() if key[1] == batch] if choices else []
+        if ways:  # keys: (device or layout, N, …)
+            out[name] = ways[-1]
     return out
+
+
+def tuning(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> bool:
+    """Whether ``fn`` (a fast path) is still timing its ways for inputs shaped like ``x``."""
+    choices = getattr(fn, "first_call_choices", None)
+    return choices is not None and not any(key[1] == x.shape[0] for key in choices())
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -676,6 +688,7 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
     from effnet.export.onnx import INPUT_NAME, export_onnx
     from effnet.export.quantize import ImageCalibration, image_files, quantize_onnx
     from effnet.infer.fast import exportable
+    from effnet.infer.hardware import native_on_cpu
     from effnet.infer.optimize import optimize
     from effnet.infer.ort import OrtModule
     from effnet.infer.predict import open_image
@@ -689,18 +702,23 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
         fp32 = cache / f"{name}-fp32.onnx"
         if not fp32.exists():
             fp32.write_bytes(export_onnx(exportable(model, any_size="onnx")))
-        int8 = cache / f"{name}-int8.onnx"
+        int8 = cache / f"{name}-int8{int8_bits()}.onnx"
         if not int8.exists():
-            int8.write_bytes(quantize_onnx(fp32.read_bytes(), calibration, keep=KEEP)[0])
+            int8.write_bytes(
+                quantize_onnx(fp32.read_bytes(), calibration, keep=KEEP, reduce_range=bool(int8_bits()))[0]
+            )
         return {
             "float32 fast path": optimize(model),
-            "bfloat16 fast path": optimize(model, dtype="bfloat16"),
+            # where the CPU has no bf16 instructions the fast path would compute in float32: not a bf16 figure
+            **({"bfloat16 fast path": optimize(model, dtype="bfloat16")} if native_on_cpu(torch.bfloat16) else {}),
             "float32 onnxruntime": OrtModule(fp32.read_bytes(), args.threads),
             "int8 onnxruntime": OrtModule(int8.read_bytes(), args.threads),
         }
 
     cache = Path(args.cache)
     out: dict[str, Any] = {}
+    if not native_on_cpu(torch.bfloat16):
+        log("  this CPU has no bfloat16 instructions: bf16 accuracy not measured (it would be float32's)")
     lite0, info = lite0_imagenet()
     transform = info.preprocessing.eval_transform()
     photos = photo_files(cache)
@@ -741,14 +759,17 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
 
 def accuracy_ratios(acc: dict[str, Any]) -> dict[str, float]:
     out = {}
+    bf16 = "bfloat16 fast path" in acc.get("photos", {})  # measured only where the CPU has bf16 instructions
     if "photos" in acc:
-        out["bf16_photo_agreement"] = acc["photos"]["bfloat16 fast path"]
+        if bf16:
+            out["bf16_photo_agreement"] = acc["photos"]["bfloat16 fast path"]
         out["int8_photo_agreement"] = acc["photos"]["int8 onnxruntime"]
     if "cifar10" in acc:
         c = acc["cifar10"]
-        out["bf16_cifar10_top1_drop"] = c["float32 fast path"] - c["bfloat16 fast path"]
+        if bf16:
+            out["bf16_cifar10_top1_drop"] = c["float32 fast path"] - c["bfloat16 fast path"]
+            out["bf16_cifar10_agreement"] = c["bfloat16 fast path: agreement with float32"]
         out["int8_cifar10_top1_drop"] = c["float32 onnxruntime"] - c["int8 onnxruntime"]
-        out["bf16_cifar10_agreement"] = c["bfloat16 fast path: agreement with float32"]
         out["int8_cifar10_agreement"] = c["int8 onnxruntime: agreement with float32"]
     return out
 

@@ -209,6 +209,53 @@ def test_quantize_then_predict_the_int8_file(tiny, cli):
     assert code == 2 and err.count("\n") == 1 and "--dtype" in err
 
 
+def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkeypatch):
+    # 7-bit weights where int8 kernels sum pairs in 16 bits (no VNNI): chosen by this CPU unless told,
+    # written in the metadata; predict warns once where an 8-bit file meets such a CPU
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import numpy_helper
+
+    import effnet.infer.hardware as hardware
+
+    def weight_range(path) -> tuple[int, int]:
+        model = onnx.load(str(path))
+        ints = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        return min(int(a.min()) for a in ints if a.size > 1), max(int(a.max()) for a in ints if a.size > 1)
+
+    files = {}
+    for flag in ("--reduce-range", "--no-reduce-range"):
+        files[flag] = out = tmp_path / f"{flag.strip('-')}.onnx"
+        code, stdout, err = cli(
+            "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
+            flag, "-o", str(out), "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(stdout)["reduce_range"] is (flag == "--reduce-range")
+    low, high = weight_range(files["--reduce-range"])
+    assert -64 <= low and high <= 64  # 7-bit symmetric: a u8 × s8 pair sums within 16 bits (2·255·64)
+    low, high = weight_range(files["--no-reduce-range"])
+    assert low < -64 or high > 64  # the full 8-bit range in use
+    meta = {p.key: p.value for p in onnx.load(str(files["--no-reduce-range"])).metadata_props}
+    assert meta["int8_weights"] == "8-bit"
+    image = str(tiny / "labelled" / "red" / "0.png")
+    for vnni in (False, True):
+        monkeypatch.setattr(hardware, "int8_dot_products_on_cpu", lambda vnni=vnni: vnni)
+        for flag, out in files.items():
+            code, _, err = cli("predict", image, "--weights", str(out))
+            warned = "has 8-bit int8 weights and this CPU has no VNNI" in err
+            assert code == 0 and warned is (flag == "--no-reduce-range" and not vnni), (flag, vnni, err)
+    # the default follows this CPU
+    for vnni in (False, True):
+        monkeypatch.setattr(hardware, "int8_dot_products_on_cpu", lambda vnni=vnni: vnni)
+        out = tmp_path / f"default-{vnni}.onnx"
+        code, stdout, err = cli(
+            "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
+            "-o", str(out), "--json",
+        )  # fmt: skip
+        assert code == 0 and json.loads(stdout)["reduce_range"] is (not vnni), err
+
+
 def test_quantize_user_mistakes(tiny, tmp_path, cli, monkeypatch):
     weights = str(tiny / "tiny.safetensors")
     out = tmp_path / "q.onnx"

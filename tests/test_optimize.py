@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import pickle
 import time
 
 import pytest
@@ -14,7 +15,7 @@ import effnet.infer.pool as pool_module
 from effnet import create_model
 from effnet.errors import UserError
 from effnet.infer.chunks import early_stages
-from effnet.infer.conv import FastConv
+from effnet.infer.conv import PACKED_SHAPES, FastConv
 from effnet.infer.fast import FastEfficientNet
 from effnet.infer.optimize import optimize
 from effnet.infer.ort import OrtModule
@@ -58,14 +59,14 @@ def test_fast_path_equals_plain_model(name: str, padding: str | None, size: int)
     assert out.shape == expected.shape == (3, 1000)
     assert torch.allclose(out, expected, atol=1e-4, rtol=0)
     # the features before pooling are large: compare them relative to their scale too
-    fused = optimize(model, onednn=True)
-    assert fused.features_only is False
+    plain_convs = optimize(model, onednn=False)
+    assert plain_convs.features_only is False
     assert (features.abs().max() > 1).item()
     # batch-size independence: each row equals the model on that image alone
     single = fast(x[1:2])
     assert torch.allclose(single, expected[1:2], atol=1e-4, rtol=0)
-    # oneDNN's fused convolution + activation (+ residual) kernels: same function
-    assert torch.allclose(fused(x), expected, atol=1e-4, rtol=0)
+    # PyTorch's own convolutions instead of oneDNN's fused kernels with prepacked weights: same function
+    assert torch.allclose(plain_convs(x), expected, atol=1e-4, rtol=0)
 
 
 def test_fast_path_features_only_and_model_untouched() -> None:
@@ -141,6 +142,49 @@ def test_fast_path_at_other_sizes_and_batches_reuses_its_buffers() -> None:
         assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0), (batch, height, width)
 
 
+def test_fast_path_prepacks_onednn_weights_per_input_shape() -> None:
+    # each convolution's weight is reordered into oneDNN's layout once per input shape (at most
+    # PACKED_SHAPES kept); the results equal PyTorch's convolutions; a copy starts with no packed weights
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    fast, reference = optimize(model), optimize(model, onednn=False)
+    convs = [m for m in fast.modules() if isinstance(m, FastConv)]
+    assert convs and all(conv.onednn for conv in convs)
+    shapes = [(2, 64, 64), (1, 64, 64), (2, 72, 64), (3, 64, 64), (2, 64, 80), (2, 64, 64)]
+    for n, h, w in shapes:
+        x = torch.randn(n, 3, h, w)
+        fast.tuner.decide(("cpu", n, 3, h, w), 0)  # the way under test: whole batch, kept memory
+        got, want = fast(x), reference(x)
+        assert torch.allclose(got, want, atol=1e-5, rtol=0), (n, h, w)
+    assert all(0 < len(conv._packed) <= PACKED_SHAPES for conv in convs)
+    packed = next(iter(convs[1]._packed._packed.values()))
+    assert packed.is_mkldnn
+    x = torch.randn(2, 3, 64, 64)
+    for twin in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        assert all(len(conv._packed) == 0 for conv in twin.modules() if isinstance(conv, FastConv))
+        assert torch.allclose(twin(x), reference(x), atol=1e-5, rtol=0)
+
+
+def test_fast_path_ways_without_kept_memory_equal_the_model() -> None:
+    # fresh tensors instead of kept memory (the way an allocator that keeps freed memory favours)
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    fast = optimize(model)
+    x = torch.randn(3, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = model(x)
+    pool = fast._pool
+    assert pool.active
+    with pool.using(False):
+        assert not pool.active
+        assert torch.allclose(fast._classify(fast._prepare(x)), expected, atol=1e-4, rtol=0)
+    assert pool.active
+    # small inputs: no output is large enough to keep and no chunks worth trying: one way, kept at once
+    assert fast.ways(fast._prepare(x)) == [(False, True)]
+    fast(x)
+    assert fast.tuner.choice(("cpu", 3, 3, 64, 64)) == 0
+
+
 def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     # large outputs go into memory kept between calls (here all of them): calls must not see each
     # other's results, nor may a returned feature map change when the model is called again
@@ -180,8 +224,14 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
     # between the two ways and time them, then the faster one is kept for that input shape
     monkeypatch.setattr(chunks_module, "last_level_cache_bytes", lambda: 2**20)
     assert fast._chunk_size(x) == 1 and fast._chunk_size(x[:1]) == 0
-    outputs = [fast(x) for _ in range(fast.tuner.calls_to_decide)]
-    assert fast.tuner.choice(("cpu", *x.shape)) in (False, True) and not fast.tuner._timings
+    ways = fast.ways(fast._prepare(x))
+    assert ways == [(False, True), (True, True), (False, False), (True, False)]  # kept memory: FRESH_ALLOC_BYTES 0
+    outputs = [fast(x) for _ in range(fast.tuner.calls_for(len(ways)))]
+    assert fast.tuner.choice(("cpu", *x.shape)) in range(4) and not fast.tuner._timings
+    assert list(fast.first_call_choices().values())[0] in (
+        "whole batch, kept memory", "early stages in chunks, kept memory",
+        "whole batch, fresh tensors", "early stages in chunks, fresh tensors",
+    )  # fmt: skip
     assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
 
 
@@ -216,10 +266,13 @@ def test_onnxruntime_runner_splits_batches_and_takes_channels_last_as_is() -> No
     got = fast._run_split(x.numpy(), False)[0]
     assert torch.allclose(torch.from_numpy(got), expected, atol=1e-4, rtol=0)
     outputs = [fast(x) for _ in range(fast.tuner.calls_to_decide)]
-    assert fast.tuner.choice((False, 5, 3, 64, 64)) in (False, True)
+    assert fast.tuner.choice((False, 5, 3, 64, 64)) in (0, 1)
     assert all(torch.allclose(out, expected, atol=1e-4, rtol=0) for out in outputs)
     assert torch.allclose(fast(x[:1]), expected[:1], atol=1e-4, rtol=0)  # one image: never split
-    assert fast.tuner.choice((False, 1, 3, 64, 64)) is None
+    assert (
+        fast.tuner.choice((False, 1, 3, 64, 64)) == 0
+        and fast.first_call_choices()[(False, 1, 3, 64, 64)] == "whole batch"
+    )
     # channels_last input goes in as NHWC, to a model that starts with a transpose
     assert (True, 2) not in fast._sessions
     x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -245,10 +298,22 @@ def test_shape_tuner_keeps_the_faster_way_per_key() -> None:
         assert tuner.choice("a") is None
         tuner.run("a", call)
     assert calls == [False, False, True, True] * 2  # in turn, two calls at a time
-    assert tuner.choice("a") is True and tuner.choice("b") is None
-    assert tuner.run("a", call) is True and calls[-1] is True
+    assert tuner.choice("a") == 1 and tuner.choice("b") is None
+    assert tuner.run("a", call) == 1 and calls[-1] == 1
     tuner.decide("b", False)
-    assert tuner.run("b", call) is False
+    assert tuner.run("b", call) == 0
+    # three ways, way 2 fastest; a key with one way is kept at once, untimed
+    seen: list[int] = []
+
+    def three(way: int) -> int:
+        seen.append(way)
+        time.sleep(0.0 if way == 2 else 0.02)
+        return way
+
+    for _ in range(tuner.calls_for(3)):
+        tuner.run("c", three, 3)
+    assert seen == [0, 0, 1, 1, 2, 2] * 2 and tuner.choice("c") == 2
+    assert tuner.run("d", three, 1) == 0 and tuner.choice("d") == 0 and tuner.calls_for(1) == 0
 
 
 def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:

@@ -159,7 +159,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     keep = [part for part in args.keep.split(",") if part] if args.keep != "none" else []
     report = quantize_model(
         model, info, args.calibrate, args.output, images=args.images, per_channel=args.per_channel,
-        method=args.method, keep=keep, evaluate_on=args.evaluate,
+        method=args.method, keep=keep, evaluate_on=args.evaluate, reduce_range=args.reduce_range,
     )  # fmt: skip
     if args.json:
         print_json(report.to_dict())
@@ -168,7 +168,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(
         f"wrote {report.path} (int8 QDQ, {report.bytes:,} bytes, float32 {report.float32_bytes:,}); "
         f"{report.method} calibration on {report.calibration_images} images, "
-        f"{'per-channel' if report.per_channel else 'per-tensor'} weights; kept in float32: {kept} "
+        f"{'per-channel' if report.per_channel else 'per-tensor'} {7 if report.reduce_range else 8}-bit weights; "
+        f"kept in float32: {kept} "
         f"({report.kept_nodes} nodes)"
     )
     if (ev := report.evaluation) is not None:
@@ -284,6 +285,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="one scale per output channel of each weight (default; per-tensor depthwise weights lose accuracy)",
+    )
+    p.add_argument(
+        "--reduce-range",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="7-bit weights, for CPUs without VNNI or AMX-INT8, whose int8 kernels saturate on 8-bit ones "
+        "(default: on where this CPU lacks them)",
     )
     p.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
     p.add_argument(

@@ -1,5 +1,6 @@
 """The fast path's convolution: BatchNorm folded in, activation fused, TensorFlow 'same' padding at
-about the cost of symmetric padding, large outputs in kept memory and residual sums in place.
+about the cost of symmetric padding, the weight in oneDNN's own layout (:class:`PackedWeights`),
+large outputs in kept memory where that is faster and residual sums in place.
 
 Padding arithmetic comes from :mod:`effnet.models.padding` alone; this module only decides, per
 input size and device, which of its plans a convolution runs (:meth:`FastConv._plan`), and gives
@@ -75,6 +76,42 @@ class _Plan:
         self.extend = extend  # zero rows (top) and columns (left) prepended to the kernel
 
 
+#: Input shapes per convolution whose oneDNN weight layout is kept (a batch, its chunks, a last chunk).
+PACKED_SHAPES = 4
+
+
+class PackedWeights:
+    """A convolution's weight in oneDNN's own blocked layout, per input shape it was made for (what
+    Inductor's freezing does; an eager oneDNN call otherwise reorders a plain weight on every call).
+    At most :data:`PACKED_SHAPES` kept, the oldest dropped; a copy or pickle starts empty."""
+
+    def __init__(self) -> None:
+        self._packed: dict[tuple[object, ...], torch.Tensor] = {}
+
+    def get(self, conv: FastConv, weight: torch.Tensor, padding: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
+        """``weight`` (float32, CPU) laid out for ``conv`` on inputs shaped like ``x``."""
+        key = (weight.data_ptr(), tuple(weight.shape), padding, tuple(x.shape))
+        packed = self._packed.get(key)
+        if packed is None:
+            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                weight.contiguous().to_mkldnn(), list(padding), list(conv.stride), list(conv.dilation), conv.groups,
+                list(x.shape),
+            )  # fmt: skip
+            if len(self._packed) >= PACKED_SHAPES:
+                del self._packed[next(iter(self._packed))]
+            self._packed[key] = packed
+        return packed
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> PackedWeights:
+        return PackedWeights()
+
+    def __reduce__(self) -> tuple[type[PackedWeights], tuple[()]]:
+        return PackedWeights, ()
+
+
 def onednn_ok(x: torch.Tensor) -> bool:
     """Whether oneDNN's in-place convolution takes ``x`` (CPU, float32, channels_last)."""
     return (
@@ -96,7 +133,9 @@ class FastConv(nn.Module):
     GPU). ``pad_input`` copies the input into a zero-bordered buffer (cheaper for the stem's three
     channels). With ``export`` the module is functional (no in-place writes, no kept memory) and
     pads the input before the convolution, which the ONNX exporter turns into the Conv node's own
-    asymmetric ``pads``."""
+    asymmetric ``pads``. With ``onednn`` (CPU, float32, channels_last inputs) it runs as oneDNN's
+    fused kernel on a weight reordered once per input shape; measured on a Zen 2 VM with glibc tuned,
+    that reorder on every call had cost 3% of the fast path (``benchmarks/SPEED.md``)."""
 
     def __init__(
         self,
@@ -124,6 +163,7 @@ class FastConv(nn.Module):
         self.onednn = onednn and not export and act in (None, *ONEDNN_ACTIVATIONS)
         self._plans: dict[tuple[int, int, str], _Plan] = {}
         self._extended: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = {}
+        self._packed = PackedWeights()
         #: pad_input's zero-bordered copy of the input, kept between calls (a fresh large tensor
         #: costs page faults, far more than the copy)
         self._inputs = KeptMemory()
@@ -197,13 +237,13 @@ class FastConv(nn.Module):
             if self.act is not None or not onednn_ok(residual) or tuple(residual.shape) != shape:
                 return None
             other = residual
-        elif keeps(math.prod(shape) * x.element_size()):
+        elif self.pool.active and keeps(math.prod(shape) * x.element_size()):
             other = self.pool.channels_last(shape, x, self.slot).zero_()  # type: ignore[arg-type]
         else:
             return None
         y = torch.ops.mkldnn._convolution_pointwise_.binary(
-            other, x, weight, self.bias, list(padding), list(self.stride), list(self.dilation), self.groups,
-            "add", 1.0, None, [], None,
+            other, x, self._packed.get(self, weight, padding, x), self.bias, list(padding), list(self.stride),
+            list(self.dilation), self.groups, "add", 1.0, None, [], None,
         )  # fmt: skip
         return ACTIVATIONS[self.act](y) if self.act is not None else y
 
@@ -213,7 +253,8 @@ class FastConv(nn.Module):
         weight = self._weight(extend)
         if (y := self._into_kept_memory(x, padding, residual, weight)) is not None:
             return y
-        if self.onednn and x.is_cpu and x.dtype == torch.float32:
+        if self.onednn and onednn_ok(x):
+            weight = self._packed.get(self, weight, padding, x)
             if residual is not None and self.act is None:
                 return torch.ops.mkldnn._convolution_pointwise.binary(
                     x, residual, weight, self.bias, list(padding), list(self.stride), list(self.dilation),

@@ -19,7 +19,7 @@ from effnet.errors import UserError
 from effnet.infer.chunks import chunk_size, early_stages
 from effnet.infer.conv import ANY_SIZE, FastConv, onednn_ok
 from effnet.infer.fold import ACTIVATIONS, activation_name, correct_rounding_bias
-from effnet.infer.pool import KeptMemory
+from effnet.infer.pool import KeptMemory, keeps
 from effnet.infer.tuner import ShapeTuner
 from effnet.models.blocks import BLOCKS, DepthwiseSeparable, FusedMBConv, MBConv
 from effnet.models.layers import ConvNormAct, SqueezeExcite
@@ -200,7 +200,7 @@ class FastEfficientNet(nn.Module):
         # the stem's input has few channels: padding it is cheaper than cropping the wide output
         self.stem = _fast_cna(model.stem, pad_input=True, onednn=onednn, export=export)
         self.stem_pool = copy.deepcopy(model.stem_pool)
-        pool = KeptMemory()  # shared by all blocks: they run one after another
+        pool = self._pool = KeptMemory()  # shared by all blocks: they run one after another
         self.stages = nn.ModuleList(
             nn.Sequential(*[fast_block(block, onednn, export, pool) for block in stage]) for stage in model.stages
         )
@@ -214,8 +214,9 @@ class FastEfficientNet(nn.Module):
         classifier = model.classifier
         self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
         self._early_stages, self._early_widths = early_stages(model.spec)
-        #: per input shape: whether the early stages run in chunks (timed on CPU, never on CUDA)
+        #: per input shape: its way, of :meth:`ways` (timed on CPU, never on CUDA)
         self.tuner = ShapeTuner()
+        self._ways_of: dict[tuple[Any, ...], list[tuple[bool, bool]]] = {}  # per input key: its ways, as tuned
         #: what the network computes in (inputs are cast to it); the classifier stays in float32
         self.dtype = dtype or next(model.parameters()).dtype
         self._correct_rounding(model)  # a no-op in float32
@@ -284,13 +285,41 @@ class FastEfficientNet(nn.Module):
         x = self.head(x).mean((2, 3)).float()
         return self.classifier(x) if self.classifier is not None else x
 
+    def ways(self, x: torch.Tensor) -> list[tuple[bool, bool]]:
+        """The ways this input may run, as (early stages in chunks, large outputs in kept memory):
+        chunks where :func:`~effnet.infer.chunks.chunk_size` finds them worth trying, kept memory or
+        fresh tensors where some output is large enough to be kept (CPU, float32)."""
+        chunks = [False, True] if x.device.type == "cpu" and self._chunk_size(x) else [False]
+        widest = max(self._early_widths, default=0) * x.shape[0] * x.shape[2] * x.shape[3] / self.spec.resolution**2
+        large = not self._early_widths or keeps(int(widest) * x.element_size())
+        kept = [True, False] if onednn_ok(x) and large else [True]
+        return [(chunked, keep) for keep in kept for chunked in chunks]
+
     def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole batch or early stages in chunks, whichever ran faster here for this input shape
-        (decided on the first calls, which alternate between the two; both give the same results)."""
+        """Whole batch or early stages in chunks, large outputs in kept memory or fresh tensors:
+        whichever way ran fastest here for this input shape (decided on the first calls, which go
+        through the ways in turn; all give the same results)."""
         key = (x.device.type, *x.shape)
-        if self.tuner.choice(key) is None and not (x.device.type == "cpu" and self._chunk_size(x)):
-            self.tuner.decide(key, False)  # no chunks worth trying for this input: nothing to time
-        return self.tuner.run(key, lambda chunked: self._classify(x, self._chunk_size(x) if chunked else 0))
+        ways = self._ways_of.setdefault(key, self.ways(x))
+
+        def call(way: int) -> torch.Tensor:
+            chunked, kept = ways[way]
+            with self._pool.using(kept):
+                return self._classify(x, self._chunk_size(x) if chunked else 0)
+
+        return self.tuner.run(key, call, len(ways))
+
+    def first_call_choices(self) -> dict[tuple[Any, ...], str]:
+        """Per input key (device, N, C, H, W) decided so far: the way kept, in words."""
+        out = {}
+        for key, way in self.tuner.kept().items():
+            if key not in self._ways_of:  # kept by decide() before any call
+                continue
+            chunked, kept = self._ways_of[key][way]
+            out[key] = (
+                f"{'early stages in chunks' if chunked else 'whole batch'}, {'kept memory' if kept else 'fresh tensors'}"
+            )
+        return out
 
     def _chunk_size(self, x: torch.Tensor) -> int:
         """Images per chunk for the early stages (0: not worth trying for this input)."""

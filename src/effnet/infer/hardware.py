@@ -42,6 +42,13 @@ def native_on_cpu(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or any(caps.get(name) for name in _NATIVE.get(dtype, ()))
 
 
+def int8_dot_products_on_cpu() -> bool:
+    """Whether this CPU multiplies u8 × s8 into 32-bit sums in one step (VNNI or AMX-INT8); without it
+    ONNX Runtime's int8 kernels sum pairs in 16 bits, which full-range 8-bit weights can saturate."""
+    caps = torch.cpu.get_capabilities()
+    return any(caps.get(name) for name in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def module_device(module: torch.nn.Module) -> torch.device:
     """Where ``module``'s tensors are: its first parameter's device, else its first buffer's (the fast
     path keeps its weights as buffers), else the CPU."""

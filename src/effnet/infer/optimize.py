@@ -6,22 +6,24 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
   :mod:`effnet.infer.fold`).
 - Tensors are channels_last throughout; activations run in place and each block's residual sum is
   written over its input by the projection itself (oneDNN's in-place convolution + add).
-- Large outputs go into memory kept between calls instead of fresh tensors, which glibc's malloc
-  would page-fault in again on every call (:mod:`effnet.infer.pool`).
+- Large outputs may go into memory kept between calls instead of fresh tensors, which glibc's
+  malloc would page-fault in again on every call (:mod:`effnet.infer.pool`); where the allocator
+  keeps freed memory itself that only costs a pass, so it is one of the first-call choices below.
 - TensorFlow 'same' padding of strided layers, asymmetric at even sizes (one more row and column
   after than before), costs about what symmetric padding costs: the kernel gets one leading zero
   row and column and the convolution pads symmetrically by the larger side. Same sums, no padded
   copy, no cropped output; only the stem's 3-channel input is copied into a zero-bordered buffer.
   (On CUDA, where fast depthwise kernels are 3×3 and 5×5 only, a larger output is cropped instead:
   :mod:`effnet.infer.conv`.)
-- Optionally (``onednn=True``, CPU float32) the other convolutions run oneDNN's fused
-  convolution + activation kernels; measured no faster here, so off by default.
+- On CPU in float32 every convolution runs as one oneDNN kernel with its activation or residual sum
+  fused, its weight reordered once per input shape into oneDNN's own layout (as Inductor's freezing
+  does; a plain weight is reordered on every call). ``onednn=False``: PyTorch's convolutions.
 - Squeeze-excitation runs as two small matrix products on the pooled vector and gates in place
   (:mod:`effnet.infer.fast`).
 - The stem and the stages up to stride 16 may run a few images at a time, so that their wide
-  activations stay in the last-level cache (:mod:`effnet.infer.chunks`); the first calls at each
-  input shape alternate between whole batch and chunks, time them, and keep the faster
-  (:mod:`effnet.infer.tuner`).
+  activations stay in the last-level cache (:mod:`effnet.infer.chunks`). The first calls at each
+  input shape go through the ways (whole batch or chunks, kept memory or fresh tensors), time
+  them, and keep the fastest (:mod:`effnet.infer.tuner`).
 
 ``dtype="bfloat16"`` computes in bfloat16 where the CPU has its instructions (AVX-512-BF16, AMX) or
 on a GPU: BatchNorm folded in float32 first, each depthwise bias corrected for the rounding of its
@@ -58,7 +60,7 @@ def optimize(
     backend: str = "eager",
     input_size: int | None = None,
     threads: int | None = None,
-    onednn: bool = False,
+    onednn: bool = True,
     dtype: str | torch.dtype | None = None,
 ) -> nn.Module:
     """An inference-only module computing ``model``'s eval-mode function, faster.
@@ -66,8 +68,8 @@ def optimize(
     ``backend``: ``"eager"`` (folded, fused PyTorch module), ``"compile"`` (that module through
     :func:`torch.compile`, weights frozen) or ``"onnxruntime"`` (exported to ONNX and run in an
     ONNX Runtime session with ``threads`` threads; for any input size, or for ``input_size`` alone
-    when given). ``onednn=True`` runs each convolution, its activation and residual sum as one
-    oneDNN kernel on CPU (measured no faster than PyTorch's own kernels on this build).
+    when given). ``onednn`` (CPU, float32): each convolution with its activation and residual sum as
+    one oneDNN kernel, its weight in oneDNN's layout (False: PyTorch's own convolutions).
     ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype; the model's own by default): what
     the network computes in; BatchNorm is folded in float32 before the cast (depthwise biases corrected
     for the weights' rounding), the classifier runs

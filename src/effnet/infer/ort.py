@@ -64,15 +64,16 @@ class OrtModule(nn.Module):
         # numpy's copy, not torch's: torch's OpenMP threads would spin on after it, on the cores
         # ONNX Runtime is about to use (that halved its speed at batch 1)
         array = x.permute(0, 2, 3, 1).numpy() if nhwc else np.ascontiguousarray(x.numpy())
-        if self.split and array.shape[0] > 1:
-            key = (nhwc, *array.shape)
-            outputs = self.tuner.run(
-                key, lambda split: self._run_split(array, nhwc) if split else self._run(array, nhwc)
-            )
-        else:
-            outputs = self._run(array, nhwc)
+        ways = 2 if self.split and array.shape[0] > 1 else 1  # one way: kept at once
+        outputs = self.tuner.run(
+            (nhwc, *array.shape), lambda split: self._run_split(array, nhwc) if split else self._run(array, nhwc), ways
+        )
         tensors = [torch.from_numpy(out) for out in outputs]
         return tensors if len(tensors) > 1 else tensors[0]
+
+    def first_call_choices(self) -> dict[tuple[Any, ...], str]:
+        """Per input key (NHWC or not, then the array's shape) decided so far: the way kept, in words."""
+        return {key: "split" if way else "whole batch" for key, way in self.tuner.kept().items()}
 
     def _run(self, array: np.ndarray, nhwc: bool) -> list[np.ndarray]:
         session = self.session(nhwc, self.threads)

@@ -4,11 +4,16 @@ glibc's malloc maps blocks of 32 MiB and more afresh on every call and hands the
 back to the system when more than twice its mmap threshold is free there, so large fresh tensors
 are page-faulted in again on every call: at batch 16 on B0 that was 14,000 faults (~57 MB) per call
 with a 32 MiB limit and none with 16 MiB (benchmarks/SPEED.md). Outputs of :data:`FRESH_ALLOC_BYTES`
-and more therefore go into a :class:`KeptMemory` (oneDNN adds the result onto zeros there)."""
+and more may therefore go into a :class:`KeptMemory` (oneDNN adds the result onto zeros there). Where
+the allocator keeps freed memory itself (glibc tuned: benchmarks/SPEED.md) that zeroing is a pass over
+memory for nothing, so the fast path times both ways per input shape (:mod:`effnet.infer.tuner`) and
+switches kept memory off for a call with :meth:`KeptMemory.using`."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import torch
 
@@ -40,6 +45,28 @@ class KeptMemory:
         self._buffers: dict[tuple[int, str], torch.Tensor] = {}
         #: per thread and slot: the padded copy's (address, shape, padding) whose border is zero
         self._borders: dict[tuple[int, str], tuple[int, torch.Size, tuple[int, int, int, int]]] = {}
+        self._off = threading.local()
+
+    @property
+    def active(self) -> bool:
+        """Whether outputs go into this memory on this thread now (see :meth:`using`)."""
+        return not getattr(self._off, "off", False)
+
+    @contextlib.contextmanager
+    def using(self, active: bool) -> Iterator[None]:
+        """Within the block, on this thread: outputs go into this memory (``active``) or into fresh tensors."""
+        before = getattr(self._off, "off", False)
+        self._off.off = not active
+        try:
+            yield
+        finally:
+            self._off.off = before
+
+    def __deepcopy__(self, memo: dict[int, object]) -> KeptMemory:
+        return KeptMemory()  # buffers are scratch space: a copy grows its own
+
+    def __reduce__(self) -> tuple[type[KeptMemory], tuple[()]]:
+        return KeptMemory, ()
 
     def channels_last(self, shape: tuple[int, int, int, int], like: torch.Tensor, slot: str) -> torch.Tensor:
         """A channels_last tensor of ``shape`` (dtype and device of ``like``) in ``slot``."""

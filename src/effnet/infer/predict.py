@@ -8,6 +8,7 @@ holds the same header as a weight file.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,20 @@ def load_predictor(
     return Predictor(net, info, runner=make_runner(net, dtype=compute))
 
 
+def warn_saturating_int8(extra: dict[str, str], path: str) -> None:
+    """One line on stderr where an int8 file with full-range 8-bit weights runs on a CPU without VNNI
+    or AMX-INT8, whose int8 kernels can saturate on them (top-1 fell by 6.9 points on a Zen 2)."""
+    from effnet.export.quantize import INT8_WEIGHTS
+    from effnet.infer.hardware import int8_dot_products_on_cpu
+
+    if extra.get(INT8_WEIGHTS) == "8-bit" and not int8_dot_products_on_cpu():
+        print(
+            f"effnet: {path} has 8-bit int8 weights and this CPU has no VNNI: its results may be off; "
+            "quantize with --reduce-range for this CPU",
+            file=sys.stderr,
+        )
+
+
 def _onnx_predictor(path: str, model: str | None, device: torch.device, dtype: str | torch.dtype | None) -> Predictor:
     """A :class:`Predictor` running an ONNX file whose metadata is effnet's weight header."""
     from effnet.export.onnx import onnx_metadata
@@ -172,5 +187,6 @@ def _onnx_predictor(path: str, model: str | None, device: torch.device, dtype: s
     info = info_from_metadata(metadata, path)
     if model is not None and resolve_description(model).name != info.spec.name:
         raise UserError(f"{path} holds {info.spec.name}, model is {resolve_description(model).name}", field="model")
+    warn_saturating_int8(info.extra, path)
     runner = OrtModule(data)
     return Predictor(runner, info)

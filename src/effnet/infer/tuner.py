@@ -1,62 +1,76 @@
-"""First-call tuning: of two ways to compute the same thing, keep the one that ran faster here.
+"""First-call tuning: of a few ways to compute the same thing, keep the one that ran fastest here.
 
-The fast path uses it twice: whole batch or early stages in chunks (:mod:`effnet.infer.chunks`),
-and in ONNX Runtime one multi-threaded run or the batch split between one-thread runs
-(:class:`effnet.infer.ort.OrtModule`). Which wins depends on the CPU, so it is timed per input shape."""
+The fast path uses it twice: early stages in chunks or not and large outputs in kept memory or not
+(:mod:`effnet.infer.chunks`, :mod:`effnet.infer.pool`), and in ONNX Runtime one multi-threaded run or
+the batch split between one-thread runs (:class:`effnet.infer.ort.OrtModule`). Which wins depends on
+the CPU and the allocator, so it is timed per input shape."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-#: Timed calls per candidate (each after an untimed one) before the faster way is kept for a shape.
+#: Timed calls per candidate (each after an untimed one) before the fastest way is kept for a shape.
 TUNING_CALLS = 4
 
 
 class ShapeTuner:
-    """Picks, per input key, the faster of two ways to compute the same thing. The first calls run
-    the two ways in turn, two calls at a time, and time the second of each pair (the first absorbs
-    what the other way left behind: cold caches, another thread pool still spinning); after
-    ``timed`` timed calls of each, the way with the shorter median is kept for that key."""
+    """Picks, per input key, the fastest of ``ways`` ways (numbered from 0) to compute the same thing.
+    The first calls run the ways in turn, two calls at a time, and time the second of each pair
+    (the first absorbs what the other way left behind: cold caches, another thread pool still
+    spinning); after ``timed`` timed calls of each, the way with the shortest best time is kept for
+    that key (on a shared machine interference only ever adds time, so the best of a few calls is
+    steadier than their median). With two ways, way 1 is also ``True`` and way 0 ``False``."""
 
-    def __init__(self, timed: int = TUNING_CALLS) -> None:
+    def __init__(self, timed: int = TUNING_CALLS, ways: int = 2) -> None:
+        if ways < 1:
+            raise ValueError(f"ways must be at least 1, got {ways}")
         self.timed = timed
-        self._timings: dict[Any, tuple[list[float], list[float]]] = {}
+        self.ways = ways
+        self._timings: dict[Any, list[list[float]]] = {}
         self._calls: dict[Any, int] = {}
-        self._chosen: dict[Any, bool] = {}
+        self._chosen: dict[Any, int] = {}
 
     @property
     def calls_to_decide(self) -> int:
-        """Calls of a key before its way is kept."""
-        return 4 * self.timed
+        """Calls of a key with the default number of ways before its way is kept."""
+        return self.calls_for(self.ways)
 
-    def choice(self, key: Any) -> bool | None:
-        """The way kept for ``key`` (False: the first, True: the second); None while undecided."""
+    def calls_for(self, ways: int) -> int:
+        """Calls of a key with ``ways`` ways before its way is kept."""
+        return 2 * ways * self.timed if ways > 1 else 0
+
+    def choice(self, key: Any) -> int | None:
+        """The way kept for ``key``; None while undecided."""
         return self._chosen.get(key)
 
-    def kept(self) -> dict[Any, bool]:
-        """Every key decided so far and its way (True: the second)."""
+    def kept(self) -> dict[Any, int]:
+        """Every key decided so far and its way."""
         return dict(self._chosen)
 
-    def decide(self, key: Any, second: bool) -> None:
+    def decide(self, key: Any, way: int) -> None:
         """Keep a way for ``key`` without timing (when only one is possible there)."""
-        self._chosen[key] = second
+        self._chosen[key] = int(way)
 
-    def run(self, key: Any, call: Callable[[bool], Any]) -> Any:
-        """``call(second)`` with the way kept for ``key``, or, while tuning, with the way whose turn it is."""
+    def run(self, key: Any, call: Callable[[int], Any], ways: int | None = None) -> Any:
+        """``call(way)`` with the way kept for ``key``, or, while tuning, with the way whose turn it is;
+        ``ways``: how many there are for this key (the tuner's own number by default; one is kept at once)."""
+        ways = self.ways if ways is None else ways
+        if key not in self._chosen and ways <= 1:
+            self._chosen[key] = 0
         if key in self._chosen:
             return call(self._chosen[key])
         index = self._calls.get(key, 0)
         self._calls[key] = index + 1
-        use_second = bool(index // 2 % 2)
+        way = index // 2 % ways
         start = time.perf_counter()
-        out = call(use_second)
+        out = call(way)
         if index % 2:
-            first, second = self._timings.setdefault(key, ([], []))
-            (second if use_second else first).append(time.perf_counter() - start)
-            if len(second) >= self.timed:
-                self._chosen[key] = statistics.median(second) < statistics.median(first)
+            timings = self._timings.setdefault(key, [[] for _ in range(ways)])
+            timings[way].append(time.perf_counter() - start)
+            if len(timings[-1]) >= self.timed:
+                best = [min(t) for t in timings]
+                self._chosen[key] = best.index(min(best))
                 del self._timings[key], self._calls[key]
         return out
