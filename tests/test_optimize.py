@@ -38,6 +38,12 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def _b0_ten_classes() -> nn.Module:
+    """A B0 with ten classes, seeded weights and random BatchNorm statistics."""
+    torch.manual_seed(0)
+    return _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+
+
 @pytest.mark.parametrize(
     ("name", "padding", "size"),
     [
@@ -132,8 +138,7 @@ def test_same_padding_by_a_zero_extended_kernel(height: int, width: int, kernel:
 
 def test_fast_path_at_other_sizes_and_batches_reuses_its_buffers() -> None:
     # non-square and odd sizes (per-axis padding), batch sizes changing between calls
-    torch.manual_seed(0)
-    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    model = _b0_ten_classes()
     fast = optimize(model)
     for batch, height, width in [(3, 64, 64), (1, 64, 64), (2, 65, 64), (3, 64, 64), (1, 48, 71)]:
         x = torch.randn(batch, 3, height, width)
@@ -145,8 +150,7 @@ def test_fast_path_at_other_sizes_and_batches_reuses_its_buffers() -> None:
 def test_fast_path_prepacks_onednn_weights_per_input_shape() -> None:
     # each convolution's weight is reordered into oneDNN's layout once per input shape (at most
     # PACKED_SHAPES kept); the results equal PyTorch's convolutions; a copy starts with no packed weights
-    torch.manual_seed(0)
-    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    model = _b0_ten_classes()
     fast, reference = optimize(model), optimize(model, onednn=False)
     convs = [m for m in fast.modules() if isinstance(m, FastConv)]
     assert convs and all(conv.onednn for conv in convs)
@@ -167,8 +171,7 @@ def test_fast_path_prepacks_onednn_weights_per_input_shape() -> None:
 
 def test_fast_path_ways_without_kept_memory_equal_the_model() -> None:
     # fresh tensors instead of kept memory (the way an allocator that keeps freed memory favours)
-    torch.manual_seed(0)
-    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    model = _b0_ten_classes()
     fast = optimize(model)
     x = torch.randn(3, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -189,8 +192,7 @@ def test_fast_path_with_every_output_in_kept_memory(monkeypatch: pytest.MonkeyPa
     # large outputs go into memory kept between calls (here all of them): calls must not see each
     # other's results, nor may a returned feature map change when the model is called again
     monkeypatch.setattr(pool_module, "FRESH_ALLOC_BYTES", 0)
-    torch.manual_seed(0)
-    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    model = _b0_ten_classes()
     features = _randomise_bn(create_model("efficientnet_b0", features_only=True))
     fast, fast_features = optimize(model), optimize(features)
     a, b = torch.randn(3, 3, 64, 64), torch.randn(2, 3, 80, 80)
@@ -212,8 +214,7 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
     assert stages == 4 and max(widths) == 96 * 112 * 112
     # every output in kept memory too: one chunk's result must not be overwritten by the next
     monkeypatch.setattr(pool_module, "FRESH_ALLOC_BYTES", 0)
-    torch.manual_seed(0)
-    model = _randomise_bn(create_model("efficientnet_b0", num_classes=10))
+    model = _b0_ten_classes()
     fast = optimize(model)
     x = torch.randn(7, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

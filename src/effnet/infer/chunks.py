@@ -50,11 +50,16 @@ def early_stages(spec: NetworkSpec) -> tuple[int, list[int]]:
     return 0, []
 
 
+def widest_bytes(x: torch.Tensor, widths: list[int], resolution: int) -> float:
+    """Bytes per image of the widest early activation for inputs shaped like ``x``, given the early
+    stages' ``widths`` at ``resolution`` (0 where no stage reaches stride 16)."""
+    return max(widths, default=0) * x.shape[2] * x.shape[3] / resolution**2 * x.element_size()
+
+
 def chunk_size(x: torch.Tensor, widths: list[int], resolution: int) -> int:
     """Images per chunk for a batch ``x`` given the early stages' ``widths`` at ``resolution``
     (0: not worth trying, because no stage reaches stride 16 or the batch is under two chunks)."""
-    scale = x.shape[2] * x.shape[3] / resolution**2
-    widest = max(widths, default=0) * scale * x.element_size()
+    widest = widest_bytes(x, widths, resolution)
     if not widest:
         return 0
     chunk = max(int(CHUNK_CACHE_SHARE * last_level_cache_bytes() // widest), 1)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.errors import UserError
-from effnet.infer.chunks import chunk_size, early_stages
+from effnet.infer.chunks import chunk_size, early_stages, widest_bytes
 from effnet.infer.conv import ANY_SIZE, FastConv, onednn_ok
 from effnet.infer.fold import ACTIVATIONS, activation_name, correct_rounding_bias
 from effnet.infer.pool import KeptMemory, keeps
@@ -290,8 +290,8 @@ class FastEfficientNet(nn.Module):
         chunks where :func:`~effnet.infer.chunks.chunk_size` finds them worth trying, kept memory or
         fresh tensors where some output is large enough to be kept (CPU, float32)."""
         chunks = [False, True] if x.device.type == "cpu" and self._chunk_size(x) else [False]
-        widest = max(self._early_widths, default=0) * x.shape[0] * x.shape[2] * x.shape[3] / self.spec.resolution**2
-        large = not self._early_widths or keeps(int(widest) * x.element_size())
+        widest = widest_bytes(x, self._early_widths, self.spec.resolution) * x.shape[0]
+        large = not self._early_widths or keeps(int(widest))
         kept = [True, False] if onednn_ok(x) and large else [True]
         return [(chunked, keep) for keep in kept for chunked in chunks]
 
@@ -300,7 +300,9 @@ class FastEfficientNet(nn.Module):
         whichever way ran fastest here for this input shape (decided on the first calls, which go
         through the ways in turn; all give the same results)."""
         key = (x.device.type, *x.shape)
-        ways = self._ways_of.setdefault(key, self.ways(x))
+        ways = self._ways_of.get(key)
+        if ways is None:  # worked out once per key: this runs on every call
+            ways = self._ways_of[key] = self.ways(x)
 
         def call(way: int) -> torch.Tensor:
             chunked, kept = ways[way]
