@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import effnet
@@ -120,10 +121,18 @@ def test_bfloat16_fast_path(capsys, monkeypatch):
     fast = effnet.optimize(model, dtype="bfloat16")
     native = hardware.native_on_cpu(torch.bfloat16)
     convs = [m for m in fast.modules() if isinstance(m, FastConv)]
-    assert {c.weight.dtype for c in convs} == {torch.bfloat16 if native else torch.float32}
+    # the stem and the first depthwise layer (which the stem feeds) stay float32, the rest is cast
+    start = [fast.stem, fast.stages[0][0].depthwise] if native else []
+    assert convs[:2] == [fast.stem, fast.stages[0][0].depthwise]
+    assert {c.weight.dtype for c in convs[len(start) :]} == {torch.bfloat16 if native else torch.float32}
+    assert all(c.weight.dtype == torch.float32 for c in start) and start[-1:] == [c for c in convs if c.output_dtype]
+    assert all(c.bias.dtype == torch.float32 for c in convs)  # oneDNN adds float32 biases before rounding
     # BatchNorm folded in float32, then cast
     folded, _ = fold_batchnorm(model.stem.conv, model.stem.bn)
-    assert torch.equal(convs[0].weight, folded.to(convs[0].weight.dtype))
+    assert torch.equal(convs[0].weight, folded)
+    expand = fast.stages[1][0].expand
+    folded, _ = fold_batchnorm(model.stages[1][0].expand.conv, model.stages[1][0].expand.bn)
+    assert torch.equal(expand.weight, folded.to(expand.weight.dtype))
     assert fast.classifier.weight.dtype == torch.float32  # the classifier (and the logits) in float32
     got = fast(x)
     assert got.dtype == torch.float32 and got.shape == want.shape
@@ -357,9 +366,27 @@ def test_expected_activation_is_the_mean_after_batchnorm():
         assert torch.allclose(expected_activation(cna), sampled, atol=0.01), activation
 
 
+@pytest.mark.parametrize("groups", [1, 8])
+def test_rounding_correction_is_exact_at_the_mean(groups):
+    """At an input equal to its expected value everywhere, the corrected bfloat16 weights give the
+    float32 output (in float64 arithmetic): Σ(w − round(w))·E[x] is what rounding took away."""
+    from effnet.infer.fold import correct_rounding_bias
+
+    gen = torch.Generator().manual_seed(0)
+    conv = FastConv(torch.nn.Conv2d(8, 8, 3, padding=1, groups=groups), None, None)
+    mean = torch.rand(8, generator=gen, dtype=torch.float64) * 3
+    x = mean[None, :, None, None].expand(1, 8, 5, 5)
+    want = F.conv2d(x, conv.weight.double(), conv.bias.double(), padding=1, groups=groups)[..., 2, 2]
+    before = F.conv2d(x, conv.weight.to(torch.bfloat16).double(), conv.bias.double(), padding=1, groups=groups)
+    correct_rounding_bias(conv, mean, torch.bfloat16)
+    after = F.conv2d(x, conv.weight.to(torch.bfloat16).double(), conv.bias.double(), padding=1, groups=groups)
+    assert (before[..., 2, 2] - want).abs().max() > 1e-4  # rounding moved the outputs
+    assert torch.allclose(after[..., 2, 2], want, atol=1e-6, rtol=0)
+
+
 def test_bfloat16_bias_correction_reduces_the_error(monkeypatch):
-    """Rounding the folded depthwise weights shifts their outputs; the correction in the bias takes
-    much of that shift back. A trained model (the ImageNet Lite0) on real photos: its logits' error."""
+    """Rounding the folded depthwise and projection weights shifts their outputs; the correction in the
+    bias takes much of that shift back. A trained model (the ImageNet Lite0) on real photos: its logits' error."""
     import skimage.data
 
     import effnet.infer.fast as fast_module
@@ -378,10 +405,21 @@ def test_bfloat16_bias_correction_reduces_the_error(monkeypatch):
         return float(((fast(x) - want).norm(dim=1) / want.norm(dim=1)).mean())
 
     corrected = effnet.optimize(model, dtype="bfloat16")
+    rounded_start = fast_module.FastEfficientNet(model, onednn=True, dtype=torch.bfloat16, float32_start=False)
     monkeypatch.setattr(fast_module, "correct_rounding_bias", lambda *args: None)
     uncorrected = effnet.optimize(model, dtype="bfloat16")
-    pairs = [(c.depthwise, u.depthwise) for cs, us in zip(corrected.stages, uncorrected.stages) for c, u in zip(cs, us)]
-    assert len(pairs) == 16  # every block of Lite0 has a depthwise layer fed by a ConvNormAct: all corrected
+    blocks = [(c, u) for cs, us in zip(corrected.stages, uncorrected.stages) for c, u in zip(cs, us)]
+    assert len(blocks) == 16
+    # every depthwise layer is fed by a ConvNormAct (the first one stays float32, so needs none), and
+    # every projection by the depthwise layer: all corrected
+    pairs = [(c.depthwise, u.depthwise) for c, u in blocks[1:]]
+    pairs += [
+        (getattr(c, "project", None) or c.pointwise, getattr(u, "project", None) or u.pointwise) for c, u in blocks
+    ]
     assert all(torch.equal(c.weight, u.weight) and not torch.equal(c.bias, u.bias) for c, u in pairs)
-    # 0.032 vs 0.039 on the Xeon (AMX)
-    assert error(corrected) < 0.9 * error(uncorrected), (error(corrected), error(uncorrected))
+    assert torch.equal(corrected.stages[0][0].depthwise.bias, uncorrected.stages[0][0].depthwise.bias)
+    # 0.011 vs 0.018 on a Zen 4 (AVX-512-BF16); 0.032 vs 0.039 on the Xeon (AMX) with the depthwise correction alone
+    assert error(corrected) < 0.8 * error(uncorrected), (error(corrected), error(uncorrected))
+    # the stem's output (the first depthwise layer's input) rounded to bfloat16: 0.021 on the Zen 4
+    assert rounded_start.input_dtype == torch.bfloat16 and corrected.input_dtype == torch.float32
+    assert error(corrected) < 0.8 * error(rounded_start), (error(corrected), error(rounded_start))

@@ -365,3 +365,36 @@ def test_fast_path_takes_each_block_kind_from_its_registry() -> None:
         with torch.no_grad():
             expected = model(x)
         assert torch.allclose(fast(x), expected, atol=1e-4, rtol=0), memory
+
+
+def test_compiled_models_one_after_another() -> None:
+    """A second compiled model in the same process, at another input size, compiles too (shapes are
+    static: with automatic dynamic shapes the frozen recompilation had failed in Inductor)."""
+    from effnet.zoo import description_from_blocks
+
+    torch.manual_seed(0)
+    outputs = []
+    for blocks, size in (("r1_k3_s11_e1_i8_o8_se0.25,r1_k3_s22_e4_i8_o16", 32), ("r1_k5_s22_e1_i8_o12", 40)):
+        model = _randomise_bn(create_model(description_from_blocks(blocks), num_classes=3))
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            want = model(x)
+            got = optimize(model, backend="compile")(x)
+        outputs.append(float((got - want).abs().max()))
+    assert max(outputs) <= 1e-4, outputs
+
+
+def test_bfloat16_pooling_is_the_mean() -> None:
+    """SE's pooled vector in bfloat16 (a matrix product on CPU, ATen's reduction being slow there)
+    rounds once, as the mean does: equal to it within one bfloat16 step, mostly bit for bit."""
+    from effnet.infer.fast import _pooled
+
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((3, 40, 9, 7), (2, 8, 56, 56)):
+        x = torch.rand(shape, generator=gen).bfloat16().contiguous(memory_format=torch.channels_last)
+        got, want = _pooled(x), x.mean((2, 3))
+        assert got.dtype == torch.bfloat16 and got.shape == want.shape
+        assert (got == want).float().mean() >= 0.95
+        assert torch.allclose(got.double(), x.double().mean((2, 3)), rtol=2**-8, atol=0)
+    plain = torch.rand(2, 8, 5, 5, generator=gen)
+    assert torch.equal(_pooled(plain), plain.mean((2, 3)))

@@ -50,16 +50,18 @@ def early_stages(spec: NetworkSpec) -> tuple[int, list[int]]:
     return 0, []
 
 
-def widest_bytes(x: torch.Tensor, widths: list[int], resolution: int) -> float:
+def widest_bytes(x: torch.Tensor, widths: list[int], resolution: int, dtype: torch.dtype | None = None) -> float:
     """Bytes per image of the widest early activation for inputs shaped like ``x``, given the early
-    stages' ``widths`` at ``resolution`` (0 where no stage reaches stride 16)."""
-    return max(widths, default=0) * x.shape[2] * x.shape[3] / resolution**2 * x.element_size()
+    stages' ``widths`` at ``resolution`` (0 where no stage reaches stride 16), computed in ``dtype``
+    (default: ``x``'s; a bfloat16 network may take float32 inputs)."""
+    size = x.element_size() if dtype is None else dtype.itemsize
+    return max(widths, default=0) * x.shape[2] * x.shape[3] / resolution**2 * size
 
 
-def chunk_size(x: torch.Tensor, widths: list[int], resolution: int) -> int:
-    """Images per chunk for a batch ``x`` given the early stages' ``widths`` at ``resolution``
-    (0: not worth trying, because no stage reaches stride 16 or the batch is under two chunks)."""
-    widest = widest_bytes(x, widths, resolution)
+def chunk_size(x: torch.Tensor, widths: list[int], resolution: int, dtype: torch.dtype | None = None) -> int:
+    """Images per chunk for a batch ``x`` given the early stages' ``widths`` at ``resolution``, computed
+    in ``dtype`` (0: not worth trying, because no stage reaches stride 16 or the batch is under two chunks)."""
+    widest = widest_bytes(x, widths, resolution, dtype)
     if not widest:
         return 0
     chunk = max(int(CHUNK_CACHE_SHARE * last_level_cache_bytes() // widest), 1)

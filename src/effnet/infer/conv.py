@@ -89,7 +89,7 @@ class PackedWeights:
         self._packed: dict[tuple[object, ...], torch.Tensor] = {}
 
     def get(self, conv: FastConv, weight: torch.Tensor, padding: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
-        """``weight`` (float32, CPU) laid out for ``conv`` on inputs shaped like ``x``."""
+        """``weight`` (CPU, float32 or bfloat16) laid out for ``conv`` on inputs shaped like ``x``."""
         key = (weight.data_ptr(), tuple(weight.shape), padding, tuple(x.shape))
         packed = self._packed.get(key)
         if packed is None:
@@ -112,11 +112,15 @@ class PackedWeights:
         return PackedWeights, ()
 
 
+#: What the fast path's oneDNN convolutions compute in (bfloat16 where the CPU has its instructions).
+ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
 def onednn_ok(x: torch.Tensor) -> bool:
-    """Whether oneDNN's in-place convolution takes ``x`` (CPU, float32, channels_last)."""
+    """Whether oneDNN's fused convolutions take ``x`` (CPU, float32 or bfloat16, channels_last)."""
     return (
         x.is_cpu
-        and x.dtype == torch.float32
+        and x.dtype in ONEDNN_DTYPES
         and x.is_contiguous(memory_format=torch.channels_last)
         and torch.backends.mkldnn.is_available()
     )
@@ -133,9 +137,11 @@ class FastConv(nn.Module):
     GPU). ``pad_input`` copies the input into a zero-bordered buffer (cheaper for the stem's three
     channels). With ``export`` the module is functional (no in-place writes, no kept memory) and
     pads the input before the convolution, which the ONNX exporter turns into the Conv node's own
-    asymmetric ``pads``. With ``onednn`` (CPU, float32, channels_last inputs) it runs as oneDNN's
-    fused kernel on a weight reordered once per input shape; measured on a Zen 2 VM with glibc tuned,
-    that reorder on every call had cost 3% of the fast path (``benchmarks/SPEED.md``)."""
+    asymmetric ``pads``. With ``onednn`` (CPU, float32 or bfloat16, channels_last inputs) it runs as
+    oneDNN's fused kernel on a weight reordered once per input shape; measured on a Zen 2 VM with glibc
+    tuned, that reorder on every call had cost 3% of the fast path (``benchmarks/SPEED.md``). A
+    bfloat16 convolution may keep a float32 ``bias``: oneDNN adds it before the output is rounded
+    (only its kernel adding a residual sum takes a bias in the input's precision alone)."""
 
     def __init__(
         self,
@@ -164,6 +170,7 @@ class FastConv(nn.Module):
         self._plans: dict[tuple[int, int, str], _Plan] = {}
         self._extended: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = {}
         self._packed = PackedWeights()
+        self._low_bias: tuple[tuple[torch.dtype, int], torch.Tensor] | None = None
         #: pad_input's zero-bordered copy of the input, kept between calls (a fresh large tensor
         #: costs page faults, far more than the copy)
         self._inputs = KeptMemory()
@@ -177,6 +184,8 @@ class FastConv(nn.Module):
         #: goes into ``slot`` there; a residual sum is written over the residual (the block's input)
         self.pool: KeptMemory | None = None
         self.slot = "expand"
+        #: the output cast to this dtype (the last float32 convolution of a reduced-precision model)
+        self.output_dtype: torch.dtype | None = None
 
     def extra_repr(self) -> str:
         out, inp = self.weight.shape[0], self.weight.shape[1] * self.groups
@@ -214,6 +223,15 @@ class FastConv(nn.Module):
             self._extended[key] = weight
         return weight
 
+    def _bias_in(self, dtype: torch.dtype) -> torch.Tensor:
+        """The bias in ``dtype``, which oneDNN's adding kernel needs (a residual sum's rounding dwarfs the bias's)."""
+        if self.bias.dtype == dtype:
+            return self.bias
+        key = (dtype, self.bias.data_ptr())
+        if self._low_bias is None or self._low_bias[0] != key:
+            self._low_bias = (key, self.bias.to(dtype))
+        return self._low_bias[1]
+
     def _output_shape(self, x: torch.Tensor, padding: tuple[int, int], weight: torch.Tensor) -> tuple[int, ...]:
         n, _, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = weight.shape[2:], self.stride, self.dilation
@@ -230,8 +248,8 @@ class FastConv(nn.Module):
         """oneDNN's convolution adding in place: onto the residual (the block input, read by nobody
         after), or, for an output the pool keeps, onto zeros in the kept memory. None where neither
         applies (then a fresh tensor is cheaper)."""
-        if self.pool is None or not onednn_ok(x):
-            return None
+        if self.pool is None or not onednn_ok(x) or self.bias.dtype != x.dtype:
+            return None  # oneDNN's adding convolution takes a bias in the input's precision only
         shape = self._output_shape(x, padding, weight)
         if residual is not None:
             if self.act is not None or not onednn_ok(residual) or tuple(residual.shape) != shape:
@@ -257,7 +275,7 @@ class FastConv(nn.Module):
             weight = self._packed.get(self, weight, padding, x)
             if residual is not None and self.act is None:
                 return torch.ops.mkldnn._convolution_pointwise.binary(
-                    x, residual, weight, self.bias, list(padding), list(self.stride), list(self.dilation),
+                    x, residual, weight, self._bias_in(x.dtype), list(padding), list(self.stride), list(self.dilation),
                     self.groups, "add", 1.0, None, [], None,
                 )  # fmt: skip
             attr, scalars = ONEDNN_ACTIVATIONS[self.act] if self.act else ("none", [])
@@ -285,6 +303,10 @@ class FastConv(nn.Module):
         return y if residual is None else y + residual
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = self._forward(x, residual)
+        return y if self.output_dtype is None else y.to(self.output_dtype)
+
+    def _forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         if not self.same:
             return self._conv(x, self.padding, residual)  # type: ignore[arg-type]
         if self.any_size is not None:

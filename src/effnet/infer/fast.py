@@ -18,11 +18,24 @@ from torch import nn
 from effnet.errors import UserError
 from effnet.infer.chunks import chunk_size, early_stages, widest_bytes
 from effnet.infer.conv import ANY_SIZE, FastConv, onednn_ok
-from effnet.infer.fold import ACTIVATIONS, activation_name, correct_rounding_bias
+from effnet.infer.fold import ACTIVATIONS, activation_name, correct_rounding_bias, expected_activation, expected_gated
 from effnet.infer.pool import KeptMemory, keeps
 from effnet.infer.tuner import ShapeTuner
 from effnet.models.blocks import BLOCKS, DepthwiseSeparable, FusedMBConv, MBConv
 from effnet.models.layers import ConvNormAct, SqueezeExcite
+
+
+def _pooled(x: torch.Tensor) -> torch.Tensor:
+    """The mean over H and W. A bfloat16 channels_last map on CPU is averaged as a matrix product with
+    a row of ones (accumulated in float32, rounded once, as the mean is): ATen's bfloat16 reduction
+    there converted the whole map to float32 first and took 10% of B0's bfloat16 fast path on a Zen 4
+    (1.5–2.5× the product's time)."""
+    if x.dtype != torch.bfloat16 or not x.is_cpu or not x.is_contiguous(memory_format=torch.channels_last):
+        return x.mean((2, 3))
+    n, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of channels_last memory
+    # 1/(H·W) applied in float32 before the one rounding (as the mean's); beta=0 ignores the zeros
+    return torch.baddbmm(x.new_zeros((1, 1, 1)), x.new_ones((n, 1, h * w)), rows, beta=0, alpha=1 / (h * w)).squeeze(1)
 
 
 class FastSE(nn.Module):
@@ -46,7 +59,7 @@ class FastSE(nn.Module):
             s = F.conv2d(x.mean((2, 3), keepdim=True), self.w1[:, :, None, None], self.b1)
             s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
             return x * torch.sigmoid(F.conv2d(s, self.w2[:, :, None, None], self.b2))
-        s = F.linear(x.mean((2, 3)), self.w1, self.b1)
+        s = F.linear(_pooled(x), self.w1, self.b1)
         s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
         gate = torch.sigmoid(F.linear(s, self.w2, self.b2))[:, :, None, None]
         if self.inplace and x.is_contiguous(memory_format=torch.channels_last):
@@ -186,7 +199,13 @@ class FastEfficientNet(nn.Module):
     outputs as the model. With ``export``, the functional form that exporters and the compiler trace."""
 
     def __init__(
-        self, model: nn.Module, *, onednn: bool = False, export: bool = False, dtype: torch.dtype | None = None
+        self,
+        model: nn.Module,
+        *,
+        onednn: bool = False,
+        export: bool = False,
+        dtype: torch.dtype | None = None,
+        float32_start: bool = True,
     ) -> None:
         super().__init__()
         self.spec = model.spec
@@ -219,23 +238,64 @@ class FastEfficientNet(nn.Module):
         self._ways_of: dict[tuple[Any, ...], list[tuple[bool, bool]]] = {}  # per input key: its ways, as tuned
         #: what the network computes in (inputs are cast to it); the classifier stays in float32
         self.dtype = dtype or next(model.parameters()).dtype
-        self._correct_rounding(model)  # a no-op in float32
+        start = self._float32_start() if float32_start and self.dtype != torch.float32 else []
+        #: what inputs are cast to: float32 where the network starts in float32
+        self.input_dtype = torch.float32 if start else self.dtype
+        self._correct_rounding(model, keep=start)  # a no-op in float32
+        kept = {conv: (conv.weight, conv.bias) for conv in start}
+        biases = {conv: conv.bias for conv in self.modules() if isinstance(conv, FastConv) and conv.onednn}
         self.to(self.dtype)
+        for conv, bias in biases.items():  # oneDNN adds a float32 bias before it rounds: biases stay float32
+            conv.bias = bias
+        for conv, (weight, bias) in kept.items():
+            conv.weight, conv.bias = weight, bias
+        if start:
+            start[-1].output_dtype = self.dtype
         if self.classifier is not None:
             self.classifier.float()
         self.eval()
 
-    def _correct_rounding(self, model: nn.Module) -> None:
-        """Before the cast to a reduced precision (nothing in float32): each depthwise convolution whose input comes
-        straight from a ConvNormAct (the block's expansion, or the stem for the first block) gets the
-        bias correction of :func:`effnet.infer.fold.correct_rounding_bias`."""
+    def _float32_start(self) -> list[FastConv]:
+        """The convolutions a reduced-precision model runs in float32: the stem and, where the stem
+        feeds it directly, the first block's depthwise convolution. Rounding the stem's output (the
+        depthwise filter's input) was the largest single source of bfloat16 error: keeping both in
+        float32 took the logits' error from 2.5% to 1.9% of their norm (Lite0s, ImageNet and CIFAR-10)
+        for 4% of B0's bfloat16 time on a Zen 4 (``benchmarks/SPEED.md``)."""
+        if not isinstance(self.stem, FastConv):
+            return []
+        first = self.stages[0][0] if len(self.stages) and len(self.stages[0]) else None
+        depthwise = getattr(first, "depthwise", None)
+        if (
+            isinstance(self.stem_pool, nn.Identity)
+            and isinstance(depthwise, FastConv)
+            and getattr(first, "expand", None) is None
+            and not getattr(first, "has_skip", True)  # a residual would be the float32 stem output
+        ):
+            return [self.stem, depthwise]
+        return [self.stem]
+
+    def _correct_rounding(self, model: nn.Module, keep: list[FastConv]) -> None:
+        """Before the cast to a reduced precision (nothing in float32): every convolution whose input
+        comes straight from a ConvNormAct (through a squeeze-excitation or not) gets the bias correction
+        of :func:`effnet.infer.fold.correct_rounding_bias`: each depthwise layer (fed by the block's
+        expansion, or by the stem for the first block) and each block's projection."""
         feeds = model.stem if isinstance(model.stem, ConvNormAct) and isinstance(model.stem_pool, nn.Identity) else None
+
+        def correct(conv: nn.Module | None, producer: nn.Module | None, se: nn.Module | None = None) -> None:
+            if isinstance(conv, FastConv) and isinstance(producer, ConvNormAct) and conv not in keep:
+                mean = expected_activation(producer)
+                correct_rounding_bias(
+                    conv, expected_gated(se, mean) if isinstance(se, SqueezeExcite) else mean, self.dtype
+                )
+
         for stage, fast_stage in zip(model.stages, self.stages, strict=True):
             for block, fast in zip(stage, fast_stage, strict=True):
-                producer = block.expand if isinstance(block, MBConv) and block.expand is not None else feeds
-                depthwise = getattr(fast, "depthwise", None)
-                if isinstance(depthwise, FastConv) and isinstance(producer, ConvNormAct):
-                    correct_rounding_bias(depthwise, producer, self.dtype)
+                expand = getattr(block, "expand", None)
+                correct(getattr(fast, "depthwise", None), expand if isinstance(block, MBConv) and expand else feeds)
+                # the projection's input: the depthwise layer's output (the expansion's in a fused block), gated
+                producer = getattr(block, "depthwise", None) or (expand if isinstance(block, FusedMBConv) else None)
+                se = getattr(block, "se", None)
+                correct(getattr(fast, "project", None) or getattr(fast, "pointwise", None), producer, se)
                 feeds = None  # later blocks' inputs are residual sums: no BatchNorm says their mean
 
     def train(self, mode: bool = True) -> FastEfficientNet:
@@ -244,7 +304,7 @@ class FastEfficientNet(nn.Module):
         return super().train(False)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dtype)
+        x = x.to(self.input_dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last_input else x
 
     @torch.no_grad()
@@ -254,7 +314,7 @@ class FastEfficientNet(nn.Module):
             x = self.stem(x)
             # on the CPU path later layers may overwrite a map (kept memory, residual sums in place)
             keep = (lambda t: t.clone()) if onednn_ok(x) and not self.export else (lambda t: t)
-            maps: list[torch.Tensor] = [keep(x)] if -1 in self._feature_stages else []
+            maps: list[torch.Tensor] = [keep(x.to(self.dtype))] if -1 in self._feature_stages else []
             x = self.stem_pool(x)
             for index, stage in enumerate(self.stages):
                 x = stage(x)
@@ -288,11 +348,12 @@ class FastEfficientNet(nn.Module):
     def ways(self, x: torch.Tensor) -> list[tuple[bool, bool]]:
         """The ways this input may run, as (early stages in chunks, large outputs in kept memory):
         chunks where :func:`~effnet.infer.chunks.chunk_size` finds them worth trying, kept memory or
-        fresh tensors where some output is large enough to be kept (CPU, float32)."""
+        fresh tensors where some output is large enough to be kept (CPU, float32 only)."""
         chunks = [False, True] if x.device.type == "cpu" and self._chunk_size(x) else [False]
-        widest = widest_bytes(x, self._early_widths, self.spec.resolution) * x.shape[0]
+        widest = widest_bytes(x, self._early_widths, self.spec.resolution, self.dtype) * x.shape[0]
         large = not self._early_widths or keeps(int(widest))
-        kept = [True, False] if onednn_ok(x) and large else [True]
+        # bfloat16 convolutions keep float32 biases, which oneDNN's adding kernel (kept memory) does not take
+        kept = [True, False] if onednn_ok(x) and self.dtype == torch.float32 and large else [True]
         return [(chunked, keep) for keep in kept for chunked in chunks]
 
     def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
@@ -325,7 +386,7 @@ class FastEfficientNet(nn.Module):
 
     def _chunk_size(self, x: torch.Tensor) -> int:
         """Images per chunk for the early stages (0: not worth trying for this input)."""
-        return chunk_size(x, self._early_widths, self.spec.resolution)
+        return chunk_size(x, self._early_widths, self.spec.resolution, self.dtype)
 
 
 def exportable(model: nn.Module, *, any_size: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:

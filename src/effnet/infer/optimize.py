@@ -15,9 +15,10 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
   copy, no cropped output; only the stem's 3-channel input is copied into a zero-bordered buffer.
   (On CUDA, where fast depthwise kernels are 3×3 and 5×5 only, a larger output is cropped instead:
   :mod:`effnet.infer.conv`.)
-- On CPU in float32 every convolution runs as one oneDNN kernel with its activation or residual sum
-  fused, its weight reordered once per input shape into oneDNN's own layout (as Inductor's freezing
-  does; a plain weight is reordered on every call). ``onednn=False``: PyTorch's convolutions.
+- On CPU in float32 and bfloat16 every convolution runs as one oneDNN kernel with its activation or
+  residual sum fused, its weight reordered once per input shape into oneDNN's own layout (as
+  Inductor's freezing does; a plain weight is reordered on every call). ``onednn=False``: PyTorch's
+  convolutions.
 - Squeeze-excitation runs as two small matrix products on the pooled vector and gates in place
   (:mod:`effnet.infer.fast`).
 - The stem and the stages up to stride 16 may run a few images at a time, so that their wide
@@ -26,9 +27,12 @@ What it does to the plain model, each measured on CPU (see ``benchmarks/SPEED.md
   them, and keep the fastest (:mod:`effnet.infer.tuner`).
 
 ``dtype="bfloat16"`` computes in bfloat16 where the CPU has its instructions (AVX-512-BF16, AMX) or
-on a GPU: BatchNorm folded in float32 first, each depthwise bias corrected for the rounding of its
-weights (:func:`effnet.infer.fold.correct_rounding_bias`), the classifier in float32
-(:mod:`effnet.infer.hardware`).
+on a GPU (:mod:`effnet.infer.hardware`): BatchNorm folded in float32 first; the biases of the depthwise
+layers and the projections corrected for the rounding of their weights
+(:func:`effnet.infer.fold.correct_rounding_bias`) and, on oneDNN, kept in float32 (added before the
+output is rounded); the stem and the first depthwise layer in float32 (the stem's output rounded was
+the largest single error); the classifier in float32. Measured on a Lite0 fine-tuned on CIFAR-10, the
+logits' error fell from 3.0% to 1.6% of their norm (``benchmarks/SPEED.md``).
 
 ``backend="compile"`` wraps the folded module's functional form in :func:`torch.compile` (Inductor,
 weights frozen); ``backend="onnxruntime"`` exports that form with
@@ -47,7 +51,7 @@ import torch
 from torch import nn
 
 from effnet.errors import UserError
-from effnet.infer.conv import FastConv
+from effnet.infer.conv import ONEDNN_DTYPES, FastConv
 from effnet.infer.fast import FastEfficientNet, exportable
 from effnet.infer.hardware import module_device, resolve_dtype
 
@@ -85,7 +89,7 @@ def optimize(
         raise UserError(f"backend {backend!r} is unknown; choose one of {', '.join(BACKENDS)}", field="backend")
     device = module_device(model)
     compute = next(model.parameters()).dtype if dtype is None else resolve_dtype(dtype, device)
-    onednn = onednn and device.type == "cpu" and compute == torch.float32 and torch.backends.mkldnn.is_available()
+    onednn = onednn and device.type == "cpu" and compute in ONEDNN_DTYPES and torch.backends.mkldnn.is_available()
     if backend == "eager":
         return FastEfficientNet(model, onednn=onednn, dtype=compute).to(device)
     if backend == "compile":
@@ -95,7 +99,9 @@ def optimize(
         for module in fast.modules():
             if isinstance(module, FastConv):  # a cropped view fuses into the consumer; a pad is a copy
                 module.crop_when_functional = True
-        return torch.compile(fast, options={"freezing": True})  # type: ignore[return-value]
+        # static shapes: a second model (or size) through the same forward would otherwise recompile with
+        # automatic dynamic shapes, which Inductor's freezing fails on (torch 2.14)
+        return torch.compile(fast, dynamic=False, options={"freezing": True})  # type: ignore[return-value]
     if model.features_only:
         raise UserError("the onnxruntime backend supports classification models, not features_only")
     if compute != torch.float32:
