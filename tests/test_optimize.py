@@ -225,6 +225,9 @@ def test_early_stages_in_chunks_equal_the_whole_batch(monkeypatch: pytest.Monkey
     # between the two ways and time them, then the faster one is kept for that input shape
     monkeypatch.setattr(chunks_module, "last_level_cache_bytes", lambda: 2**20)
     assert fast._chunk_size(x) == 1 and fast._chunk_size(x[:1]) == 0
+    # chunks are sized for what the network computes in: a bfloat16 network takes float32 inputs
+    widest = chunks_module.widest_bytes(x, fast._early_widths, fast.spec.resolution)
+    assert chunks_module.widest_bytes(x, fast._early_widths, fast.spec.resolution, torch.bfloat16) == widest / 2
     ways = fast.ways(fast._prepare(x))
     assert ways == [(False, True), (True, True), (False, False), (True, False)]  # kept memory: FRESH_ALLOC_BYTES 0
     outputs = [fast(x) for _ in range(fast.tuner.calls_for(len(ways)))]

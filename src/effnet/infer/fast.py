@@ -348,12 +348,13 @@ class FastEfficientNet(nn.Module):
     def ways(self, x: torch.Tensor) -> list[tuple[bool, bool]]:
         """The ways this input may run, as (early stages in chunks, large outputs in kept memory):
         chunks where :func:`~effnet.infer.chunks.chunk_size` finds them worth trying, kept memory or
-        fresh tensors where some output is large enough to be kept (CPU, float32 only)."""
+        fresh tensors where some output is large enough to be kept (CPU)."""
         chunks = [False, True] if x.device.type == "cpu" and self._chunk_size(x) else [False]
         widest = widest_bytes(x, self._early_widths, self.spec.resolution, self.dtype) * x.shape[0]
         large = not self._early_widths or keeps(int(widest))
-        # bfloat16 convolutions keep float32 biases, which oneDNN's adding kernel (kept memory) does not take
-        kept = [True, False] if onednn_ok(x) and self.dtype == torch.float32 and large else [True]
+        # in bfloat16 only the float32 start may use kept memory (oneDNN's adding kernel takes a bias in
+        # the input's precision, and bfloat16 convolutions keep float32 biases)
+        kept = [True, False] if onednn_ok(x) and large else [True]
         return [(chunked, keep) for keep in kept for chunked in chunks]
 
     def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
