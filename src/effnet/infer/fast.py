@@ -314,7 +314,9 @@ class FastEfficientNet(nn.Module):
             x = self.stem(x)
             # on the CPU path later layers may overwrite a map (kept memory, residual sums in place)
             keep = (lambda t: t.clone()) if onednn_ok(x) and not self.export else (lambda t: t)
-            maps: list[torch.Tensor] = [keep(x.to(self.dtype))] if -1 in self._feature_stages else []
+            maps: list[torch.Tensor] = []
+            if -1 in self._feature_stages:  # a float32 stem's map is cast, which copies it already
+                maps.append(keep(x) if x.dtype == self.dtype else x.to(self.dtype))
             x = self.stem_pool(x)
             for index, stage in enumerate(self.stages):
                 x = stage(x)

@@ -84,13 +84,11 @@ def expected_activation(norm: ConvNormAct) -> torch.Tensor:
 
 def expected_gated(se: SqueezeExcite, mean: torch.Tensor) -> torch.Tensor:
     """``mean`` (a channel's expected activation) times the squeeze-excitation gate at that mean: the
-    gated map's expected value, taking E[gate·x] ≈ gate(E[x])·E[x] (float64, data-free)."""
-    w1, b1 = se.reduce.weight.detach().double().flatten(1), se.reduce.bias.detach().double()
-    w2, b2 = se.expand.weight.detach().double().flatten(1), se.expand.bias.detach().double()
-    name = activation_name(se.act)
-    s = w1 @ mean + b1
-    s = ACTIVATIONS[name](s) if name else s
-    return mean * torch.sigmoid(w2 @ s + b2)
+    gated map's expected value, taking E[gate·x] ≈ gate(E[x])·E[x] (data-free). The module itself
+    computes it, on ``mean`` as a 1×1 map (whose spatial mean is ``mean``), in its own precision."""
+    weight = se.reduce.weight
+    with torch.no_grad():
+        return se(mean.to(weight.device, weight.dtype)[None, :, None, None]).flatten().double()
 
 
 def correct_rounding_bias(conv: nn.Module, mean: torch.Tensor, dtype: torch.dtype) -> None:
