@@ -5,6 +5,7 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -384,11 +385,20 @@ def test_rounding_correction_is_exact_at_the_mean(groups):
     assert torch.allclose(after[..., 2, 2], want, atol=1e-6, rtol=0)
 
 
+def _photo_error(model: torch.nn.Module, info) -> Callable[[torch.nn.Module], float]:
+    """A fast form's logits' mean error relative to the float32 fast path's norm, on eight real photos."""
+    import skimage.data
+
+    transform = info.preprocessing.eval_transform()
+    names = ("astronaut", "chelsea", "coffee", "rocket", "cat", "camera", "coins", "hubble_deep_field")
+    x = torch.stack([transform(Image.fromarray(getattr(skimage.data, n)()).convert("RGB")) for n in names])
+    want = effnet.optimize(model)(x)
+    return lambda fast: float(((fast(x) - want).norm(dim=1) / want.norm(dim=1)).mean())
+
+
 def test_bfloat16_bias_correction_reduces_the_error(monkeypatch):
     """Rounding the folded depthwise and projection weights shifts their outputs; the correction in the
     bias takes much of that shift back. A trained model (the ImageNet Lite0) on real photos: its logits' error."""
-    import skimage.data
-
     import effnet.infer.fast as fast_module
     from effnet.infer.hardware import native_on_cpu
     from effnet.weights import load_model
@@ -396,13 +406,7 @@ def test_bfloat16_bias_correction_reduces_the_error(monkeypatch):
     if not native_on_cpu(torch.bfloat16):
         pytest.skip("this CPU runs bfloat16 as float32")
     model, info = load_model("lite0-imagenet")
-    transform = info.preprocessing.eval_transform()
-    names = ("astronaut", "chelsea", "coffee", "rocket", "cat", "camera", "coins", "hubble_deep_field")
-    x = torch.stack([transform(Image.fromarray(getattr(skimage.data, n)()).convert("RGB")) for n in names])
-    want = effnet.optimize(model)(x)
-
-    def error(fast: torch.nn.Module) -> float:
-        return float(((fast(x) - want).norm(dim=1) / want.norm(dim=1)).mean())
+    error = _photo_error(model, info)
 
     corrected = effnet.optimize(model, dtype="bfloat16")
     rounded_start = fast_module.FastEfficientNet(model, onednn=True, dtype=torch.bfloat16, float32_start=False)
@@ -423,3 +427,34 @@ def test_bfloat16_bias_correction_reduces_the_error(monkeypatch):
     # the stem's output (the first depthwise layer's input) rounded to bfloat16: 0.021 on the Zen 4
     assert rounded_start.input_dtype == torch.bfloat16 and corrected.input_dtype == torch.float32
     assert error(corrected) < 0.8 * error(rounded_start), (error(corrected), error(rounded_start))
+
+
+def test_bfloat16_rounded_residual_biases_are_carried(monkeypatch):
+    """oneDNN's residual-adding kernel rounds its bias to bfloat16; what that drops is carried down the
+    residual stream into the next reader's float32 bias, which brings the logits closer to float32's
+    (the ImageNet Lite0 on real photos) and leaves a float32 model as it was."""
+    import effnet.infer.fast as fast_module
+    from effnet.infer.hardware import native_on_cpu
+    from effnet.weights import load_model
+
+    model, info = load_model("lite0-imagenet")
+    plain = fast_module.FastEfficientNet(model, onednn=True)
+    monkeypatch.setattr(fast_module.FastEfficientNet, "_carry_rounded_biases", lambda self: None)
+    uncarried = fast_module.FastEfficientNet(model, onednn=True, dtype=torch.bfloat16)
+    monkeypatch.undo()
+    carried = fast_module.FastEfficientNet(model, onednn=True, dtype=torch.bfloat16)
+    # float32: nothing is rounded, nothing carried
+    assert all(torch.equal(a.bias, b.bias) for a, b in zip(plain.modules(), effnet.optimize(model).modules())
+               if isinstance(a, FastConv))  # fmt: skip
+    changed = {name for (name, a), (_, b) in zip(carried.named_modules(), uncarried.named_modules())
+               if isinstance(a, FastConv) and not torch.equal(a.bias, b.bias)}  # fmt: skip
+    # Lite0's stages 1-5 end in runs of residual blocks (2, 2, 3, 3, 4 blocks): from a run's second
+    # residual block on, the projection takes on what the stream lacks and the block's expansion reads
+    # it; the next stage's expansion reads the run's last; the head reads no residual sum (stage 6)
+    runs = ((1, 2), (2, 2), (3, 3), (4, 3), (5, 4))
+    later = {f"stages.{s}.{b}.{layer}" for s, n in runs for b in range(2, n) for layer in ("project", "expand")}
+    assert changed == later | {f"stages.{s + 1}.0.expand" for s, _ in runs}, changed
+    if not native_on_cpu(torch.bfloat16):
+        return
+    error = _photo_error(model, info)
+    assert error(carried) < 0.95 * error(uncarried), (error(carried), error(uncarried))

@@ -251,6 +251,7 @@ class FastEfficientNet(nn.Module):
             conv.weight, conv.bias = weight, bias
         if start:
             start[-1].output_dtype = self.dtype
+        self._carry_rounded_biases()
         if self.classifier is not None:
             self.classifier.float()
         self.eval()
@@ -297,6 +298,45 @@ class FastEfficientNet(nn.Module):
                 se = getattr(block, "se", None)
                 correct(getattr(fast, "project", None) or getattr(fast, "pointwise", None), producer, se)
                 feeds = None  # later blocks' inputs are residual sums: no BatchNorm says their mean
+
+    def _carry_rounded_biases(self) -> None:
+        """After the cast to a reduced precision: a residual block's projection adds the residual in
+        oneDNN's kernel, which takes its bias in the input's precision, so that bias is rounded (a
+        per-channel error shared by every pixel and image, and the projection's bias correction lost
+        with it). What rounding drops is carried down the residual stream instead: each such
+        projection's float32 bias takes on what the stream lacks so far before it is rounded, and the
+        convolution that next reads the stream (a block's first layer, the head) adds its weights times
+        what the stream still lacks to its float32 bias: exact for 1×1 readers (inside the borders for
+        others), no cost per call. Measured on Lite0 (ImageNet) in bfloat16: the logits' error went from
+        1.35% to 1.23% of their norm on the photos, 1.90% to 1.76% on CIFAR-10 images (``benchmarks/SPEED.md``)."""
+        if self.dtype == torch.float32:
+            return
+        lacking: torch.Tensor | None = None  # per stream channel: what the rounded biases left out (float64)
+
+        def kept_float32(conv: object) -> bool:
+            return isinstance(conv, FastConv) and conv.onednn and conv.bias.dtype == torch.float32
+
+        def read(conv: object) -> None:  # ``conv`` reads the stream: its bias adds what the stream lacks
+            if lacking is not None and isinstance(conv, FastConv) and kept_float32(conv):
+                taps = conv.weight.double().sum((2, 3))  # out × in/groups, the weights as rounded
+                shift = taps[:, 0] * lacking if conv.groups > 1 else taps @ lacking
+                conv.bias = (conv.bias.double() + shift).float()
+
+        for stage in self.stages:
+            for block in stage:
+                first = getattr(block, "expand", None) or getattr(block, "depthwise", None)
+                if not isinstance(block, FastMBConv | FastDepthwiseSeparable | FastFusedMBConv) or first is None:
+                    lacking = None  # read otherwise (the block's own forward, or SE on its input): not carried
+                    continue
+                read(first)
+                project = getattr(block, "project", None) or getattr(block, "pointwise", None)
+                if not (block.has_skip and isinstance(project, FastConv) and kept_float32(project)):
+                    lacking = None  # a fresh output: its float32 bias is added before it is rounded
+                    continue
+                want = project.bias.double() + (lacking if lacking is not None else 0.0)
+                project.bias = want.float()
+                lacking = want - project.bias.to(self.dtype).double()
+        read(self.head)
 
     def train(self, mode: bool = True) -> FastEfficientNet:
         if mode:
