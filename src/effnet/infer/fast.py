@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +187,11 @@ def _block_kind(block: nn.Module) -> str | None:
     return next((kinds[cls] for cls in type(block).__mro__ if cls in kinds), None)
 
 
+def _projection(block: nn.Module) -> nn.Module | None:
+    """A fast block's last convolution (its projection, or a depthwise-separable block's pointwise one)."""
+    return getattr(block, "project", None) or getattr(block, "pointwise", None)
+
+
 def fast_block(block: nn.Module, onednn: bool, export: bool, pool: KeptMemory) -> nn.Module:
     """A block's inference form: its kind's entry in :data:`FAST_BLOCKS`, else a copy of the block
     running its own forward with fast layers."""
@@ -296,7 +301,7 @@ class FastEfficientNet(nn.Module):
                 # the projection's input: the depthwise layer's output (the expansion's in a fused block), gated
                 producer = getattr(block, "depthwise", None) or (expand if isinstance(block, FusedMBConv) else None)
                 se = getattr(block, "se", None)
-                correct(getattr(fast, "project", None) or getattr(fast, "pointwise", None), producer, se)
+                correct(_projection(fast), producer, se)
                 feeds = None  # later blocks' inputs are residual sums: no BatchNorm says their mean
 
     def _carry_rounded_biases(self) -> None:
@@ -313,11 +318,11 @@ class FastEfficientNet(nn.Module):
             return
         lacking: torch.Tensor | None = None  # per stream channel: what the rounded biases left out (float64)
 
-        def kept_float32(conv: object) -> bool:
+        def kept_float32(conv: object) -> TypeGuard[FastConv]:
             return isinstance(conv, FastConv) and conv.onednn and conv.bias.dtype == torch.float32
 
         def read(conv: object) -> None:  # ``conv`` reads the stream: its bias adds what the stream lacks
-            if lacking is not None and isinstance(conv, FastConv) and kept_float32(conv):
+            if lacking is not None and kept_float32(conv):
                 taps = conv.weight.double().sum((2, 3))  # out × in/groups, the weights as rounded
                 shift = taps[:, 0] * lacking if conv.groups > 1 else taps @ lacking
                 conv.bias = (conv.bias.double() + shift).float()
@@ -329,8 +334,8 @@ class FastEfficientNet(nn.Module):
                     lacking = None  # read otherwise (the block's own forward, or SE on its input): not carried
                     continue
                 read(first)
-                project = getattr(block, "project", None) or getattr(block, "pointwise", None)
-                if not (block.has_skip and isinstance(project, FastConv) and kept_float32(project)):
+                project = _projection(block)
+                if not (block.has_skip and kept_float32(project)):
                     lacking = None  # a fresh output: its float32 bias is added before it is rounded
                     continue
                 want = project.bias.double() + (lacking if lacking is not None else 0.0)
