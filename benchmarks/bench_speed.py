@@ -125,8 +125,8 @@ def onnx_files(args: argparse.Namespace) -> dict[str, Path]:
     """Every ONNX model the inference paths run, by name, exported (and quantized, calibrated on the
     photos) once into ``args.cache`` and reused from there: effnet's B0 for the input size (as
     before) and for any size, timm's and torchvision's B0, the ImageNet Lite0, and int8 B0s and
-    Lite0 (quantized alike: :data:`KEEP` in float32, per-channel, minmax, 7-bit weights where this
-    CPU has no VNNI, as ``effnet quantize`` does: :func:`int8_bits`)."""
+    Lite0 (quantized alike: :data:`KEEP` in float32, per-channel, minmax, 7-bit weights but for the
+    depthwise ones where this CPU has no VNNI, as ``effnet quantize`` does: :func:`int8_bits`)."""
     from effnet.export.onnx import INPUT_NAME, export_onnx
     from effnet.export.quantize import ImageCalibration, quantize_onnx
     from effnet.infer.fast import exportable
@@ -168,11 +168,12 @@ def onnx_files(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def int8_bits() -> str:
-    """How int8 weights are quantized for this CPU, as a cache file suffix: "" for 8 bits, "-7bit"
-    where it has no VNNI or AMX-INT8 (full-range weights saturate its int8 kernels)."""
+    """How int8 weights are quantized for this CPU, as a cache file suffix: "" for 8 bits, "-7bit-dw8"
+    where it has no VNNI or AMX-INT8 (full-range weights saturate its int8 matrix products: 7 bits but
+    for the depthwise weights, as ``effnet quantize`` does)."""
     from effnet.infer.hardware import int8_dot_products_on_cpu
 
-    return "" if int8_dot_products_on_cpu() else "-7bit"
+    return "" if int8_dot_products_on_cpu() else "-7bit-dw8"
 
 
 def onnxruntime_runner(path: Path, threads: int, split: bool = False) -> Callable[[torch.Tensor], Any]:

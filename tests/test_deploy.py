@@ -220,18 +220,30 @@ def test_quantize_then_predict_the_int8_file(tiny, cli):
 
 
 def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkeypatch):
-    # 7-bit weights where int8 kernels sum pairs in 16 bits (no VNNI): chosen by this CPU unless told,
-    # written in the metadata; predict warns once where an 8-bit file meets such a CPU
+    # 7-bit weights where int8 matrix products sum pairs in 16 bits (no VNNI), 8-bit depthwise ones (their
+    # kernel widens first): chosen by this CPU unless told, written in the metadata; predict warns once
+    # where an 8-bit file meets such a CPU
     pytest.importorskip("onnxruntime")
     import onnx
     from onnx import numpy_helper
 
     import effnet.infer.hardware as hardware
 
-    def weight_range(path) -> tuple[int, int]:
+    def weight_range(path, depthwise: bool) -> tuple[int, int]:
+        """The smallest and largest int8 weight of the depthwise convolutions, or of the others."""
         model = onnx.load(str(path))
-        ints = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
-        return min(int(a.min()) for a in ints if a.size > 1), max(int(a.max()) for a in ints if a.size > 1)
+        ints = {
+            t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8
+        }
+        dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        arrays = [
+            ints[dequantized[conv.input[1]]]
+            for conv in model.graph.node
+            if conv.op_type == "Conv" and dequantized.get(conv.input[1]) in ints
+            and (next((a.i for a in conv.attribute if a.name == "group"), 1) > 1) is depthwise
+        ]  # fmt: skip
+        assert arrays
+        return min(int(a.min()) for a in arrays), max(int(a.max()) for a in arrays)
 
     files = {}
     for flag in ("--reduce-range", "--no-reduce-range"):
@@ -242,12 +254,13 @@ def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkey
         )  # fmt: skip
         assert code == 0, err
         assert json.loads(stdout)["reduce_range"] is (flag == "--reduce-range")
-    low, high = weight_range(files["--reduce-range"])
+    low, high = weight_range(files["--reduce-range"], depthwise=False)
     assert -64 <= low and high <= 64  # 7-bit symmetric: a u8 × s8 pair sums within 16 bits (2·255·64)
-    low, high = weight_range(files["--no-reduce-range"])
-    assert low < -64 or high > 64  # the full 8-bit range in use
-    meta = {p.key: p.value for p in onnx.load(str(files["--no-reduce-range"])).metadata_props}
-    assert meta["int8_weights"] == "8-bit"
+    for name, depthwise in (("--no-reduce-range", False), ("--no-reduce-range", True), ("--reduce-range", True)):
+        low, high = weight_range(files[name], depthwise=depthwise)
+        assert low < -64 or high > 64, (name, depthwise)  # the full 8-bit range in use
+    for name, bits in (("--no-reduce-range", "8-bit"), ("--reduce-range", "7-bit, depthwise 8-bit")):
+        assert {p.key: p.value for p in onnx.load(str(files[name])).metadata_props}["int8_weights"] == bits
     image = str(tiny / "labelled" / "red" / "0.png")
     for vnni in (False, True):
         monkeypatch.setattr(hardware, "int8_dot_products_on_cpu", lambda vnni=vnni: vnni)

@@ -168,7 +168,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(
         f"wrote {report.path} (int8 QDQ, {report.bytes:,} bytes, float32 {report.float32_bytes:,}); "
         f"{report.method} calibration on {report.calibration_images} images, "
-        f"{'per-channel' if report.per_channel else 'per-tensor'} {7 if report.reduce_range else 8}-bit weights; "
+        f"{'per-channel' if report.per_channel else 'per-tensor'} "
+        f"{'7-bit weights (depthwise 8-bit)' if report.reduce_range else '8-bit weights'}; "
         f"kept in float32: {kept} "
         f"({report.kept_nodes} nodes)"
     )
@@ -290,8 +291,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reduce-range",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="7-bit weights, for CPUs without VNNI or AMX-INT8, whose int8 kernels saturate on 8-bit ones "
-        "(default: on where this CPU lacks them)",
+        help="7-bit weights (the depthwise ones keep 8), for CPUs without VNNI or AMX-INT8, whose int8 "
+        "matrix products saturate on 8-bit ones (default: on where this CPU lacks them)",
     )
     p.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
     p.add_argument(
