@@ -152,7 +152,7 @@ def cmd_pretrained(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from effnet.export.quantize import quantize_model
+    from effnet.export.quantize import FULL_RANGE, REDUCED_RANGE, quantize_model
     from effnet.weights import load_model
 
     model, info = load_model(args.weights, model=args.model)
@@ -169,7 +169,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"wrote {report.path} (int8 QDQ, {report.bytes:,} bytes, float32 {report.float32_bytes:,}); "
         f"{report.method} calibration on {report.calibration_images} images, "
         f"{'per-channel' if report.per_channel else 'per-tensor'} "
-        f"{'7-bit weights (depthwise 8-bit)' if report.reduce_range else '8-bit weights'}; "
+        f"{REDUCED_RANGE if report.reduce_range else FULL_RANGE} weights; "
         f"kept in float32: {kept} "
         f"({report.kept_nodes} nodes)"
     )

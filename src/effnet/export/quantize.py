@@ -162,9 +162,11 @@ class QuantizeReport(Result):
     evaluation: Evaluation | None = None
 
 
-#: The metadata key saying how many bits an int8 file's weights use: "8-bit", or with reduce_range
-#: :data:`REDUCED_RANGE`.
+#: The metadata key saying how many bits an int8 file's weights use: :data:`FULL_RANGE`, or with
+#: reduce_range :data:`REDUCED_RANGE`.
 INT8_WEIGHTS = "int8_weights"
+#: ``INT8_WEIGHTS`` of a file quantized without reduce_range.
+FULL_RANGE = "8-bit"
 #: ``INT8_WEIGHTS`` of a file quantized with reduce_range.
 REDUCED_RANGE = "7-bit, depthwise 8-bit"
 
@@ -294,7 +296,7 @@ def quantize_model(
     extra = {
         **info.extra,
         "quantized": f"int8 QDQ, {method} calibration on {calibration.images} images",
-        INT8_WEIGHTS: REDUCED_RANGE if reduce_range else "8-bit",
+        INT8_WEIGHTS: REDUCED_RANGE if reduce_range else FULL_RANGE,
     }
     header = weights_header(model, class_names=info.class_names, preprocessing=info.preprocessing, extra=extra)
     data, names = quantize_onnx(

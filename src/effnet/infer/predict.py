@@ -150,10 +150,10 @@ def load_predictor(
 def warn_saturating_int8(extra: dict[str, str], path: str) -> None:
     """One line on stderr where an int8 file with full-range 8-bit weights runs on a CPU without VNNI
     or AMX-INT8, whose int8 kernels can saturate on them (top-1 fell by 6.9 points on a Zen 2)."""
-    from effnet.export.quantize import INT8_WEIGHTS
+    from effnet.export.quantize import FULL_RANGE, INT8_WEIGHTS
     from effnet.infer.hardware import int8_dot_products_on_cpu
 
-    if extra.get(INT8_WEIGHTS) == "8-bit" and not int8_dot_products_on_cpu():
+    if extra.get(INT8_WEIGHTS) == FULL_RANGE and not int8_dot_products_on_cpu():
         print(
             f"effnet: {path} has 8-bit int8 weights and this CPU has no VNNI: its results may be off; "
             "quantize with --reduce-range for this CPU",
