@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -200,7 +201,10 @@ def test_quantize_then_predict_the_int8_file(tiny, cli):
     report = json.loads(stdout)
     assert report["calibration_images"] == 6 and report["per_channel"] and report["method"] == "minmax"
     assert report["kept_float32"] == ["first", "last", "se"] and report["kept_nodes"] > 2 * 3
-    assert report["evaluation"]["images"] == 6 and 0 <= report["evaluation"]["agreement"] <= 1
+    ev = report["evaluation"]
+    assert ev["images"] == 6 and 0 <= ev["agreement"] <= 1 and ev["batch_size"] == 16 and ev["threads"] >= 1
+    assert ev["images_per_second_float32"] > 0 and ev["images_per_second_int8"] > 0
+    assert ev["int8_speedup"] == pytest.approx(ev["images_per_second_int8"] / ev["images_per_second_float32"])
     assert out.stat().st_size == report["bytes"] and not list(tiny.glob(".*effnet-tmp"))
     import onnx
 
@@ -277,6 +281,19 @@ def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkey
             "-o", str(out), "--json",
         )  # fmt: skip
         assert code == 0 and json.loads(stdout)["reduce_range"] is (not vnni), err
+    # the text report: what was written, then float32 vs int8 on the labelled folder, speed included
+    code, stdout, err = cli(
+        "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
+        "--evaluate", str(tiny / "labelled"), "-o", str(tmp_path / "text.onnx"),
+    )  # fmt: skip
+    lines = stdout.splitlines()
+    assert code == 0 and len(lines) == 3 and "per-channel 8-bit weights" in lines[0], (stdout, err)
+    assert lines[1].startswith("evaluation on 6 images: top-1 float32 ") and "same top class on" in lines[1]
+    assert re.fullmatch(
+        r"speed here \(ONNX Runtime, batch 16, \d+ threads?\): float32 [\d.]+ images/s, int8 [\d.]+ "
+        r"\([\d.]+× float32\)(; int8 is no faster than float32 on this CPU)?",
+        lines[2],
+    ), lines[2]
 
 
 def test_quantize_user_mistakes(tiny, tmp_path, cli, monkeypatch):

@@ -320,6 +320,35 @@ def test_shape_tuner_keeps_the_faster_way_per_key() -> None:
     assert tuner.run("d", three, 1) == 0 and tuner.choice("d") == 0 and tuner.calls_for(1) == 0
 
 
+def test_shape_tuner_keeps_the_first_of_tied_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fake clock: each call of way i takes costs[i] seconds, so the decision is exact
+    import effnet.infer.tuner as tuner_module
+
+    now = [0.0]
+    monkeypatch.setattr(tuner_module.time, "perf_counter", lambda: now[0])
+
+    def decide(costs: list[float], tie: float = tuner_module.TIE) -> int | None:
+        tuner = ShapeTuner(timed=2, tie=tie)
+
+        def call(way: int) -> int:
+            now[0] += costs[way]
+            return way
+
+        for _ in range(tuner.calls_for(len(costs))):
+            tuner.run("k", call, len(costs))
+        assert tuner.best_times()["k"] == pytest.approx(costs)
+        return tuner.choice("k")
+
+    assert tuner_module.TIE == 0.03
+    assert decide([1.0, 0.98]) == 0  # 2% apart: a tie, the first way kept
+    assert decide([1.0, 0.98], tie=0.0) == 1  # without the rule, the faster
+    assert decide([1.0, 0.96]) == 1  # 4% apart: the faster
+    assert decide([1.2, 1.0, 1.02, 1.01]) == 1  # of the ways tied with the fastest, the first
+    assert decide([1.2, 1.04, 1.0]) == 2  # 1.04 lies outside 3% of 1.0
+    with pytest.raises(ValueError, match="tie"):
+        ShapeTuner(tie=1.0)
+
+
 def test_functional_forms_for_compile_and_onnx_equal_the_model() -> None:
     # what backend="compile" traces (cropped 'same' convolutions) and what ONNX gets (asymmetric pads)
     torch.manual_seed(0)

@@ -13,6 +13,11 @@ from typing import Any
 
 #: Timed calls per candidate (each after an untimed one) before the fastest way is kept for a shape.
 TUNING_CALLS = 4
+#: Ways whose best times lie within this share of the fastest's are a tie, and the lowest-numbered of
+#: them is kept (owners number their ways in their order of preference): on a 2-core Zen 3 VM fresh
+#: tuners kept either of two ways 2% apart about half the time, for 4 or 8 timed calls each; a tie
+#: rule makes the choice repeatable.
+TIE = 0.03
 
 
 class ShapeTuner:
@@ -21,13 +26,18 @@ class ShapeTuner:
     (the first absorbs what the other way left behind: cold caches, another thread pool still
     spinning); after ``timed`` timed calls of each, the way with the shortest best time is kept for
     that key (on a shared machine interference only ever adds time, so the best of a few calls is
-    steadier than their median). With two ways, way 1 is also ``True`` and way 0 ``False``."""
+    steadier than their median); of ways within ``tie`` (a share) of the fastest, the first is kept.
+    With two ways, way 1 is also ``True`` and way 0 ``False``."""
 
-    def __init__(self, timed: int = TUNING_CALLS, ways: int = 2) -> None:
+    def __init__(self, timed: int = TUNING_CALLS, ways: int = 2, tie: float = TIE) -> None:
         if ways < 1:
             raise ValueError(f"ways must be at least 1, got {ways}")
+        if not 0 <= tie < 1:
+            raise ValueError(f"tie must be in [0, 1), got {tie}")
         self.timed = timed
         self.ways = ways
+        self.tie = tie
+        self._best: dict[Any, list[float]] = {}
         self._timings: dict[Any, list[list[float]]] = {}
         self._calls: dict[Any, int] = {}
         self._chosen: dict[Any, int] = {}
@@ -48,6 +58,10 @@ class ShapeTuner:
     def kept(self) -> dict[Any, int]:
         """Every key decided so far and its way."""
         return dict(self._chosen)
+
+    def best_times(self) -> dict[Any, list[float]]:
+        """Per key decided by timing: each way's best time, in seconds."""
+        return {key: list(times) for key, times in self._best.items()}
 
     def decide(self, key: Any, way: int) -> None:
         """Keep a way for ``key`` without timing (when only one is possible there)."""
@@ -70,7 +84,7 @@ class ShapeTuner:
             timings = self._timings.setdefault(key, [[] for _ in range(ways)])
             timings[way].append(time.perf_counter() - start)
             if len(timings[-1]) >= self.timed:
-                best = [min(t) for t in timings]
-                self._chosen[key] = best.index(min(best))
+                best = self._best[key] = [min(t) for t in timings]
+                self._chosen[key] = next(i for i, b in enumerate(best) if b <= min(best) * (1 + self.tie))
                 del self._timings[key], self._calls[key]
         return out
