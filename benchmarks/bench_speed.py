@@ -241,7 +241,10 @@ def inference_runners(
     bf16 = device.type == "cuda" or native_on_cpu(torch.bfloat16)
     if bf16:
         runners["effnet fast bf16"] = optimize(ours, dtype="bfloat16")
-        runners["timm eager bf16 (autocast)"] = autocast(peers["timm"], device)
+        runners["timm eager bf16 (autocast)"] = autocast(peers["timm"], device, torch.bfloat16)
+    if device.type == "cuda":  # float16: a GPU's other half precision (CPUs have no fast float16 convolutions)
+        runners["effnet fast fp16"] = optimize(ours, dtype="float16")
+        runners["timm eager fp16 (autocast)"] = autocast(peers["timm"], device, torch.float16)
     if args.compile:
         runners["effnet compiled"] = optimize(ours, backend="compile")
         if bf16:
@@ -267,11 +270,11 @@ def inference_runners(
     return runners
 
 
-def autocast(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], Any]:
-    """``model`` under bfloat16 autocast, as a peer's user would run it in bfloat16."""
+def autocast(model: nn.Module, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor], Any]:
+    """``model`` under ``dtype`` autocast, as a peer's user would run it in half precision."""
 
     def run(x: torch.Tensor) -> Any:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=dtype):
             return model(x)
 
     return run
@@ -516,6 +519,9 @@ def ratios(inference: dict[str, Any], training: dict[str, Any], error: dict[str,
             if "effnet fast bf16" in med:
                 out["fast_bf16_vs_timm_eager_b16"] = _paired(big, "effnet fast bf16", "timm eager")
             out["timm_autocast_bf16_vs_timm_eager_b16"] = _paired(big, "timm eager bf16 (autocast)", "timm eager")
+        if "effnet fast fp16" in med:
+            out["fast_fp16_vs_timm_eager_b16"] = _paired(big, "effnet fast fp16", "timm eager")
+            out["timm_autocast_fp16_vs_timm_eager_b16"] = _paired(big, "timm eager fp16 (autocast)", "timm eager")
         for key, a, b in (
             ("any_size_vs_fixed_onnxruntime_b16", "effnet onnxruntime (any size)", "effnet onnxruntime"),
             ("b0_int8_vs_b0_onnxruntime_b16", "effnet onnxruntime int8", "effnet onnxruntime"),
@@ -630,8 +636,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allocators",
         nargs="+",
         choices=tuple(ALLOCATORS),
-        default=list(ALLOCATORS),
-        help="glibc settings to run under",
+        default=None,
+        help="glibc settings to run under (default: both on CPU; on CUDA the default only)",
     )
     parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy figures")
     parser.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / "runs" / "bench-cache"),
@@ -650,6 +656,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cuda = args.device.startswith("cuda")
     if args.compile is None:  # so that a GPU run takes under 5 minutes by default
         args.compile = not cuda
+    if args.allocators is None:  # the host's malloc does not bound a GPU's speed
+        args.allocators = ["default"] if cuda else list(ALLOCATORS)
     if args.train_rounds is None:
         args.train_rounds = 1 if cuda else 2
     if args.warmup is None:  # on CPU, long enough for the fast paths' first-call choices (~32 calls)
@@ -688,7 +696,8 @@ def bench_allocators(args: argparse.Namespace, files: dict[str, Path]) -> dict[s
 
 def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]:
     """Top-1 agreement with float32 on the photos (ImageNet Lite0: bf16 fast path, int8 in ONNX
-    Runtime) and CIFAR-10 test top-1 of the fine-tuned Lite0 in float32, bfloat16 and int8."""
+    Runtime) and CIFAR-10 test top-1 of the fine-tuned Lite0 in float32, bfloat16 and int8; on CUDA
+    the fast path in strict float32 (the reference), cuDNN's default TF32, bfloat16 and float16."""
     from effnet.export.onnx import INPUT_NAME, export_onnx
     from effnet.export.quantize import ImageCalibration, image_files, quantize_onnx
     from effnet.infer.fast import exportable
@@ -700,9 +709,18 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
 
     def top1(run: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return torch.cat([run(x[i : i + 100]).float().argmax(-1) for i in range(0, len(x), 100)])
+            return torch.cat([run(x[i : i + 100].to(device)).float().argmax(-1).cpu() for i in range(0, len(x), 100)])
 
-    def paths(model: nn.Module, name: str, calibration: ImageCalibration) -> dict[str, Callable]:
+    def paths(model: nn.Module, name: str, calibration: ImageCalibration | None) -> dict[str, Callable]:
+        if device.type == "cuda":
+            model = model.to(device, memory_format=torch.channels_last)
+            return {
+                "float32 fast path": strict_float32(optimize(model)),
+                "tf32 fast path": optimize(model),
+                "bfloat16 fast path": optimize(model, dtype="bfloat16"),
+                "float16 fast path": optimize(model, dtype="float16"),
+            }
+        assert calibration is not None
         fp32 = cache / f"{name}-fp32.onnx"
         if not fp32.exists():
             fp32.write_bytes(export_onnx(exportable(model, any_size="onnx")))
@@ -720,8 +738,9 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
         }
 
     cache = Path(args.cache)
+    device = torch.device(args.device)
     out: dict[str, Any] = {}
-    if not native_on_cpu(torch.bfloat16):
+    if device.type == "cpu" and not native_on_cpu(torch.bfloat16):
         log("  this CPU has no bfloat16 instructions: bf16 accuracy not measured (it would be float32's)")
     lite0, info = lite0_imagenet()
     transform = info.preprocessing.eval_transform()
@@ -740,12 +759,13 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
     transform = info.preprocessing.eval_transform()
     names = info.class_names
     test = [(p, names.index(p.parent.name)) for p in image_files(Path(args.cifar10) / "test", "cifar10")]
-    calibration_paths = random.Random(0).sample(image_files(Path(args.cifar10) / "train", "cifar10"), 200)
+    calibration = None
+    if device.type == "cpu":
+        calibration_paths = random.Random(0).sample(image_files(Path(args.cifar10) / "train", "cifar10"), 200)
+        calibration = ImageCalibration(calibration_paths, transform, INPUT_NAME, "train")
     # the cached exports are named after the weight file's contents: other weights, other files
     digest = hashlib.sha256(Path(args.cifar10_weights).read_bytes()).hexdigest()[:12]
-    runs = paths(
-        model.eval(), f"cifar10-lite0-{digest}", ImageCalibration(calibration_paths, transform, INPUT_NAME, "train")
-    )
+    runs = paths(model.eval(), f"cifar10-lite0-{digest}", calibration)
     log(f"  CIFAR-10: preprocessing {len(test)} test images")
     x = torch.stack([transform(open_image(p)) for p, _ in test])
     y = torch.tensor([t for _, t in test])
@@ -761,20 +781,34 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
     return out
 
 
+def strict_float32(run: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
+    """``run`` with CUDA's TF32 convolutions and matrix products off: the float32 reference."""
+
+    def strict(x: torch.Tensor) -> Any:
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            return run(x)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+    return strict
+
+
 def accuracy_ratios(acc: dict[str, Any]) -> dict[str, float]:
+    """Agreement with float32 and top-1 drops of each reduced precision that was measured (bf16 only
+    where the CPU has its instructions, float16 and TF32 on CUDA, int8 in ONNX Runtime on CPU)."""
     out = {}
-    bf16 = "bfloat16 fast path" in acc.get("photos", {})  # measured only where the CPU has bf16 instructions
-    if "photos" in acc:
-        if bf16:
-            out["bf16_photo_agreement"] = acc["photos"]["bfloat16 fast path"]
-        out["int8_photo_agreement"] = acc["photos"]["int8 onnxruntime"]
-    if "cifar10" in acc:
-        c = acc["cifar10"]
-        if bf16:
-            out["bf16_cifar10_top1_drop"] = c["float32 fast path"] - c["bfloat16 fast path"]
-            out["bf16_cifar10_agreement"] = c["bfloat16 fast path: agreement with float32"]
-        out["int8_cifar10_top1_drop"] = c["float32 onnxruntime"] - c["int8 onnxruntime"]
-        out["int8_cifar10_agreement"] = c["int8 onnxruntime: agreement with float32"]
+    paths = {"bf16": "bfloat16 fast path", "fp16": "float16 fast path", "tf32": "tf32 fast path"}
+    paths["int8"] = "int8 onnxruntime"
+    references = {"int8": "float32 onnxruntime"}
+    for short, path in paths.items():
+        if path in acc.get("photos", {}):
+            out[f"{short}_photo_agreement"] = acc["photos"][path]
+        c = acc.get("cifar10", {})
+        if path in c:
+            out[f"{short}_cifar10_top1_drop"] = c[references.get(short, "float32 fast path")] - c[path]
+            out[f"{short}_cifar10_agreement"] = c[f"{path}: agreement with float32"]
     return out
 
 
@@ -794,7 +828,7 @@ def main(argv: list[str] | None = None) -> None:
     files = onnx_files(args) if args.onnxruntime and device.type == "cpu" else {}
     workers = bench_allocators(args, files) if args.inference else {}
     training = bench_training(args) if args.training else {}
-    acc = accuracy(args, files) if args.accuracy and device.type == "cpu" else {}
+    acc = accuracy(args, files) if args.accuracy else {}
     all_ratios: dict[str, Any] = {}
     for name, worker in workers.items():
         prefix = "" if name == "default" else f"{name}: "
