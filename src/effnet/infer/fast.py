@@ -400,8 +400,13 @@ class FastEfficientNet(nn.Module):
         widest = widest_bytes(x, self._early_widths, self.spec.resolution, self.dtype) * x.shape[0]
         large = not self._early_widths or keeps(int(widest))
         # in bfloat16 only the float32 start may use kept memory (oneDNN's adding kernel takes a bias in
-        # the input's precision, and bfloat16 convolutions keep float32 biases)
-        kept = [True, False] if onednn_ok(x) and large else [True]
+        # the input's precision, and bfloat16 convolutions keep float32 biases).
+        # Fresh tensors are numbered first, so that the tuner keeps them in a tie: where first calls time
+        # the two alike (chunks, whose outputs stay under glibc's mmap threshold) fresh tensors ran 1.06×
+        # (default glibc) and 1.14× (tuned) faster sustained on a Zen 5, B0 batch 16, as kept memory's
+        # zeroing pass predicts; where fresh tensors page-fault (the whole batch, default glibc) kept
+        # memory wins by far more than a tie (benchmarks/SPEED.md)
+        kept = [False, True] if onednn_ok(x) and large else [True]
         return [(chunked, keep) for keep in kept for chunked in chunks]
 
     def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
