@@ -25,6 +25,7 @@ Peers are built with pretrained=False / weights=None: nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,25 +289,36 @@ def fast_path_error(args: argparse.Namespace, device: torch.device) -> dict[str,
     from effnet.infer.optimize import optimize
 
     torch.manual_seed(0)
-    model = build("effnet", image_size=args.image_size).eval()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    model = randomise_bn(build("effnet", image_size=args.image_size).eval())
     model = model.to(device, memory_format=torch.channels_last)
     x = torch.randn(4, 3, args.image_size, args.image_size, device=device)
     fast = optimize(model)
     errors = {}
     modes = ("fp32", "tf32") if device.type == "cuda" else ("fp32",)
+    for mode in modes:
+        with tf32(mode == "tf32"), torch.inference_mode():
+            errors[mode] = (fast(x) - model(x)).abs().max().item()
+    return errors
+
+
+def randomise_bn(model: nn.Module) -> nn.Module:
+    """``model`` with random BatchNorm running statistics (in place), so that folding them counts."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """Within the block: CUDA's TF32 convolutions and matrix products on or off (restored after)."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
     try:
-        for mode in modes:
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
-            with torch.inference_mode():
-                errors[mode] = (fast(x) - model(x)).abs().max().item()
+        yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-    return errors
 
 
 def time_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int, device: torch.device) -> float:
@@ -785,12 +797,8 @@ def strict_float32(run: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor
     """``run`` with CUDA's TF32 convolutions and matrix products off: the float32 reference."""
 
     def strict(x: torch.Tensor) -> Any:
-        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        try:
+        with tf32(False):
             return run(x)
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
     return strict
 
@@ -799,13 +807,17 @@ def accuracy_ratios(acc: dict[str, Any]) -> dict[str, float]:
     """Agreement with float32 and top-1 drops of each reduced precision that was measured (bf16 only
     where the CPU has its instructions, float16 and TF32 on CUDA, int8 in ONNX Runtime on CPU)."""
     out = {}
-    paths = {"bf16": "bfloat16 fast path", "fp16": "float16 fast path", "tf32": "tf32 fast path"}
-    paths["int8"] = "int8 onnxruntime"
+    paths = {
+        "bf16": "bfloat16 fast path",
+        "fp16": "float16 fast path",
+        "tf32": "tf32 fast path",
+        "int8": "int8 onnxruntime",
+    }
     references = {"int8": "float32 onnxruntime"}
+    photos, c = acc.get("photos", {}), acc.get("cifar10", {})
     for short, path in paths.items():
-        if path in acc.get("photos", {}):
-            out[f"{short}_photo_agreement"] = acc["photos"][path]
-        c = acc.get("cifar10", {})
+        if path in photos:
+            out[f"{short}_photo_agreement"] = photos[path]
         if path in c:
             out[f"{short}_cifar10_top1_drop"] = c[references.get(short, "float32 fast path")] - c[path]
             out[f"{short}_cifar10_agreement"] = c[f"{path}: agreement with float32"]

@@ -17,6 +17,7 @@ import os
 
 import torch
 
+from bench_speed import randomise_bn, tf32  # the bench's own helpers (this script runs from benchmarks/)
 from effnet import create_model
 from effnet.infer.optimize import optimize
 
@@ -24,36 +25,27 @@ from effnet.infer.optimize import optimize
 def check(name: str, sizes: tuple[int, ...], batch: int) -> dict[str, dict[str, float]]:
     """{size: figures} for one architecture."""
     torch.manual_seed(0)
-    model = create_model(name, padding="same").eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    model = randomise_bn(create_model(name, padding="same").eval())
     model = model.cuda().to(memory_format=torch.channels_last)
     paths = {dtype: optimize(model, dtype=dtype) for dtype in ("float32", "bfloat16", "float16")}
     out = {}
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    try:
-        for size in sizes:
-            x = torch.randn(batch, 3, size, size, device="cuda")
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-            with torch.inference_mode():
+    for size in sizes:
+        x = torch.randn(batch, 3, size, size, device="cuda")
+        with torch.inference_mode():
+            with tf32(False):
                 reference = model(x).double()
                 row = {"strict_fp32_max_abs_diff": (paths["float32"](x).double() - reference).abs().max().item()}
-                torch.backends.cudnn.allow_tf32 = True  # PyTorch's default for convolutions
-                for dtype, fast in paths.items():
-                    y = fast(x)
-                    if y.dtype != torch.float32 or not torch.isfinite(y).all():
-                        raise AssertionError(
-                            f"{name} {dtype} at {size}: logits {y.dtype}, finite {torch.isfinite(y).all()}"
-                        )
-                    key = "tf32" if dtype == "float32" else dtype
-                    row[f"{key}_relative_error"] = ((y.double() - reference).norm() / reference.norm()).item()
-                    row[f"{key}_top1_agreement"] = (y.argmax(-1) == reference.argmax(-1)).float().mean().item()
-            out[str(size)] = row
-            print(name, size, "  ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+            for dtype, fast in paths.items():  # with TF32 as PyTorch has it (convolutions on by default)
+                y = fast(x)
+                if y.dtype != torch.float32 or not torch.isfinite(y).all():
+                    raise AssertionError(
+                        f"{name} {dtype} at {size}: logits {y.dtype}, finite {torch.isfinite(y).all()}"
+                    )
+                key = "tf32" if dtype == "float32" else dtype
+                row[f"{key}_relative_error"] = ((y.double() - reference).norm() / reference.norm()).item()
+                row[f"{key}_top1_agreement"] = (y.argmax(-1) == reference.argmax(-1)).float().mean().item()
+        out[str(size)] = row
+        print(name, size, "  ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
     return out
 
 
