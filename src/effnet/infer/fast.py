@@ -25,17 +25,16 @@ from effnet.models.blocks import BLOCKS, DepthwiseSeparable, FusedMBConv, MBConv
 from effnet.models.layers import ConvNormAct, SqueezeExcite
 
 
-def _pooled(x: torch.Tensor) -> torch.Tensor:
-    """The mean over H and W. A bfloat16 channels_last map on CPU is averaged as a matrix product with
-    a row of ones (accumulated in float32, rounded once, as the mean is): ATen's bfloat16 reduction
-    there converted the whole map to float32 first and took 10% of B0's bfloat16 fast path on a Zen 4
-    (1.5–2.5× the product's time)."""
+def _pooled(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The mean over H and W as ``(total, scale)``, the mean being ``total · scale``. A bfloat16
+    channels_last map on CPU is summed over its rows of channels (ATen accumulates in float32 and
+    rounds once) and the 1/(H·W) is left to the product that follows: ATen's bfloat16 mean there
+    converted the whole map to float32 first (1.5–2.5× a matrix product with a row of ones, 3–5×
+    this sum, on Zen 4 and AMX Xeons; ``benchmarks/SPEED.md``)."""
     if x.dtype != torch.bfloat16 or not x.is_cpu or not x.is_contiguous(memory_format=torch.channels_last):
-        return x.mean((2, 3))
+        return x.mean((2, 3)), 1.0
     n, c, h, w = x.shape
-    rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of channels_last memory
-    # 1/(H·W) applied in float32 before the one rounding (as the mean's); beta=0 ignores the zeros
-    return torch.baddbmm(x.new_zeros((1, 1, 1)), x.new_ones((n, 1, h * w)), rows, beta=0, alpha=1 / (h * w)).squeeze(1)
+    return x.permute(0, 2, 3, 1).reshape(n, h * w, c).sum(1), 1 / (h * w)  # a view of channels_last memory
 
 
 class FastSE(nn.Module):
@@ -59,7 +58,8 @@ class FastSE(nn.Module):
             s = F.conv2d(x.mean((2, 3), keepdim=True), self.w1[:, :, None, None], self.b1)
             s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
             return x * torch.sigmoid(F.conv2d(s, self.w2[:, :, None, None], self.b2))
-        s = F.linear(_pooled(x), self.w1, self.b1)
+        total, scale = _pooled(x)
+        s = torch.addmm(self.b1, total, self.w1.t(), alpha=scale)  # F.linear's own product at scale 1
         s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
         gate = torch.sigmoid(F.linear(s, self.w2, self.b2))[:, :, None, None]
         if self.inplace and x.is_contiguous(memory_format=torch.channels_last):
