@@ -488,4 +488,5 @@ def test_bfloat16_rounded_residual_biases_are_carried(monkeypatch):
     if not native_on_cpu(torch.bfloat16):
         return
     error = _photo_error(model, info)
-    assert error(carried) < 0.95 * error(uncarried), (error(carried), error(uncarried))
+    # 0.0123 vs 0.0135 on a Zen 4 (AVX-512-BF16), 0.01075 vs 0.01127 on an AMX Xeon (oneDNN's AMX kernels)
+    assert error(carried) < 0.97 * error(uncarried), (error(carried), error(uncarried))
