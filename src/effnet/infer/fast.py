@@ -29,12 +29,13 @@ def _pooled(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The mean over H and W as ``(total, scale)``, the mean being ``total · scale``. A bfloat16
     channels_last map on CPU is summed over its rows of channels (ATen accumulates in float32 and
     rounds once) and the 1/(H·W) is left to the product that follows: ATen's bfloat16 mean there
-    converted the whole map to float32 first (1.5–2.5× a matrix product with a row of ones, 3–5×
-    this sum, on Zen 4 and AMX Xeons; ``benchmarks/SPEED.md``)."""
+    converted the whole map to float32 first (1.5–2.5× a matrix product with a row of ones on a Zen 4;
+    4–8× this sum on an AMX Xeon, where the sum is 1.3–3.5× faster than the product; ``benchmarks/SPEED.md``)."""
     if x.dtype != torch.bfloat16 or not x.is_cpu or not x.is_contiguous(memory_format=torch.channels_last):
         return x.mean((2, 3)), 1.0
     n, c, h, w = x.shape
-    return x.permute(0, 2, 3, 1).reshape(n, h * w, c).sum(1), 1 / (h * w)  # a view of channels_last memory
+    rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of channels_last memory
+    return rows.sum(1), 1 / (h * w)
 
 
 class FastSE(nn.Module):
