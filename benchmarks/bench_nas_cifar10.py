@@ -8,7 +8,8 @@
    multiplier, same resolution), then both trained with the same (longer) budget and tested.
 
 Usage: python benchmarks/bench_nas_cifar10.py [--data ../shared/data/cifar10] [--trials 10] …
-Prints the figures and writes OUTPUT/result.json.
+Prints the figures and writes OUTPUT/result.json; ``--save`` also writes them to
+``benchmarks/results/<machine>/<date>-nas-cifar10.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from effnet import NetworkSpec, get_description, profile, scale_network
 from effnet.atomic import atomic_write_text
 from effnet.nas import SearchSpace, search_architectures
 from effnet.train import train_model
+from results import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +80,7 @@ def main() -> int:
     parser.add_argument("--ref-width", type=float, default=1.0, help="the search space's reference: B0 × width")
     parser.add_argument("--ref-depth", type=float, default=1.0, help="… × depth (also B0's depth in the comparison)")
     parser.add_argument("--stem-stride", type=int, default=2, help="1 keeps 32-px inputs at 2×2 before the head")
+    parser.add_argument("--save", action="store_true", help="also write the result to benchmarks/results/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source, out = Path(args.data), Path(args.output)
@@ -138,10 +141,10 @@ def main() -> int:
         rows.append(
             {
                 "model": label,
-                "macs": report["macs"],
-                "params": report["params"],
-                "test_top1": round(report["top1"], 4),
-                "seconds": round(report["seconds"], 1),
+                "macs": report.macs,
+                "params": report.params,
+                "test_top1": round(report.top1, 4),
+                "seconds": round(report.seconds, 1),
                 "blocks": spec.block_strings,
             }
         )
@@ -162,6 +165,8 @@ def main() -> int:
         "pareto_png": result.files.get("pareto"),
     }
     atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
+    if args.save:
+        print(f"saved {save_result('nas-cifar10', summary)}", file=sys.stderr)
     print(json.dumps(summary, indent=2))
     print(f"\n{'model':<20} {'MACs@' + str(args.resolution):>12} {'params':>10} {'test top-1':>10} {'seconds':>8}")
     for r in rows:

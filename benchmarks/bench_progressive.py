@@ -23,7 +23,8 @@ An "epoch" here is a planned number of steps drawn from a fresh shuffle of all 5
 (``max_steps_per_epoch``), not a subset: a short timing of the model at each stage's size picks the
 steps that fill the budget, so the faster small-image stages give the progressive run more steps.
 ``time_limit`` stops a run, evaluated, at the budget if the machine turns out slower than planned.
-Prints test top-1, images/s and wall time with the CPU model, its flags and the load average.
+Prints test top-1, images/s and wall time with the CPU model, its flags and the load average; ``--save``
+also writes them to ``benchmarks/results/<machine>/<date>-progressive.json``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,28 +39,15 @@ import torch
 
 from bench_cifar10_train import DEFAULT_DATA, TEST_IMAGES, step_speed
 from effnet import create_model, get_description, scale_network
-from effnet.atomic import atomic_write_text
 from effnet.train import get_recipe, train_model
 from effnet.train.progressive import plan_stages
+from results import machine_info, save_result
 
 EPOCHS = 4
 RUNS = {
     "fixed": {},
     "progressive": {"progressive_stages": 4, "resolution_start": 16, "dropout_start": 0.1},
 }
-
-
-def cpu() -> dict:
-    """The CPU model and the instruction-set flags that matter to PyTorch's kernels (from ``lscpu``)."""
-    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = re.search(r"^Model name:\s*(.+)$", text, re.M)
-    flags = re.search(r"^Flags:\s*(.+)$", text, re.M)
-    wanted = re.compile(r"^(avx2|fma|avx512\w*|amx\w*|avx_vnni\w*|f16c)$")
-    return {
-        "model": model.group(1).strip() if model else "unknown",
-        "cores": os.cpu_count(),
-        "flags": sorted(f for f in flags.group(1).split() if wanted.match(f)) if flags else [],
-    }
 
 
 def model_spec(width: float, depth: float):
@@ -144,16 +130,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None, help="keep weights, checkpoints and logs here")
-    parser.add_argument("--save", type=Path, default=None, help="also write the JSON results to this file")
+    parser.add_argument("--save", action="store_true", help="also write the results to benchmarks/results/")
     args = parser.parse_args()
     if not (args.data / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data} (expected train/ and test/ image folders)")
     names = list(RUNS) if args.which == "both" else [args.which]
-    results = {"cpu": cpu(), "torch": torch.__version__, "runs": [run(name, args) for name in names]}
-    text = json.dumps(results, indent=1)
+    results = {"runs": [run(name, args) for name in names]}
+    print(json.dumps({"machine": machine_info(), **results}, indent=1))
     if args.save:
-        atomic_write_text(args.save, text + "\n")
-    print(text)
+        print(f"saved {save_result('progressive', results)}", file=sys.stderr)
     for r in results["runs"]:
         print(
             f"{r['run']:12s} test top-1 {r['test_top1']:.2%}  wall {r['wall_seconds'] / 60:.1f} min  "

@@ -10,7 +10,8 @@
 3. Prints every point (mean and 95% interval over the seeds), then each single dimension against
    compound at equal multiply-adds (compound interpolated in log MACs within its measured range),
    with the interval of the difference and a verdict. Writes the figure (error bars), the CSV,
-   ``result.json`` and ``summary.md``.
+   ``result.json`` and ``summary.md``; ``--save`` also writes the result to
+   ``benchmarks/results/<machine>/<date>-scaling-study.json``.
 
 Profiles (``--profile``; any option given overrides the profile's value):
 
@@ -35,8 +36,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from effnet.search.proxy import Proxy
 from effnet.search.record import row_estimate
 from effnet.search.stats import show
 from effnet.search.study import Sweeps, study_scaling
+from results import machine_info, save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES: dict[str, dict[str, Any]] = {
@@ -138,21 +138,6 @@ def worker(args: argparse.Namespace, data: Path) -> None:
     )
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        info["cpu"] = next((line.split(":", 1)[1].strip() for line in text.splitlines() if "Model name" in line), "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    info["load_average"] = os.getloadavg()
-    info["torch"] = torch.__version__
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
 def throughput(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     """Training images/s of the proxy on 32-px CIFAR-10, per image vs in memory (same model, twice each)."""
     from effnet.search.proxy import proxy_splits
@@ -167,7 +152,7 @@ def throughput(args: argparse.Namespace, data: Path) -> dict[str, Any]:
             report = train_model(spec, source, epochs=1, batch_size=64, recipe="small", progress=False, seed=0)
             runs[name].append(round(report.images_per_second, 1))
             print(f"{name:>9}: {report.images_per_second:.1f} images/s", flush=True)
-    return {"images_per_second": runs, "threads": args.threads, "machine": machine()}
+    return {"images_per_second": runs, "threads": args.threads, "machine": machine_info()}
 
 
 def summary_markdown(result: Any, args: argparse.Namespace, seconds: float) -> str:
@@ -206,11 +191,13 @@ def main() -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"(profile cpu: {value})")
     parser.add_argument("--budget-mode", default="epochs", choices=("epochs", "macs", "plateau"))
     parser.add_argument("--throughput", action="store_true", help="only measure the proxy's images/s")
+    parser.add_argument("--save", action="store_true", help="also write the result to benchmarks/results/")
     args = parser.parse_args()
     for name, value in PROFILES[args.profile].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.output = args.output or ROOT / "runs" / f"bench_scaling_study_{args.profile}"
+    device = "cuda" if args.profile == "gpu" and torch.cuda.is_available() else "cpu"
 
     data = args.data
     if args.train_per_class or args.test_per_class:
@@ -219,6 +206,8 @@ def main() -> None:
     if args.throughput:
         numbers = throughput(args, data)
         atomic_write_text(args.output / "throughput.json", json.dumps(numbers, indent=2) + "\n", mkdir=True)
+        if args.save:
+            print(f"saved {save_result('scaling-throughput', numbers, device=device)}", file=sys.stderr)
         return
 
     started = time.perf_counter()
@@ -240,8 +229,13 @@ def main() -> None:
     print(text)
     print(f"figure: {result.plot}\ncsv: {result.csv}")
     atomic_write_text(args.output / "summary.md", text)
-    record = {**result.to_dict(), "seconds": seconds, "profile": args.profile, "machine": machine()}
-    atomic_write_text(args.output / "result.json", json.dumps(record, indent=2, default=str) + "\n")
+    record = {**result.to_dict(), "seconds": seconds, "profile": args.profile, "load_average": os.getloadavg()}
+    atomic_write_text(
+        args.output / "result.json",
+        json.dumps({**record, "machine": machine_info(device)}, indent=2, default=str) + "\n",
+    )
+    if args.save:
+        print(f"saved {save_result('scaling-study', json.loads(json.dumps(record, default=str)), device=device)}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 and the deployment paths: bfloat16, int8 in ONNX Runtime (effnet's B0 and Lite0, timm's B0
 quantized the same way), with their accuracy.
 
-One process per allocator (glibc's default and a tuned one, :data:`ALLOCATORS`), same threads,
+One process per allocator (glibc's default and a tuned one, :data:`ALLOCATORS`, the fast path's own
+tuning off in both; ``--processes N``: N each, alternating, their rounds pooled and each one's
+ratios printed too), same threads,
 batch sizes, input and layout (channels_last) for every model; A/B repetitions interleaved (every
 configuration timed once per round, in a fresh random order each round, after one untimed call;
 rounds repeated) so machine load and the memory state one model leaves for the next hit all sides
@@ -18,6 +20,7 @@ finetune --output runs/cifar10-lite0``) in float32, bfloat16 and int8.
     python benchmarks/bench_speed.py            # full run (CPU here, CUDA when present)
     python benchmarks/bench_speed.py --quick    # smoke test: small input, few repetitions
     python benchmarks/bench_speed.py --json     # machine-readable
+    python benchmarks/bench_speed.py --processes 3 --rounds 3   # three fresh processes per allocator
 
 Peers are built with pretrained=False / weights=None: nothing is downloaded.
 """
@@ -45,13 +48,15 @@ from torch import nn
 
 #: glibc malloc settings per allocator run: the default, and one that keeps freed memory instead of
 #: handing it back to the system (no page faults for large fresh tensors; what PyTorch's CPU guides
-#: get from jemalloc or tcmalloc).
+#: get from jemalloc or tcmalloc, and what effnet's fast path sets itself by default). Both tell the
+#: fast path to leave the allocator as it is, so that every model in a process runs under its setting.
 ALLOCATORS = {
-    "default": {},
+    "default": {"EFFNET_TUNE_ALLOCATOR": "0"},
     "tuned": {
         "MALLOC_MMAP_THRESHOLD_": "33554432",
         "MALLOC_TRIM_THRESHOLD_": "4294967296",
         "MALLOC_TOP_PAD_": "268435456",
+        "EFFNET_TUNE_ALLOCATOR": "0",
     },
 }
 DEFAULT_CIFAR10 = Path("/work/shared/data/cifar10")
@@ -180,16 +185,16 @@ def int8_bits() -> str:
 def onnxruntime_runner(path: Path, threads: int, split: bool = False) -> Callable[[torch.Tensor], Any]:
     """An ONNX file (batch dynamic) in ONNX Runtime with ``threads`` threads: one session and NCHW
     input as a user would run it, or with ``split`` the way effnet's onnxruntime backend runs its
-    own export (batches split between one-thread runs where that is faster, channels_last input
-    passed as NHWC without a copy)."""
-    from effnet.infer.ort import OrtModule
+    own export (batches split between one-thread runs, channels_last input passed as NHWC without
+    a copy)."""
+    from effnet.export.ort import OrtModule
 
     return OrtModule(path.read_bytes(), threads, split=split, channels_last=split)
 
 
 def lite0_imagenet() -> tuple[nn.Module, Any]:
     """The ImageNet-trained Lite0 (package data, no download) and its weight info."""
-    from effnet.weights import load_model
+    from effnet.factory import load_model
 
     model, info = load_model("lite0-imagenet")
     return model.eval(), info
@@ -222,8 +227,8 @@ def inference_runners(
     args: argparse.Namespace, device: torch.device, files: dict[str, Path]
 ) -> dict[str, Callable[[torch.Tensor], Any]]:
     """Every inference configuration, by name."""
+    from effnet.deploy.optimize import optimize
     from effnet.infer.hardware import native_on_cpu
-    from effnet.infer.optimize import optimize
 
     size = args.image_size
     cl = torch.channels_last
@@ -286,7 +291,7 @@ def fast_path_error(args: argparse.Namespace, device: torch.device) -> dict[str,
 
     ``fp32``: both in strict float32. On CUDA, cuDNN's default TF32 convolutions (10-bit mantissa)
     round the folded and unfolded weights differently; that figure is reported as ``tf32``."""
-    from effnet.infer.optimize import optimize
+    from effnet.deploy.optimize import optimize
 
     torch.manual_seed(0)
     model = randomise_bn(build("effnet", image_size=args.image_size).eval())
@@ -349,12 +354,10 @@ def bench_inference(
                 log(f"  warm-up batch {batch}: {name}")
                 if name.startswith("effnet") and "symmetric" not in name:
                     errors[name] = (fn(x).float().cpu() - reference).abs().max().item()
-                # first calls: allocation, and the fast paths' own choices per input shape on CPU
-                # (early stages in chunks or not and kept memory or not: up to 32 calls; ONNX Runtime's
-                # batch split between threads or not: 32 calls), each made by timing the ways; until made
+                # first calls: allocation, oneDNN's kernels and packed weights for this input shape
                 start = time.perf_counter()
                 warm = 0
-                while warm < 2 or time.perf_counter() - start < args.warmup or (tuning(fn, x) and warm < 200):
+                while warm < 2 or time.perf_counter() - start < args.warmup:
                     fn(x)
                     warm += 1
                 sync(device)
@@ -372,36 +375,15 @@ def bench_inference(
                 for name in order:
                     runners[name](x)  # steady state: the previous configuration's memory churn settles
                     runs[name].append(time_call(runners[name], x, calls[name], device))
-        kept = first_call_choices(runners, batch)
         results[str(batch)] = {
             name: {
                 "median": statistics.median(r),
                 "runs": r,
                 **({"max_abs_diff": errors[name]} if name in errors else {}),
-                **({"kept": kept[name]} if name in kept else {}),
             }
             for name, r in runs.items()
         }
     return results
-
-
-def first_call_choices(runners: dict[str, Callable[[torch.Tensor], Any]], batch: int) -> dict[str, str]:
-    """What each fast path kept, after timing its ways on its first calls, for this batch size:
-    early stages in chunks or whole batch and kept memory or fresh tensors (eager fast path), split
-    or whole batch (ONNX Runtime)."""
-    out = {}
-    for name, fn in runners.items():
-        choices = getattr(fn, "first_call_choices", None)  # plain models, peers, compiled modules: none
-        ways = [way for key, way in choices().items() if key[1] == batch] if choices else []
-        if ways:  # keys: (device or layout, N, …)
-            out[name] = ways[-1]
-    return out
-
-
-def tuning(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> bool:
-    """Whether ``fn`` (a fast path) is still timing its ways for inputs shaped like ``x``."""
-    choices = getattr(fn, "first_call_choices", None)
-    return choices is not None and not any(key[1] == x.shape[0] for key in choices())
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -592,8 +574,6 @@ def print_inference(tables: dict[str, Any]) -> None:
             runs = " ".join(f"{v:.1f}" for v in r["runs"])
             diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
             print(f"  {name:35s} {r['median']:10.1f} {r['median'] / base:13.2f} {diff:>12s}   {runs}")
-        if kept := {name: r["kept"] for name, r in table.items() if "kept" in r}:
-            print("  kept after the first calls: " + "; ".join(f"{name}: {way}" for name, way in kept.items()))
 
 
 def print_training_and_targets(report: dict[str, Any]) -> None:
@@ -610,14 +590,19 @@ def print_training_and_targets(report: dict[str, Any]) -> None:
                 f"{r['peak_mb']:9.0f} {r['peak_mb'] / tm['peak_mb']:7.2f} "
                 f"{r['activation_mb']:9.0f} {r['activation_mb'] / tm['activation_mb']:7.2f}"
             )
-    print("\ntargets")
+    processes = report.get("processes", 1)
+    print("\ntargets" + (f" (rounds of {processes} processes per allocator pooled; each process's own after 'per process')"
+                         if processes > 1 else ""))  # fmt: skip
     for key, value in report["ratios"].items():
+        allocator, _, base = key.rpartition(": ")
+        each = report.get("per_process_ratios", {}).get(allocator or "default", {}).get(base)
+        each_text = f"  per process {' '.join(f'{v:.3g}' for v in each)}" if each else ""
         if key in TARGETS:
             op, bound = TARGETS[key]
             ok = value >= bound if op == ">=" else value <= bound
-            print(f"  {key:44s} {value:10.4g}  target {op} {bound:<6g} {'met' if ok else 'MISSED'}")
+            print(f"  {key:44s} {value:10.4g}  target {op} {bound:<6g} {'met' if ok else 'MISSED'}{each_text}")
         else:
-            print(f"  {key:44s} {value if isinstance(value, str) else format(value, '10.4g')}")
+            print(f"  {key:44s} {value if isinstance(value, str) else format(value, '10.4g')}{each_text}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -626,7 +611,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch and ONNX Runtime)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved inference rounds")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved inference rounds (per process)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="fresh inference processes per allocator, their rounds pooled"
+    )
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per timed inference measurement")
     parser.add_argument(
         "--warmup", type=float, default=None, help="seconds of untimed calls per configuration (CPU 5, CUDA 1)"
@@ -692,32 +680,64 @@ def inference_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_allocators(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Every inference configuration under each allocator of ``args.allocators``, one fresh process each."""
-    out = {}
-    for name in args.allocators:
-        log(f"inference with the {name} allocator")
-        command = [sys.executable, os.path.abspath(__file__), "--inference-worker", name, *sys.argv[1:]]
-        command += ["--files", json.dumps({k: str(v) for k, v in files.items()})]
-        env = {**os.environ, **ALLOCATORS[name]}
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
-        if done.returncode != 0:
-            raise RuntimeError(f"inference worker ({name} allocator) failed")
-        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    return out
+    """Every inference configuration under each allocator of ``args.allocators``, in ``args.processes``
+    fresh processes each (allocators alternating), their rounds pooled (:func:`pool_workers`)."""
+    done_by: dict[str, list[dict[str, Any]]] = {name: [] for name in args.allocators}
+    for index in range(args.processes):
+        for name in args.allocators:
+            log(f"inference with the {name} allocator, process {index + 1}/{args.processes}")
+            command = [sys.executable, os.path.abspath(__file__), "--inference-worker", name, *sys.argv[1:]]
+            command += ["--files", json.dumps({k: str(v) for k, v in files.items()})]
+            env = {**os.environ, **ALLOCATORS[name]}
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(f"inference worker ({name} allocator) failed")
+            done_by[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {name: pool_workers(workers) for name, workers in done_by.items()}
+
+
+def pool_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several processes' results as one: each configuration's rounds in process order (so that
+    paired ratios pair rounds of one process), the largest error, the first calls' choices of each,
+    and each process's own target ratios (``per_process``: a process's luck with its memory layout
+    moves timm eager by up to ±15% on some VMs, so one process's ratio is one draw)."""
+    if len(workers) == 1:
+        return workers[0]
+    inference: dict[str, dict[str, Any]] = {}
+    for batch, table in workers[0]["inference"].items():
+        inference[batch] = {}
+        for name, first in table.items():
+            entries = [w["inference"][batch][name] for w in workers]
+            runs = [v for e in entries for v in e["runs"]]
+            pooled: dict[str, Any] = {"median": statistics.median(runs), "runs": runs}
+            if "max_abs_diff" in first:
+                pooled["max_abs_diff"] = max(e["max_abs_diff"] for e in entries)
+            inference[batch][name] = pooled
+    per_process: dict[str, list[float]] = {}
+    for w in workers:
+        for key, value in ratios(w["inference"], {}, None).items():
+            if not isinstance(value, str):
+                per_process.setdefault(key, []).append(value)
+    return {
+        "inference": inference,
+        "error": {k: max(w["error"][k] for w in workers) for k in workers[0]["error"]},
+        "kernel": workers[0]["kernel"],
+        "per_process": per_process,
+    }
 
 
 def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]:
     """Top-1 agreement with float32 on the photos (ImageNet Lite0: bf16 fast path, int8 in ONNX
     Runtime) and CIFAR-10 test top-1 of the fine-tuned Lite0 in float32, bfloat16 and int8; on CUDA
     the fast path in strict float32 (the reference), cuDNN's default TF32, bfloat16 and float16."""
+    from effnet.data.images import read_rgb
+    from effnet.deploy.optimize import optimize
     from effnet.export.onnx import INPUT_NAME, export_onnx
+    from effnet.export.ort import OrtModule
     from effnet.export.quantize import ImageCalibration, image_files, quantize_onnx
+    from effnet.factory import load_model
     from effnet.infer.fast import exportable
     from effnet.infer.hardware import native_on_cpu
-    from effnet.infer.optimize import optimize
-    from effnet.infer.ort import OrtModule
-    from effnet.infer.predict import open_image
-    from effnet.weights import load_model
 
     def top1(run: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -757,7 +777,7 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
     lite0, info = lite0_imagenet()
     transform = info.preprocessing.eval_transform()
     photos = photo_files(cache)
-    x = torch.stack([transform(open_image(p)) for p in photos])
+    x = torch.stack([transform(read_rgb(p)) for p in photos])
     runs = paths(lite0, "lite0-imagenet", ImageCalibration(photos, transform, INPUT_NAME, str(cache)))
     want = top1(runs["float32 fast path"], x)
     out["photos"] = {"images": len(photos), **{k: float((top1(f, x) == want).float().mean()) for k, f in runs.items()}}
@@ -779,7 +799,7 @@ def accuracy(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
     digest = hashlib.sha256(Path(args.cifar10_weights).read_bytes()).hexdigest()[:12]
     runs = paths(model.eval(), f"cifar10-lite0-{digest}", calibration)
     log(f"  CIFAR-10: preprocessing {len(test)} test images")
-    x = torch.stack([transform(open_image(p)) for p, _ in test])
+    x = torch.stack([transform(read_rgb(p)) for p, _ in test])
     y = torch.tensor([t for _, t in test])
     out["cifar10"] = {
         "images": len(test),
@@ -825,6 +845,7 @@ def accuracy_ratios(acc: dict[str, Any]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from effnet.atomic import atomic_write_text
     from effnet.infer.hardware import cpu_features
 
     args = parse_args(argv)
@@ -857,14 +878,15 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "load_average": os.getloadavg(),
         "allocators": {name: ALLOCATORS[name] for name in workers},
+        "processes": args.processes,
+        "per_process_ratios": {name: w["per_process"] for name, w in workers.items() if "per_process" in w},
         "inference": {name: worker["inference"] for name, worker in workers.items()},
         "training": training,
         "accuracy": acc,
         "ratios": all_ratios | accuracy_ratios(acc),
     }
     if args.save:
-        with open(args.save, "w") as handle:
-            json.dump(report, handle, indent=1)
+        atomic_write_text(args.save, json.dumps(report, indent=1))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

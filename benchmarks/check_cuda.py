@@ -19,7 +19,8 @@ import torch
 
 from bench_speed import randomise_bn, tf32  # the bench's own helpers (this script runs from benchmarks/)
 from effnet import create_model
-from effnet.infer.optimize import optimize
+from effnet.atomic import atomic_write_text
+from effnet.deploy.optimize import optimize
 
 
 def check(name: str, sizes: tuple[int, ...], batch: int) -> dict[str, dict[str, float]]:
@@ -64,8 +65,7 @@ def main() -> None:
         **{name: check(name, tuple(args.sizes), args.batch) for name in ("efficientnet_b0", "efficientnet_lite0")},
     }
     if args.save:
-        with open(args.save, "w") as handle:
-            json.dump(report, handle, indent=1)
+        atomic_write_text(args.save, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,6 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
 fi
 
 python3 -m pip install -q -e ".[test]"
-# Two test processes (pytest-xdist), one torch thread each (tests/conftest.py): on a 2-core AMD EPYC Zen 3
-# the suite took 11 min 43 s this way against 20 min 10 s in one process. EFFNET_TEST_WORKERS=0: one process.
-python3 -m pytest -q -n "${EFFNET_TEST_WORKERS:-2}"
+# Two test processes (pytest-xdist), one torch thread each (tests/conftest.py): about half the time of one
+# process on 2 cores. EFFNET_TEST_WORKERS=0: one process. Extra arguments go to pytest (-m "not slow": quick run).
+python3 -m pytest -q -n "${EFFNET_TEST_WORKERS:-2}" "$@"

@@ -1,11 +1,12 @@
 """effnet: EfficientNet and compound model scaling as data, modules and tools."""
 
+from effnet.deploy.optimize import optimize
 from effnet.describe import BlockSpec, NetworkSpec, parse_blocks
 from effnet.errors import UserError
-from effnet.infer.optimize import optimize
-from effnet.models import EfficientNet, Profile, create_model, profile
+from effnet.factory import create_model, load_model, load_weights
+from effnet.models import EfficientNet, Profile, profile
 from effnet.scale import compound_coefficients, scale_compound, scale_network
-from effnet.weights import load_model, load_weights, save_weights
+from effnet.weights import save_weights
 from effnet.zoo import get_description, model_names
 
 __version__ = "0.1.0"

@@ -4,11 +4,14 @@ rename over the target. A crash or a full disk leaves the old file or the new on
 Temporary files are named ``.NAME.<random>.effnet-tmp``; :func:`remove_stale_temporaries` removes
 ones a killed process left behind. Files get the user's umask (``mkstemp`` would make them 0600).
 Ctrl-C (SIGINT) waits while a file is written (:func:`interrupts_deferred`): the write ends whole, then
-the interrupt is raised."""
+the interrupt is raised. A writer's I/O failure is one UserError whoever wrote: effnet, or a library
+that reports the OS error its own way (PyTorch's zip writer, safetensors; :func:`os_error`)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -60,6 +63,39 @@ def check_target(path: str | os.PathLike[str], *, field: str | None = None) -> P
     return target
 
 
+def prepare_target(path: str | os.PathLike[str], *, field: str | None = None) -> Path:
+    """``path`` as a Path, its folder created, or a UserError naming ``field`` where it cannot be written
+    (:func:`check_target`): for a file long work writes at its end (a figure, a CSV)."""
+    target = Path(path)
+    try:
+        make_folder(target.parent)
+    except UserError as err:
+        raise UserError(f"{field}: {err}" if field else str(err), field=field) from None
+    return check_target(target, field=field)
+
+
+def os_error(err: BaseException, folder: str | os.PathLike[str] | None = None) -> OSError | None:
+    """The OS error behind a writer's failure, or None where it was not one: ``err`` itself or one in its
+    chain (PyTorch's "unexpected pos" RuntimeError has the failed write as its context), one a library names
+    only in its message (safetensors' "I/O error: … (os error 28)"), or a full ``folder`` (the disk)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    text = str(err)
+    if match := re.search(r"os error (\d+)", text):
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    if folder is not None and re.search(r"I/O error|write failed|unexpected pos", text):
+        try:
+            full = os.statvfs(folder).f_bavail == 0
+        except OSError:
+            full = False
+        return OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC if full else errno.EIO))
+    return None
+
+
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold SIGINT (Ctrl-C) until the block ends, then deliver it to the handler that was there (a
@@ -106,12 +142,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
                     os.fsync(handle.fileno())
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, target)
-        except OSError as err:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
-            raise UserError(f"cannot write {target}: {err.strerror or err}") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            failure = os_error(err, target.parent) if not isinstance(err, (UserError, KeyboardInterrupt)) else None
+            if failure is None:
+                raise
+            raise UserError(f"cannot write {target}: {failure.strerror or failure}") from None
     return target
 
 

@@ -29,6 +29,13 @@ def official_crop_pct(size: int) -> float:
     return size / (size + CROP_PADDING)
 
 
+#: Bounds on a weight file's preprocessing (0–1 pixel units): a std near 0 (1e-30) or NaN makes every
+#: probability NaN; the short side before the crop stays within twice the largest resolution.
+MIN_STD = 1e-3
+MAX_STD = 1e3
+MAX_MEAN = 1e3
+MAX_RESIZE = 2 * MAX_RESOLUTION
+
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 #: center: resize the short side, keeping the aspect ratio; squash: resize both sides (timm's EfficientNetV2-M/L/XL).
 CROP_MODES = ("center", "squash")
@@ -48,22 +55,47 @@ class Preprocessing:
     crop_mode: str = "center"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        for name in ("mean", "std"):
+            try:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+            except (TypeError, ValueError):
+                raise UserError(f"preprocessing {name} must be three numbers, got {getattr(self, name)!r}",
+                                field=name) from None  # fmt: skip
         check_whole_number("preprocessing resolution", self.resolution, 1, high=MAX_RESOLUTION)
-        if not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:
-            raise UserError(f"preprocessing crop_pct must be within (0, 1], got {self.crop_pct!r}")
+        crop = self.crop_pct
+        if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop <= 1:
+            raise UserError(f"preprocessing crop_pct must be within (0, 1], got {crop!r}", field="crop_pct")
+        if self.resolution / crop > MAX_RESIZE:  # crop_pct 1e-6 would resize every image to millions of pixels
+            raise UserError(
+                f"preprocessing crop_pct {crop!r} resizes images to {self.resolution / crop:,.0f} px before the "
+                f"{self.resolution} px crop, more than {MAX_RESIZE:,}",
+                field="crop_pct",
+            )
         if self.interpolation not in INTERPOLATIONS:
             raise UserError(f"interpolation {self.interpolation!r} is unknown (known: {', '.join(INTERPOLATIONS)})")
         if self.crop_mode not in CROP_MODES:
             raise UserError(f"crop_mode {self.crop_mode!r} is unknown (known: {', '.join(CROP_MODES)})")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(not math.isfinite(s) or s <= 0 for s in self.std):
-            raise UserError("preprocessing mean and std need three values each, std > 0")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise UserError("preprocessing mean and std need three values each", field="mean")
+        if not all(math.isfinite(m) and abs(m) <= MAX_MEAN for m in self.mean):
+            raise UserError(f"preprocessing mean must be finite numbers within ±{MAX_MEAN:g}, got {self.mean}",
+                            field="mean")  # fmt: skip
+        if not all(math.isfinite(s) and MIN_STD <= s <= MAX_STD for s in self.std):
+            raise UserError(f"preprocessing std must be numbers within [{MIN_STD:g}, {MAX_STD:g}], got {self.std}",
+                            field="std")  # fmt: skip
 
     @property
     def resize_size(self) -> int:
         """The short side before the center crop."""
         return math.floor(self.resolution / self.crop_pct + 1e-6)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size (width, height) an image of ``width`` × ``height`` pixels is resized to before the crop."""
+        side = self.resize_size
+        if self.crop_mode == "squash":
+            return side, side
+        scale = side / max(1, min(width, height))
+        return max(side, round(width * scale)), max(side, round(height * scale))
 
     def eval_transform(self) -> Any:
         """A torchvision.transforms.v2 pipeline: PIL image (resized by PIL, as timm and torchvision

@@ -6,7 +6,10 @@ stops at once naming the first. A folder that already holds a run's files is ref
 continues that run (``resume``) or replaces it (``overwrite``: the files are removed, said in one line).
 Training uses it, and so do ``effnet pipeline`` and ``effnet nas``, whose folders also keep a record
 (``DIR/effnet-run.json``: the command, its study and storage) of which run they hold: the same run
-again continues it (each of its steps resumes), another is refused unless ``overwrite``.
+again continues it (each of its steps resumes), another is refused unless ``overwrite``. A folder that
+holds another command's run (a record of another command, or training's files where there is no record)
+is refused whatever the options (:func:`check_other_run`); ``search-scaling`` and ``study-scaling``, whose
+workers share a folder, check and record it without a lock.
 
 The lock file is the one file effnet writes in place rather than through :mod:`effnet.atomic`: a lock
 lives on the file's inode, which a rename would replace. It stays after the run (removed, a waiting
@@ -108,6 +111,47 @@ def _held_record(path: Path) -> dict[str, Any] | None:
     return held if isinstance(held, dict) else {"record": "unreadable"}
 
 
+def _present(path: Path, names: Sequence[str]) -> list[str]:
+    """The ``names`` that exist in ``path``, folders shown with a slash."""
+    found = [name for name in names if (path / name).exists() or (path / name).is_symlink()]
+    return [name + "/" if (path / name).is_dir() else name for name in found]
+
+
+def check_other_run(
+    folder: str | os.PathLike[str],
+    *,
+    commands: Sequence[str] | None = (),
+    others: Sequence[str] = (),
+    field: str = "output",
+) -> None:
+    """A UserError naming ``field`` where ``folder`` holds another command's run: a run record
+    (:data:`RECORD_NAME`) of a command not in ``commands`` (None: any record is accepted), or, where it has
+    no record, any of ``others`` (what a command that keeps no record leaves: training's files). Overwrite
+    does not replace another command's run: its files are not this command's to remove."""
+    path = Path(folder)
+    if not path.is_dir():
+        return
+    held = _held_record(path)
+    if held is not None and commands is not None and held.get("command") not in commands:
+        shown = ", ".join(f"{k} {v}" for k, v in held.items())
+        raise UserError(f"{field} {path} holds another command's run ({shown}); choose another folder", field=field)
+    found = _present(path, others) if held is None else []
+    if found:
+        raise UserError(
+            f"{field} {path} holds another command's run ({', '.join(found)}); choose another folder", field=field
+        )
+
+
+def write_record(folder: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+    """Record ``record`` as the run ``folder`` holds, where it holds none yet (workers sharing a folder
+    write the same record; see :func:`check_other_run`)."""
+    path = make_folder(folder)
+    if _held_record(path) is None:
+        atomic_write_text(
+            path / RECORD_NAME, json.dumps({"run": json.loads(json.dumps(dict(record), default=str))}, indent=2) + "\n"
+        )
+
+
 @contextmanager
 def claim_folder(
     folder: str | os.PathLike[str],
@@ -116,6 +160,7 @@ def claim_folder(
     resume: bool = False,
     overwrite: bool = False,
     record: Mapping[str, Any] | None = None,
+    others: Sequence[str] = (),
     field: str = "output",
     say: Callable[[str], None] = _say,
 ) -> Iterator[ClaimedFolder]:
@@ -126,11 +171,14 @@ def claim_folder(
 
     With ``record`` (JSON-friendly: what tells two runs apart), the folder's :data:`RECORD_NAME` decides
     instead: the same run continues (as ``resume``), another one needs ``overwrite``, ``resume`` needs
-    one there; the record is then written."""
+    one there; the record is then written. A folder that holds another command's run is refused whatever
+    the options (:func:`check_other_run`): without ``record``, any run record; with it, any of ``others``
+    where the folder has no record."""
     if resume and overwrite:
         raise UserError("overwrite replaces a run and resume continues it: give one of the two", field="overwrite")
     path = make_folder(folder)
     with folder_lock(path, field=field):
+        check_other_run(path, commands=() if record is None else None, others=others, field=field)
         names = (*run_files, RECORD_NAME) if record is not None else tuple(run_files)
         found = tuple(name for name in names if (path / name).exists() or (path / name).is_symlink())
         shown = ", ".join(name + "/" if (path / name).is_dir() else name for name in found)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import NoReturn
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.errors import UserError, check_whole_number
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,6 +63,17 @@ def nonnegative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be ≥ 0")
     return value
+
+
+def set_threads(threads: int | None) -> None:
+    """PyTorch's CPU threads for ``--threads`` (None: as they are): a whole number from 1 to the CPUs here,
+    else a UserError naming ``threads``."""
+    if threads is None:
+        return
+    check_whole_number("threads", threads, 1, high=os.cpu_count() or 1)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def big_number(text: str) -> float:

@@ -137,11 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe one model: blocks, parameters, multiply-adds")
     p.add_argument("name", nargs="?", help="model name or description JSON file")
     add_architecture(p, default_base=None)
-    p.add_argument("--width", type=positive_float, help="width multiplier to apply")
-    p.add_argument("--depth", type=positive_float, help="depth multiplier to apply")
-    p.add_argument("--resolution", type=positive_float, help=f"resolution: {scaling_help}")
-    p.add_argument("--image-size", type=positive_int, help="base resolution in pixels for --blocks (default 224)")
-    p.add_argument("--save", metavar="FILE.json", help="also write the description to this file")
+    _add_multipliers(p, scaling_help, "also write the description to this file")
     add_json(p)
     p.set_defaults(func=cmd_info)
 
@@ -155,13 +151,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=positive_float, default=ALPHA, help=f"depth base α (default {ALPHA})")
     p.add_argument("--beta", type=positive_float, default=BETA, help=f"width base β (default {BETA})")
     p.add_argument("--gamma", type=positive_float, default=GAMMA, help=f"resolution base γ (default {GAMMA})")
-    p.add_argument("--depth", type=positive_float, help="depth multiplier")
-    p.add_argument("--width", type=positive_float, help="width multiplier")
-    p.add_argument("--resolution", type=positive_float, help=f"resolution: {scaling_help}")
-    p.add_argument("--image-size", type=positive_int, help="base resolution in pixels for --blocks (default 224)")
-    p.add_argument("--save", metavar="FILE.json", help="also write the scaled description to this file")
+    _add_multipliers(p, scaling_help, "also write the scaled description to this file")
     add_json(p)
     p.set_defaults(func=cmd_scale)
 
 
 __all__ = ["NetworkSpec", "register"]
+
+
+def _add_multipliers(p: argparse.ArgumentParser, scaling_help: str, save_help: str) -> None:
+    """The direct scaling flags of ``info`` and ``scale``, and ``--save``."""
+    p.add_argument("--depth", type=positive_float, help="depth multiplier")
+    p.add_argument("--width", type=positive_float, help="width multiplier")
+    p.add_argument("--resolution", type=positive_float, help=f"resolution: {scaling_help}")
+    p.add_argument("--image-size", type=positive_int, help="base resolution in pixels for --blocks (default 224)")
+    p.add_argument("--save", metavar="FILE.json", help=save_help)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from effnet.cli.args import Parser
 from effnet.errors import UserError
@@ -48,9 +50,34 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
     return None
 
 
+def _forgiving_output() -> None:
+    """Text the terminal's encoding cannot show (a non-ASCII file name under ``PYTHONIOENCODING=ascii``, a
+    name that is not valid UTF-8) is printed as backslash escapes instead of failing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure) and getattr(stream, "errors", None) == "strict":
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change: left as it is
+                pass
+
+
+def _interruptible() -> None:
+    """SIGINT interrupts (exit 130) even where it was inherited ignored, as by a job a shell starts with
+    ``&``: ``kill -INT`` stops effnet as Ctrl-C does, after the file being written."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user mistakes print one line on stderr and return 2."""
-    parser = build_parser()
+    """Run the CLI; user mistakes print one line on stderr and return 2, an interrupt returns 130."""
+    _forgiving_output()
+    _interruptible()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # while the commands are imported
+        print("effnet: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -12,6 +12,7 @@ from effnet.cli.args import (
     finite_float,
     positive_float,
     positive_int,
+    set_threads,
 )
 from effnet.cli.output import print_json, print_table
 from effnet.cli.search_cmds import add_proxy, add_run_folder, proxy_from_args
@@ -41,10 +42,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
     from effnet.nas.runner import search_architectures
     from effnet.nas.space import space_from_reference
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     reference = architecture_from_args(args)
     space = space_from_reference(
         reference,
@@ -64,13 +62,19 @@ def cmd_nas(args: argparse.Namespace) -> int:
         if args.target_latency_ms is not None:
             raise UserError("--target-latency-ms needs --latency")
         target = args.target_macs if args.target_macs is not None else 400e6
-    objective = Objective(
-        kind=args.objective,
-        target=target,
-        w=args.w,
-        metric="latency" if args.latency else "macs",
-        resolution=args.resolution,
-    )
+    try:
+        objective = Objective(
+            kind=args.objective,
+            target=target,
+            w=args.w,
+            metric="latency" if args.latency else "macs",
+            resolution=args.resolution,
+        )
+    except UserError as err:  # the objective's target is --target-macs or --target-latency-ms here
+        if err.field != "target":
+            raise
+        flag = "--target-latency-ms" if args.latency else "--target-macs"
+        raise UserError(flag + str(err)[len("target") :], field=err.field) from None
     result = search_architectures(
         strategy=args.strategy,
         n_trials=args.n_trials,
@@ -135,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps-per-epoch", type=positive_int, help="cap the proxy's steps per epoch")
     p.add_argument("--recipe", default="small", help="training recipe for the proxy (default small)")
     p.add_argument("--device", help="device for the proxy training: cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch, 1 to the CPUs here")
     p.add_argument(
         "--seed",
         type=int,

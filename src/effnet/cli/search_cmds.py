@@ -98,10 +98,10 @@ def add_proxy(
         help="epochs without improvement that end a point (plateau; default 2)",
     )
     g.add_argument(
-        "--no-memory",
-        dest="memory",
+        "--no-tensor-cache",
+        dest="tensor_cache",
         action="store_false",
-        help="decode and augment images one by one (default: the data decoded once into memory as uint8 tensors, "
+        help="decode and augment images one by one (default: the data decoded once into uint8 tensors, "
         "augmented a batch at a time; recipes with AutoAugment/RandAugment always go image by image)",
     )
 
@@ -166,7 +166,7 @@ def proxy_from_args(args: argparse.Namespace):
         budget=args.budget_mode,
         time_per_point=args.time_per_point,
         patience=args.patience,
-        memory=args.memory,
+        tensor_cache=args.tensor_cache,
     )
 
 
@@ -270,7 +270,7 @@ def cmd_study_scaling(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         progress=_progress(args),
         plot=args.plot or "",
-        csv_path=args.csv or "",
+        csv_path=args.csv_path or "",
         compare_by=args.compare_by,
     )
     if args.json:
@@ -292,7 +292,7 @@ def cmd_study_scaling(args: argparse.Namespace) -> int:
 
 # -- plan -----------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
-    from effnet.scale.plan import plan
+    from effnet.search.plan import plan
 
     base = architecture_from_args(args)
     record = plan(
@@ -411,7 +411,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-macs-ratio", type=positive_float, help="skip points costing more than this × the baseline")
     add_study_options(p, default_name="study-scaling", default_output="runs/study-scaling")
     p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/scaling_study.png)")
-    p.add_argument("--csv", metavar="FILE.csv", help="CSV path (default OUTPUT/scaling_study.csv)")
+    p.add_argument("--csv", dest="csv_path", metavar="FILE.csv", help="CSV path (default OUTPUT/scaling_study.csv)")
     p.add_argument(
         "--compare-by",
         choices=list(COMPARE_BY),

@@ -14,13 +14,14 @@ from effnet.cli.args import (
     nonnegative_int,
     positive_float,
     positive_int,
+    set_threads,
 )
 from effnet.cli.output import print_json, print_record
 from effnet.describe.network import MAX_RESOLUTION
 from effnet.errors import UserError, check_whole_number
-from effnet.train.config import MAX_BATCH_SIZE, MAX_EPOCHS
+from effnet.train.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_TIME_LIMIT
 from effnet.train.distributed import is_main_process
-from effnet.train.recipe import RANDAUGMENT_MAX
+from effnet.train.recipe import RANDAUGMENT_MAX, WORKERS_PER_CPU
 
 if TYPE_CHECKING:
     from effnet.train import TrainReport
@@ -28,18 +29,18 @@ if TYPE_CHECKING:
 #: Options that map one-to-one onto recipe settings: (flag, setting, type, help). An option's ``dest`` is
 #: its setting, so a library error naming the setting names the flag (effnet.cli.main.flag_message).
 RECIPE_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--lr", "lr", positive_float, "peak learning rate (default: base_lr × global batch / 256)"),
-    ("--warmup-epochs", "warmup_epochs", nonnegative_float, "linear warm-up epochs"),
-    ("--weight-decay", "weight_decay", nonnegative_float, "weight decay on conv/linear weights"),
-    ("--label-smoothing", "label_smoothing", nonnegative_float, "label smoothing"),
-    ("--ema-decay", "ema_decay", positive_float, "EMA decay of weights and BN statistics"),
-    ("--drop-path", "drop_path_rate", nonnegative_float, "stochastic depth rate"),
-    ("--dropout", "dropout", nonnegative_float, "dropout before the classifier (default: the model's)"),
+    ("--lr", "lr", positive_float, "peak learning rate, > 0 and ≤ 1e30 (default: base_lr × global batch / 256)"),
+    ("--warmup-epochs", "warmup_epochs", nonnegative_float, f"linear warm-up epochs, 0 to {MAX_EPOCHS:,}"),
+    ("--weight-decay", "weight_decay", nonnegative_float, "weight decay on conv/linear weights, 0 to 1"),
+    ("--label-smoothing", "label_smoothing", nonnegative_float, "label smoothing, in [0, 1)"),
+    ("--ema-decay", "ema_decay", positive_float, "EMA decay of weights and BN statistics, in (0, 1)"),
+    ("--drop-path", "drop_path_rate", nonnegative_float, "stochastic depth rate, in [0, 1)"),
+    ("--dropout", "dropout", nonnegative_float, "dropout before the classifier, in [0, 1) (default: the model's)"),
     ("--augment", "augment", str, "autoaugment | randaugment | none"),
     ("--randaugment-m", "randaugment_m", nonnegative_int, f"RandAugment magnitude M, 0 to {RANDAUGMENT_MAX} (N=2)"),
     ("--optimizer", "optimizer", str, "rmsprop_tf | sgd | adamw"),
     ("--schedule", "schedule", str, "step (×0.97 every 2.4 epochs) | cosine | constant"),
-    ("--workers", "workers", nonnegative_int, "data loading worker processes"),
+    ("--workers", "workers", nonnegative_int, f"data loading worker processes, 0 to {WORKERS_PER_CPU} × the CPUs"),
     ("--checkpoint-every", "checkpoint_every_steps", nonnegative_int, "also checkpoint every N steps"),
     ("--amp", "amp", str, "auto (bf16 on GPUs that support it) | bf16 | off"),
     ("--mixup", "mixup_alpha", finite_float, "mixup α on training batches (0: off)"),
@@ -139,7 +140,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
     parser.add_argument(
         "--device", help="cpu, cuda, cuda:N or mps, checked before anything is built (default: cuda when available)"
     )
-    parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch, 1 to the CPUs here")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
@@ -168,7 +169,17 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
 
 
 def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import fields
+
+    from effnet.train.config import RunConfig
+
     overrides: dict[str, Any] = dict(args.settings)
+    run_settings = sorted(set(overrides) & {f.name for f in fields(RunConfig)})
+    if run_settings:
+        name = run_settings[0]
+        raise UserError(
+            f"--set {name}: {name} is a setting of the run, not of the recipe; the command's own options set it"
+        )
     for _, setting, _, _ in RECIPE_OPTIONS:
         value = getattr(args, setting)
         if value is not None:
@@ -188,10 +199,11 @@ def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    if args.time_limit is not None and args.time_limit * 60 > MAX_TIME_LIMIT:
+        raise UserError(
+            f"time_limit must be ≤ {MAX_TIME_LIMIT / 60:g} minutes, got {args.time_limit:g}", field="time_limit"
+        )
     quiet = args.json or args.no_progress or not is_main_process()
 
     def epoch_line(epoch: int, metrics: dict) -> None:

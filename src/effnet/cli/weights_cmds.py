@@ -14,7 +14,7 @@ from effnet.cli.output import print_json, print_record, print_table
 from effnet.errors import UserError
 
 if TYPE_CHECKING:
-    from effnet.infer.predict import Predictor
+    from effnet.deploy.predict import Predictor
 
 #: Default --tolerance of an export's check, by the precision it computes in.
 TOLERANCES = {"float32": 1e-4, "bfloat16": 0.5}
@@ -25,7 +25,7 @@ PREDICT_EPILOG = (
 )
 
 
-#: What --weights takes (every command that loads weights resolves it through effnet.weights.load_model).
+#: What --weights takes (every command that loads weights resolves it through effnet.factory.load_model).
 WEIGHTS_HELP = (
     "a weight file, or a published checkpoint NAME[.TAG] (tf_efficientnet_b0.in1k, efficientnet_b3; "
     "`effnet pretrained` lists them), downloaded and converted once"
@@ -33,7 +33,7 @@ WEIGHTS_HELP = (
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from effnet.infer.predict import load_predictor
+    from effnet.deploy.predict import load_predictor
 
     return _predict(args, load_predictor(args.weights, model=args.model, device=args.device, dtype=args.dtype))
 
@@ -56,20 +56,23 @@ def _predict(args: argparse.Namespace, predictor: Predictor) -> int:
     )
     results = list(predictions)
     if args.json:
-        print_json([r.to_dict() for r in results])
+        print_json([{**r.to_dict(), "allocator": predictor.allocator} for r in results])
     else:
         for result in results:
             print(result.image)
             for entry in result.top:
                 print(f"  {entry['prob']:.4f}  {entry['label']} ({entry['index']})")
+        if results:
+            print(f"allocator: {predictor.allocator}")
     if failed and not results:
         return 2
     return 1 if failed else 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from effnet.factory import load_model
     from effnet.models.profile import profile
-    from effnet.weights import load_model, save_weights
+    from effnet.weights import save_weights
 
     model, info = load_model(args.source, model=args.model, format=args.format)
     extra = dict(info.extra)
@@ -96,7 +99,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from effnet.export import export_model
-    from effnet.weights import load_model
+    from effnet.factory import load_model
     from effnet.weights.native import weights_header
 
     model, info = load_model(args.weights, model=args.model)
@@ -153,16 +156,18 @@ def cmd_pretrained(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from effnet.export.quantize import FULL_RANGE, REDUCED_RANGE, quantize_model
-    from effnet.weights import load_model
+    from effnet.factory import load_model
+    from effnet.infer.allocator import tune_allocator
 
     model, info = load_model(args.weights, model=args.model)
+    allocator = tune_allocator()  # for the evaluation's speed figures
     keep = [part for part in args.keep.split(",") if part] if args.keep != "none" else []
     report = quantize_model(
         model, info, args.calibrate, args.output, images=args.images, per_channel=args.per_channel,
         method=args.method, keep=keep, evaluate_on=args.evaluate, reduce_range=args.reduce_range,
     )  # fmt: skip
     if args.json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "allocator": allocator})
         return 0
     kept = ", ".join(report.kept_float32) or "nothing"
     print(
@@ -171,7 +176,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"{'per-channel' if report.per_channel else 'per-tensor'} "
         f"{REDUCED_RANGE if report.reduce_range else FULL_RANGE} weights; "
         f"kept in float32: {kept} "
-        f"({report.kept_nodes} nodes)"
+        f"({report.kept_nodes} nodes); allocator: {allocator}"
     )
     if (ev := report.evaluation) is not None:
         print(

@@ -92,7 +92,7 @@ class DataSplits:
         self, recipe: Any, batch_size: int, sampler: Any, preprocessing: Any, resolution: int, device: torch.device
     ) -> Iterable[tuple[torch.Tensor, torch.Tensor]] | None:
         """A training loader augmenting whole batches on tensors, or None: images one by one
-        (:class:`effnet.data.memory.MemorySplits` has one)."""
+        (:class:`effnet.data.tensor_cache.TensorSplits` has one)."""
         return None
 
     def batched_eval_loader(
@@ -154,6 +154,13 @@ class _Skipped:
 
     unreadable: list[str] = field(default_factory=list)
     too_large: list[str] = field(default_factory=list)
+
+    def summary(self, folder: Path) -> str:
+        """`` (skipped N file(s): …)`` naming the first three files skipped under ``folder``, or nothing."""
+        paths = [p for p in self.unreadable + self.too_large if Path(p).is_relative_to(folder)]
+        if not paths:
+            return ""
+        return f" (skipped {len(paths)} file(s): {', '.join(paths[:3])}{', …' if len(paths) > 3 else ''})"
 
     def warn(self) -> None:
         """One DataWarning per kind, naming the files (the first 20) and their count."""
@@ -228,14 +235,14 @@ def load_folder_splits(root: str | Path) -> DataSplits:
     class_names = class_folders(train_dir)
     if len(class_names) < 2:
         raise UserError(f"{train_dir} needs at least two class folders, found {len(class_names)}")
+    max_image_pixels()  # a bad EFFNET_MAX_IMAGE_PIXELS is one error, not every image skipped
     skipped = _Skipped()
     train_files, train_targets = scan_class_folders(train_dir, class_names, skipped)
     val_files, val_targets = scan_class_folders(val_dir, class_names, skipped)
+    for folder, files in ((train_dir, train_files), (val_dir, val_files)):
+        if not files:  # one line: what was skipped is part of the reason
+            raise UserError(f"{folder} holds no readable images{skipped.summary(folder)}")
     skipped.warn()
-    if not train_files:
-        raise UserError(f"{train_dir} holds no readable images")
-    if not val_files:
-        raise UserError(f"{val_dir} holds no readable images")
     trained = set(train_targets)
     empty = [name for i, name in enumerate(class_names) if i not in trained]
     if empty:

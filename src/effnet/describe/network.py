@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.describe.blocks import MAX_CHANNELS, MAX_KERNEL, BlockSpec, format_blocks, parse_blocks
-from effnet.errors import UserError, check_whole_number
+from effnet.errors import UserError, check_whole_number, read_bounded
 
 #: A description file is a few kilobytes (L2: 2 KB); anything this large is not one.
 MAX_DESCRIPTION_BYTES = 1_000_000
@@ -138,13 +138,8 @@ class NetworkSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> NetworkSpec:
-        try:
-            text = Path(path).read_bytes()
-        except OSError as err:
-            raise UserError(f"cannot read description file {path}: {err.strerror}") from None
-        if len(text) > MAX_DESCRIPTION_BYTES:
-            raise UserError(f"description file {path} is {len(text):,} bytes; a description is at most "
-                            f"{MAX_DESCRIPTION_BYTES:,}")  # fmt: skip
+        # a regular file read at most one byte past the bound: a FIFO would block, /dev/zero never end
+        text = read_bounded(path, MAX_DESCRIPTION_BYTES, "description file")
         try:
             return cls.from_json(text.decode("utf-8"))
         except UnicodeDecodeError:
@@ -201,7 +196,11 @@ def check_network(spec: NetworkSpec) -> None:
     for name in ("bn_eps", "bn_momentum", "width", "depth", "resolution_multiplier"):
         value = getattr(spec, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise UserError(f"description field {name} must be a positive number, got {value!r}")
+            raise UserError(f"description field {name} must be a positive number, got {value!r}", field=name)
+    # PyTorch's momentum is the weight of the new batch in the running statistics: above 1 they diverge
+    if spec.bn_momentum > 1:
+        raise UserError(f"description field bn_momentum must be within (0, 1], got {spec.bn_momentum!r}",
+                        field="bn_momentum")  # fmt: skip
     check_channels(spec)
     if spec.lite:
         for number, block in enumerate(spec.blocks, start=1):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from effnet.atomic import atomic_write_bytes
+from effnet.describe.network import MAX_RESOLUTION
 from effnet.errors import UserError, check_whole_number
 
 INPUT_NAME = "images"
@@ -88,6 +89,8 @@ def export_onnx(
     VM), once per runner."""
     if opset is not None:
         check_whole_number("opset", opset, 1)
+    if input_size is not None:
+        check_whole_number("input_size", input_size, 1, " of pixels", high=MAX_RESOLUTION)
     try:
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError:
@@ -149,7 +152,7 @@ def onnx_metadata(data: bytes, source: str) -> dict[str, str]:
 
 def run_onnx(path: str | Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """Outputs of an ONNX file in ONNX Runtime (CPU) for each input batch."""
-    from effnet.infer.ort import ort_session
+    from effnet.export.ort import ort_session
 
     session = ort_session(str(path))
     name = session.get_inputs()[0].name

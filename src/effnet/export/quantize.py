@@ -58,12 +58,12 @@ def image_files(folder: str | Path, field: str) -> list[Path]:
 
 def _batches(paths: Sequence[Path], transform: Any, batch: int) -> Iterator[tuple[list[Path], np.ndarray]]:
     """Readable images of ``paths`` preprocessed, ``batch`` at a time (unreadable files skipped)."""
-    from effnet.infer.predict import open_image
+    from effnet.data.images import read_rgb
 
     pending: list[tuple[Path, torch.Tensor]] = []
     for path in paths:
         try:
-            pending.append((path, transform(open_image(path))))
+            pending.append((path, transform(read_rgb(path))))
         except UserError:
             continue
         if len(pending) == batch:
@@ -230,7 +230,7 @@ def evaluate(float_model: bytes, int8_model: bytes, folder: str | Path, transfor
     images per second: every batch runs through both, in alternating order, after one untimed call
     of each (only the ONNX Runtime calls are timed, not reading the images)."""
     from effnet.data.datasets import class_folders, scan_class_folders
-    from effnet.infer.ort import ort_session
+    from effnet.export.ort import ort_session
 
     root = Path(folder)
     if not root.is_dir():
@@ -291,9 +291,8 @@ def quantize_model(
     folder ``calibrate`` (a seeded sample when it holds more); ``keep`` (of :data:`KEEPABLE`) stays
     in float32. ``evaluate_on``: a labelled folder to compare float32 and int8 on. ``reduce_range``:
     weights in 7 bits instead of 8, the depthwise ones excepted (None: where this CPU has no VNNI or
-    AMX-INT8, whose absence lets ONNX Runtime's 16-bit pair sums saturate on full-range weights; on a
-    Zen 2 and a Zen 3 that cost a Lite0 fine-tuned on CIFAR-10 6.9 points of top-1 with 8-bit weights,
-    0.82 with 7-bit ones everywhere, 0.52 with the depthwise weights in 8 bits)."""
+    AMX-INT8, whose absence lets ONNX Runtime's 16-bit pair sums saturate on full-range weights; the
+    accuracy each choice costs is in benchmarks/SPEED.md)."""
     from effnet.atomic import atomic_write_bytes, check_target
     from effnet.export.onnx import INPUT_NAME, export_onnx
     from effnet.infer.fast import exportable

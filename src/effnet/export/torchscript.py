@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from effnet.atomic import atomic_write_bytes
+from effnet.describe.network import MAX_RESOLUTION
+from effnet.errors import check_whole_number
 from effnet.infer.hardware import module_device
 
 
@@ -21,6 +23,8 @@ def export_torchscript(model: nn.Module, path: str | Path, *, input_size: int | 
 
     The module is serialised in memory and written by :mod:`effnet.atomic`, so a full or read-only
     disk is one :class:`~effnet.errors.UserError` (TorchScript's own file writer fails in C++)."""
+    if input_size is not None:
+        check_whole_number("input_size", input_size, 1, " of pixels", high=MAX_RESOLUTION)
     size, chans = input_size or model.spec.resolution, getattr(model, "in_chans", 3)
     device = module_device(model)
     example = torch.randn(2, chans, size, size, device=device)

@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from effnet.describe.network import MAX_RESOLUTION, NetworkSpec
 from effnet.errors import UserError, check_whole_number
+from effnet.factory import check_fits
 from effnet.infer.hardware import module_device
 from effnet.results import Result
 
@@ -98,7 +100,19 @@ def export_model(
     if format not in FORMATS:
         raise UserError(f"format {format!r} is unknown (known: {', '.join(FORMATS)})", field="format")
     if input_size is not None:
-        check_whole_number("input_size", input_size, 1)
+        check_whole_number("input_size", input_size, 1, " of pixels", high=MAX_RESOLUTION)
+    spec = getattr(model, "spec", None)
+    if not isinstance(model, nn.Module) or not isinstance(spec, NetworkSpec):
+        raise UserError(f"model must be an effnet model, got {type(model).__name__}", field="model")
+    sizes = (input_size,) if input_size else check_sizes(spec.resolution)
+    check_fits(  # the check's batches at the largest size, before anything is traced or run
+        spec,
+        num_classes=getattr(model, "num_classes", 1000),
+        in_chans=getattr(model, "in_chans", 3),
+        batch_size=max(CHECK_BATCHES),
+        resolution=max(sizes),
+        field="input_size" if input_size else "model",
+    )
     path = check_target(path)  # before the export, which takes seconds
     dev = resolve_device(device) if device is not None else module_device(model)
     compute = resolve_dtype(dtype, dev)
@@ -109,7 +123,6 @@ def export_model(
             field="dtype",
         )
     model = model.to(dev).eval()
-    sizes = (input_size,) if input_size else check_sizes(model.spec.resolution)
     if format == "onnx":
         from effnet.export.onnx import export_onnx, run_onnx
 

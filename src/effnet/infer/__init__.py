@@ -1,8 +1,6 @@
-"""Inference: the fast path (:func:`effnet.infer.optimize.optimize`) and classifying images with it
-(:mod:`effnet.infer.predict`).
+"""The CPU and GPU inference fast path that :func:`effnet.deploy.optimize.optimize` builds.
 
-The fast path, one concern a module: ``fold`` (BatchNorm folding, activations), ``pool`` (memory
-kept between calls), ``conv`` (the folded convolution and its 'same' padding plans), ``fast``
-(squeeze-excitation, blocks by kind, the network, the export form), ``chunks`` (early stages in
-cache-sized chunks), ``tuner`` (first-call timing of two ways), ``ort`` (the ONNX Runtime runner),
-``hardware`` (devices, precisions, the CPU's instruction sets) and ``optimize`` (the backends)."""
+One concern a module: ``fold`` (BatchNorm folding, activations), ``conv`` (the folded convolution,
+its 'same' padding plans and the one call of PyTorch's private oneDNN ops), ``fast`` (squeeze-excitation,
+blocks by kind, the network, the export form), ``allocator`` (glibc's malloc set up for inference) and
+``hardware`` (devices, precisions, the CPU's instruction sets)."""

@@ -1,6 +1,7 @@
 """The fast path's convolution: BatchNorm folded in, activation fused, TensorFlow 'same' padding at
-about the cost of symmetric padding, the weight in oneDNN's own layout (:class:`PackedWeights`),
-large outputs in kept memory where that is faster and residual sums in place.
+about the cost of symmetric padding, the weight in oneDNN's own layout (:class:`PackedWeights`) and
+residual sums in place. PyTorch's private oneDNN ops are called in one place, :func:`fused_conv2d`,
+which falls back to :func:`torch.nn.functional.conv2d` where they are missing or untested.
 
 Padding arithmetic comes from :mod:`effnet.models.padding` alone; this module only decides, per
 input size and device, which of its plans a convolution runs (:meth:`FastConv._plan`), and gives
@@ -13,14 +14,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.infer.fold import ACTIVATIONS, ONEDNN_ACTIVATIONS, fold_batchnorm
-from effnet.infer.pool import KeptMemory, keeps
-from effnet.models.layers import PaddedConv2d
+from effnet.infer.fold import fold_batchnorm
+from effnet.models.layers import ACTIVATIONS, PaddedConv2d
 from effnet.models.padding import axis_plan, same_padding
 
 #: How an export form pads its 'same' convolutions: at the traced size only, or at any size for ONNX
@@ -76,8 +77,12 @@ class _Plan:
         self.extend = extend  # zero rows (top) and columns (left) prepended to the kernel
 
 
-#: Input shapes per convolution whose oneDNN weight layout is kept (a batch, its chunks, a last chunk).
+#: Input shapes per convolution whose oneDNN weight layout is kept (a few batch sizes or image sizes).
 PACKED_SHAPES = 4
+
+#: The torch releases (major, minor), lowest and highest, whose private oneDNN ops
+#: :func:`fused_conv2d` was checked against; any other release runs the public convolution.
+PRIVATE_OPS_TORCH = ((2, 13), (2, 14))
 
 
 class PackedWeights:
@@ -88,15 +93,11 @@ class PackedWeights:
     def __init__(self) -> None:
         self._packed: dict[tuple[object, ...], torch.Tensor] = {}
 
-    def get(self, conv: FastConv, weight: torch.Tensor, padding: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
-        """``weight`` (CPU, float32 or bfloat16) laid out for ``conv`` on inputs shaped like ``x``."""
-        key = (weight.data_ptr(), tuple(weight.shape), padding, tuple(x.shape))
+    def get(self, key: tuple[object, ...], pack: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The packed weight kept for ``key``, made by ``pack`` the first time."""
         packed = self._packed.get(key)
         if packed is None:
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                weight.contiguous().to_mkldnn(), list(padding), list(conv.stride), list(conv.dilation), conv.groups,
-                list(x.shape),
-            )  # fmt: skip
+            packed = pack()
             if len(self._packed) >= PACKED_SHAPES:
                 del self._packed[next(iter(self._packed))]
             self._packed[key] = packed
@@ -116,13 +117,79 @@ class PackedWeights:
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
+def torch_release(version: str | None = None) -> tuple[int, int] | None:
+    """(major, minor) of a torch version string (this torch's by default), or None where it is unreadable."""
+    parts = (version or torch.__version__).split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+@functools.cache
+def private_ops_available() -> bool:
+    """Whether :func:`fused_conv2d` may call PyTorch's private oneDNN ops here: this torch is a release
+    within :data:`PRIVATE_OPS_TORCH`, built with oneDNN, and has the ops."""
+    release = torch_release()
+    if release is None or not PRIVATE_OPS_TORCH[0] <= release <= PRIVATE_OPS_TORCH[1]:
+        return False
+    try:
+        ops = (torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_)
+        ops += (torch._C._nn.mkldnn_reorder_conv2d_weight,)
+    except (AttributeError, RuntimeError):
+        return False
+    return all(ops) and torch.backends.mkldnn.is_available()
+
+
 def onednn_ok(x: torch.Tensor) -> bool:
-    """Whether oneDNN's fused convolutions take ``x`` (CPU, float32 or bfloat16, channels_last)."""
+    """Whether oneDNN's fused convolutions take ``x`` (CPU, float32 or bfloat16, channels_last) here."""
     return (
         x.is_cpu
         and x.dtype in ONEDNN_DTYPES
         and x.is_contiguous(memory_format=torch.channels_last)
-        and torch.backends.mkldnn.is_available()
+        and private_ops_available()
+    )
+
+
+def fused_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    padding: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    *,
+    act: str | None = None,
+    residual: torch.Tensor | None = None,
+    add_into_residual: bool = False,
+    packed: PackedWeights | None = None,
+) -> torch.Tensor:
+    """``act(conv2d(x) + bias)``, or ``conv2d(x) + bias + residual`` (``act`` None), as one oneDNN kernel
+    on a weight kept in oneDNN's layout in ``packed``; with ``add_into_residual`` the sum is written over
+    ``residual`` (which must be dense, channels_last, of the output's shape and dtype, and of ``bias``'s).
+    The only caller of PyTorch's private ops in effnet: where :func:`onednn_ok` refuses ``x`` or no
+    ``packed`` is given, the same function through :func:`torch.nn.functional.conv2d`."""
+    if packed is None or not onednn_ok(x) or (residual is not None and act is not None):
+        y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        y = ACTIVATIONS[act].apply(y) if act is not None else y
+        return y if residual is None else y.add_(residual)
+    key = (weight.data_ptr(), tuple(weight.shape), padding, tuple(x.shape))
+    weight = packed.get(
+        key,
+        lambda: torch._C._nn.mkldnn_reorder_conv2d_weight(
+            weight.contiguous().to_mkldnn(), list(padding), list(stride), list(dilation), groups, list(x.shape)
+        ),
+    )
+    if residual is None:
+        attr, scalars = ACTIVATIONS[act].onednn or ("none", ()) if act else ("none", ())
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, list(padding), list(stride), list(dilation), groups, attr, list(scalars), ""
+        )
+    op = torch.ops.mkldnn._convolution_pointwise_ if add_into_residual else torch.ops.mkldnn._convolution_pointwise
+    first, second = (residual, x) if add_into_residual else (x, residual)
+    return op.binary(
+        first, second, weight, bias, list(padding), list(stride), list(dilation), groups, "add", 1.0, None, [], None
     )
 
 
@@ -133,14 +200,12 @@ class FastConv(nn.Module):
     more row or column after than before: strided layers at even sizes) the kernel gets one
     leading zero row or column and the convolution pads symmetrically by the larger amount: the
     same sums, with no padded copy of the input and no cropped output. On CUDA the convolution
-    pads symmetrically by enough and its output is cropped instead (a view; not yet measured on a
-    GPU). ``pad_input`` copies the input into a zero-bordered buffer (cheaper for the stem's three
-    channels). With ``export`` the module is functional (no in-place writes, no kept memory) and
-    pads the input before the convolution, which the ONNX exporter turns into the Conv node's own
-    asymmetric ``pads``. With ``onednn`` (CPU, float32 or bfloat16, channels_last inputs) it runs as
-    oneDNN's fused kernel on a weight reordered once per input shape; measured on a Zen 2 VM with glibc
-    tuned, that reorder on every call had cost 3% of the fast path (``benchmarks/SPEED.md``). A
-    bfloat16 convolution may keep a float32 ``bias``: oneDNN adds it before the output is rounded
+    pads symmetrically by enough and its output is cropped instead (a view). ``pad_input`` pads the input instead (cheaper for the stem's three channels). With
+    ``export`` the module is functional (no in-place writes) and pads the input before the
+    convolution, which the ONNX exporter turns into the Conv node's own asymmetric ``pads``. With
+    ``onednn`` (CPU, float32 or bfloat16, channels_last inputs) it runs as oneDNN's fused kernel
+    (:func:`fused_conv2d`) on a weight reordered once per input shape, and writes a residual sum over
+    the residual. A bfloat16 convolution may keep a float32 ``bias``: oneDNN adds it before the output is rounded
     (only its kernel adding a residual sum takes a bias in the input's precision alone)."""
 
     def __init__(
@@ -166,24 +231,17 @@ class FastConv(nn.Module):
         self.act = act
         self.pad_input = pad_input
         self.export = export
-        self.onednn = onednn and not export and act in (None, *ONEDNN_ACTIVATIONS)
+        self.onednn = onednn and not export and (act is None or ACTIVATIONS[act].onednn is not None)
         self._plans: dict[tuple[int, int, str], _Plan] = {}
         self._extended: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = {}
         self._packed = PackedWeights()
         self._low_bias: tuple[tuple[torch.dtype, int], torch.Tensor] | None = None
-        #: pad_input's zero-bordered copy of the input, kept between calls (a fresh large tensor
-        #: costs page faults, far more than the copy)
-        self._inputs = KeptMemory()
         #: the functional form for torch.compile computes a larger output and crops it (a view the
         #: compiler fuses); ONNX gets the asymmetric pads in its Conv node instead
         self.crop_when_functional = False
         #: an export form's 'same' padding at any input size: None (the traced size), "onnx" or
         #: "torchscript" (see :data:`ANY_SIZE`)
         self.any_size: str | None = None
-        #: the model's kept memory (eager CPU path): an output that :func:`~effnet.infer.pool.keeps`
-        #: goes into ``slot`` there; a residual sum is written over the residual (the block's input)
-        self.pool: KeptMemory | None = None
-        self.slot = "expand"
         #: the output cast to this dtype (the last float32 convolution of a reduced-precision model)
         self.output_dtype: torch.dtype | None = None
 
@@ -242,54 +300,28 @@ class FastConv(nn.Module):
             (w + 2 * padding[1] - dw * (kw - 1) - 1) // sw + 1,
         )
 
-    def _into_kept_memory(
-        self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None, weight: torch.Tensor
-    ) -> torch.Tensor | None:
-        """oneDNN's convolution adding in place: onto the residual (the block input, read by nobody
-        after), or, for an output the pool keeps, onto zeros in the kept memory. None where neither
-        applies (then a fresh tensor is cheaper)."""
-        if self.pool is None or not onednn_ok(x) or self.bias.dtype != x.dtype:
-            return None  # oneDNN's adding convolution takes a bias in the input's precision only
-        shape = self._output_shape(x, padding, weight)
-        if residual is not None:
-            if self.act is not None or not onednn_ok(residual) or tuple(residual.shape) != shape:
-                return None
-            other = residual
-        elif self.pool.active and keeps(math.prod(shape) * x.element_size()):
-            other = self.pool.channels_last(shape, x, self.slot).zero_()  # type: ignore[arg-type]
-        else:
-            return None
-        y = torch.ops.mkldnn._convolution_pointwise_.binary(
-            other, x, self._packed.get(self, weight, padding, x), self.bias, list(padding), list(self.stride),
-            list(self.dilation), self.groups, "add", 1.0, None, [], None,
-        )  # fmt: skip
-        return ACTIVATIONS[self.act](y) if self.act is not None else y
-
     def _conv(
         self, x: torch.Tensor, padding: tuple[int, int], residual: torch.Tensor | None, extend: tuple[int, int] = (0, 0)
     ) -> torch.Tensor:
         weight = self._weight(extend)
-        if (y := self._into_kept_memory(x, padding, residual, weight)) is not None:
-            return y
-        if self.onednn and onednn_ok(x):
-            weight = self._packed.get(self, weight, padding, x)
-            if residual is not None and self.act is None:
-                return torch.ops.mkldnn._convolution_pointwise.binary(
-                    x, residual, weight, self._bias_in(x.dtype), list(padding), list(self.stride), list(self.dilation),
-                    self.groups, "add", 1.0, None, [], None,
-                )  # fmt: skip
-            attr, scalars = ONEDNN_ACTIVATIONS[self.act] if self.act else ("none", [])
-            y = torch.ops.mkldnn._convolution_pointwise(
-                x, weight, self.bias, list(padding), list(self.stride), list(self.dilation), self.groups,
-                attr, scalars, "",
-            )  # fmt: skip
-        else:
+        if self.export:  # functional: no in-place writes
             y = F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
-            if self.act is not None:
-                y = ACTIVATIONS[self.act](y)
-        if residual is not None:
-            y = y + residual if self.export else y.add_(residual)
-        return y
+            y = ACTIVATIONS[self.act].apply(y) if self.act is not None else y
+            return y if residual is None else y + residual
+        # the residual sum written over the residual (the block's input, read by nobody after) where
+        # oneDNN can: its adding kernel takes a bias in the input's precision only
+        into_residual = (
+            residual is not None
+            and self.onednn
+            and self.bias.dtype == x.dtype == residual.dtype
+            and onednn_ok(residual)
+            and tuple(residual.shape) == self._output_shape(x, padding, weight)
+        )
+        bias = self._bias_in(x.dtype) if residual is not None and not into_residual else self.bias
+        return fused_conv2d(
+            x, weight, bias, padding, self.stride, self.dilation, self.groups, act=self.act, residual=residual,
+            add_into_residual=into_residual, packed=self._packed if self.onednn else None,
+        )  # fmt: skip
 
     def _any_size(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         """An export form's 'same' convolution whose padding follows each input's size."""
@@ -299,7 +331,7 @@ class FastConv(nn.Module):
             x = scripted_same_pad()(x, list(self.kernel), list(self.stride))
             y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         if self.act is not None:
-            y = ACTIVATIONS[self.act](y)
+            y = ACTIVATIONS[self.act].apply(y)
         return y if residual is None else y + residual
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -313,10 +345,7 @@ class FastConv(nn.Module):
             return self._any_size(x, residual)
         plan = self._plan(int(x.shape[-2]), int(x.shape[-1]), x.device.type)
         if plan.pre_pad is not None:
-            if self.export or not x.is_contiguous(memory_format=torch.channels_last):
-                x = F.pad(x, plan.pre_pad)
-            else:
-                x = self._inputs.padded_copy(x, plan.pre_pad)
+            x = F.pad(x, plan.pre_pad)  # keeps channels_last
         y = self._conv(x, plan.padding, residual if plan.crop is None else None, plan.extend)
         if plan.crop is not None:
             top, left, height, width = plan.crop

@@ -1,36 +1,31 @@
 """The fast path's network: squeeze-excitation, blocks and the whole model rebuilt from folded
 convolutions (:class:`~effnet.infer.conv.FastConv`) for inference alone.
 
-Each block kind's inference form is chosen through :data:`FAST_BLOCKS`, keyed like
-:data:`effnet.models.blocks.BLOCKS`; a kind without an entry runs its own forward with its layers
-swapped for fast ones. :func:`exportable` is the functional form exporters trace."""
+Every block kind's inference form is one :class:`FastBlock` built from the kind's registry entry
+(:data:`effnet.models.blocks.KINDS`: its steps and residual rule); the reduced-precision passes read
+the same steps. :func:`exportable` is the functional form exporters trace."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from effnet.errors import UserError
-from effnet.infer.chunks import chunk_size, early_stages, widest_bytes
 from effnet.infer.conv import ANY_SIZE, FastConv, onednn_ok
-from effnet.infer.fold import ACTIVATIONS, activation_name, correct_rounding_bias, expected_activation, expected_gated
-from effnet.infer.pool import KeptMemory, keeps
-from effnet.infer.tuner import ShapeTuner
-from effnet.models.blocks import BLOCKS, DepthwiseSeparable, FusedMBConv, MBConv
-from effnet.models.layers import ConvNormAct, SqueezeExcite
+from effnet.infer.fold import activation_name, correct_rounding_bias, expected_activation, expected_gated
+from effnet.models.blocks import Block, kind_of_block
+from effnet.models.layers import ACTIVATIONS, ConvNormAct, SqueezeExcite
 
 
 def _pooled(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The mean over H and W as ``(total, scale)``, the mean being ``total · scale``. A bfloat16
     channels_last map on CPU is summed over its rows of channels (ATen accumulates in float32 and
     rounds once) and the 1/(H·W) is left to the product that follows: ATen's bfloat16 mean there
-    converted the whole map to float32 first (1.5–2.5× a matrix product with a row of ones on a Zen 4;
-    4–8× this sum on an AMX Xeon, where the sum is 1.3–3.5× faster than the product; ``benchmarks/SPEED.md``)."""
+    converts the whole map to float32 first, which costs several times this sum (``benchmarks/SPEED.md``)."""
     if x.dtype != torch.bfloat16 or not x.is_cpu or not x.is_contiguous(memory_format=torch.channels_last):
         return x.mean((2, 3)), 1.0
     n, c, h, w = x.shape
@@ -57,11 +52,11 @@ class FastSE(nn.Module):
             # a mean over the whole map (written to ONNX as GlobalAveragePool) and 1×1 convolutions:
             # ONNX Runtime keeps its blocked layout through both; any input size
             s = F.conv2d(x.mean((2, 3), keepdim=True), self.w1[:, :, None, None], self.b1)
-            s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
+            s = ACTIVATIONS[self.act].apply(s) if self.act != "identity" else s
             return x * torch.sigmoid(F.conv2d(s, self.w2[:, :, None, None], self.b2))
         total, scale = _pooled(x)
         s = torch.addmm(self.b1, total, self.w1.t(), alpha=scale)  # F.linear's own product at scale 1
-        s = ACTIVATIONS[self.act](s) if self.act != "identity" else s
+        s = ACTIVATIONS[self.act].apply(s) if self.act != "identity" else s
         gate = torch.sigmoid(F.linear(s, self.w2, self.b2))[:, :, None, None]
         if self.inplace and x.is_contiguous(memory_format=torch.channels_last):
             return x.mul_(gate)
@@ -75,134 +70,62 @@ def _fast_cna(module: nn.Module, *, pad_input: bool = False, onednn: bool, expor
     )
 
 
-def _use_pool(pool: KeptMemory | None, **slots: FastConv | None) -> None:
-    """Let these convolutions keep large outputs in ``pool``, each in the named slot."""
-    for slot, conv in slots.items():
-        if conv is not None:
-            conv.pool, conv.slot = pool, slot
+class FastBlock(nn.Module):
+    """A block for inference, built from its kind's registry entry (:data:`effnet.models.blocks.KINDS`):
+    each convolution step a :class:`~effnet.infer.conv.FastConv`, each squeeze-excitation a
+    :class:`FastSE` (in place unless it reads the block's input, which the residual reads too), under
+    the step's own name. The ``identity`` residual is fused into a last convolution (or added after
+    the last step); the ``projection`` one adds the folded shortcut, then the activation, in place."""
 
-
-#: Makes a block's inference form from the block, ``onednn``, ``export`` and the model's kept memory.
-FastBlock = Callable[[nn.Module, bool, bool, KeptMemory], nn.Module]
-
-#: The inference form of each block kind (a key of :data:`effnet.models.blocks.BLOCKS`) that has one.
-FAST_BLOCKS: dict[str, FastBlock] = {}
-
-_Make = TypeVar("_Make", bound=Callable[..., nn.Module])
-
-
-def register_fast_block(kind: str) -> Callable[[_Make], _Make]:
-    """Decorator (on a class or function taking :data:`FastBlock`'s arguments): the inference form
-    of block kind ``kind``."""
-
-    def add(make: _Make) -> _Make:
-        if kind not in BLOCKS:
-            raise ValueError(f"block kind {kind!r} has no module (effnet.models.blocks.BLOCKS)")
-        FAST_BLOCKS[kind] = make
-        return make
-
-    return add
-
-
-@register_fast_block("mb")
-class FastMBConv(nn.Module):
-    """MBConv for inference: expand → depthwise → SE → project with the residual fused."""
-
-    def __init__(self, block: MBConv, onednn: bool, export: bool, pool: KeptMemory | None = None) -> None:
+    def __init__(self, block: Block, onednn: bool, export: bool) -> None:
         super().__init__()
-        kw = {"onednn": onednn, "export": export}
-        self.expand = _fast_cna(block.expand, **kw) if block.expand is not None else None
-        self.depthwise = _fast_cna(block.depthwise, **kw)
-        self.se = FastSE(block.se, export) if block.se is not None else None
-        self.project = _fast_cna(block.project, **kw)
+        entry = block.entry
+        #: The block's kind and the ops of its present steps, in order.
+        self.kind, self.residual = entry.kind, entry.residual
+        self.present: tuple[str, ...] = tuple(block.present)
+        self.ops: tuple[str, ...] = tuple(step.op for step, _ in block.steps())
+        for index, (step, module) in enumerate(block.steps()):
+            if step.op == "se":
+                layer: nn.Module = FastSE(module, export, inplace=index > 0)
+            else:
+                layer = _fast_cna(module, onednn=onednn, export=export)
+            setattr(self, step.name, layer)
         self.has_skip = block.has_skip
-        if not export:
-            _use_pool(pool, expand=self.expand, dw=self.depthwise, out=self.project)
+        shortcut = getattr(block, "shortcut", None)
+        self.shortcut = _fast_cna(shortcut, onednn=onednn, export=export) if shortcut is not None else None
+        self.out_act = activation_name(block.out_act) if entry.residual == "projection" else None
+        #: Whether the last step is a convolution that adds the residual in its kernel.
+        self.fused_residual = self.residual == "identity" and self.has_skip and self.ops[-1] != "se"
+
+    def layers(self) -> list[nn.Module]:
+        """The fast layers of the present steps, in order."""
+        return [getattr(self, name) for name in self.present]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.depthwise(self.expand(x) if self.expand is not None else x)
-        if self.se is not None:
-            out = self.se(out)
-        return self.project(out, x if self.has_skip else None)
+        out = x
+        last = len(self.present) - 1
+        for index, name in enumerate(self.present):
+            layer = getattr(self, name)
+            out = layer(out, x) if index == last and self.fused_residual else layer(out)
+        if self.residual == "identity":
+            return out + x if self.has_skip and not self.fused_residual else out
+        if self.has_skip:
+            out = out + (x if self.shortcut is None else self.shortcut(x))
+        return ACTIVATIONS[self.out_act].apply(out) if self.out_act is not None else out
 
 
-@register_fast_block("fu")
-class FastFusedMBConv(nn.Module):
-    """Fused-MBConv for inference: k×k expand → SE → project with the residual fused (at expansion
-    1: SE on the block's input, not in place since the input is also the residual, then the k×k)."""
-
-    def __init__(self, block: FusedMBConv, onednn: bool, export: bool, pool: KeptMemory | None = None) -> None:
-        super().__init__()
-        kw = {"onednn": onednn, "export": export}
-        self.expand = _fast_cna(block.expand, **kw) if block.expand is not None else None
-        self.se = FastSE(block.se, export, inplace=block.expand is not None) if block.se is not None else None
-        self.project = _fast_cna(block.project, **kw)
-        self.has_skip = block.has_skip
-        if not export:
-            _use_pool(pool, expand=self.expand, out=self.project)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.expand(x) if self.expand is not None else x
-        if self.se is not None:
-            out = self.se(out)
-        return self.project(out, x if self.has_skip else None)
-
-
-@register_fast_block("ds")
-class FastDepthwiseSeparable(nn.Module):
-    """Depthwise-separable block for inference."""
-
-    def __init__(self, block: DepthwiseSeparable, onednn: bool, export: bool, pool: KeptMemory | None = None) -> None:
-        super().__init__()
-        kw = {"onednn": onednn, "export": export}
-        self.depthwise = _fast_cna(block.depthwise, **kw)
-        self.se = FastSE(block.se, export) if block.se is not None else None
-        self.pointwise = _fast_cna(block.pointwise, **kw)
-        self.has_skip = block.has_skip
-        if not export:
-            _use_pool(pool, dw=self.depthwise, out=self.pointwise)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.depthwise(x)
-        if self.se is not None:
-            out = self.se(out)
-        return self.pointwise(out, x if self.has_skip else None)
-
-
-def _fast_layers(module: nn.Module, onednn: bool, export: bool) -> nn.Module:
-    """``module`` with each ConvNormAct and SE inside it swapped for the fast ones (in place)."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, ConvNormAct):
-            setattr(module, name, _fast_cna(child, onednn=onednn, export=export))
-        elif isinstance(child, SqueezeExcite):
-            setattr(module, name, FastSE(child, export))
-        else:
-            _fast_layers(child, onednn, export)
-    return module
-
-
-def _block_kind(block: nn.Module) -> str | None:
-    """The kind ``block`` was built as (its class or a base of it in BLOCKS: the training memory
-    mode subclasses the blocks), or None."""
-    kinds = {cls: kind for kind, cls in BLOCKS.items()}
-    return next((kinds[cls] for cls in type(block).__mro__ if cls in kinds), None)
-
-
-def _projection(block: nn.Module) -> nn.Module | None:
-    """A fast block's last convolution (its projection, or a depthwise-separable block's pointwise one)."""
-    return getattr(block, "project", None) or getattr(block, "pointwise", None)
-
-
-def fast_block(block: nn.Module, onednn: bool, export: bool, pool: KeptMemory) -> nn.Module:
-    """A block's inference form: its kind's entry in :data:`FAST_BLOCKS`, else a copy of the block
-    running its own forward with fast layers."""
-    make = FAST_BLOCKS.get(_block_kind(block) or "")
-    return make(block, onednn, export, pool) if make else _fast_layers(copy.deepcopy(block), onednn, export)
+def fast_block(block: nn.Module, onednn: bool, export: bool) -> FastBlock:
+    """A block's inference form, from its kind's registry entry."""
+    if kind_of_block(block) is None:
+        raise UserError(f"optimize: {type(block).__name__} is not a registered block kind")
+    return FastBlock(block, onednn, export)  # type: ignore[arg-type]
 
 
 class FastEfficientNet(nn.Module):
-    """The inference-only module :func:`~effnet.infer.optimize.optimize` returns; same inputs and
-    outputs as the model. With ``export``, the functional form that exporters and the compiler trace."""
+    """The inference-only module :func:`~effnet.deploy.optimize.optimize` returns; same inputs and
+    outputs as the model. With ``export``, the functional form that exporters and the compiler trace.
+    ``stem_in_float32``: a reduced-precision network runs its stem (and the first depthwise layer
+    where the stem feeds it directly) in float32 (:meth:`_float32_stem_convs`)."""
 
     def __init__(
         self,
@@ -211,7 +134,7 @@ class FastEfficientNet(nn.Module):
         onednn: bool = False,
         export: bool = False,
         dtype: torch.dtype | None = None,
-        float32_start: bool = True,
+        stem_in_float32: bool = True,
     ) -> None:
         super().__init__()
         self.spec = model.spec
@@ -225,67 +148,59 @@ class FastEfficientNet(nn.Module):
         # the stem's input has few channels: padding it is cheaper than cropping the wide output
         self.stem = _fast_cna(model.stem, pad_input=True, onednn=onednn, export=export)
         self.stem_pool = copy.deepcopy(model.stem_pool)
-        pool = self._pool = KeptMemory()  # shared by all blocks: they run one after another
         self.stages = nn.ModuleList(
-            nn.Sequential(*[fast_block(block, onednn, export, pool) for block in stage]) for stage in model.stages
+            nn.Sequential(*[fast_block(block, onednn, export) for block in stage]) for stage in model.stages
         )
         self.head = (
             _fast_cna(model.head, onednn=onednn, export=export)
             if isinstance(model.head, ConvNormAct)
             else nn.Identity()
         )
-        if not export:
-            _use_pool(pool, out=self.stem, expand=self.head if isinstance(self.head, FastConv) else None)
         classifier = model.classifier
         self.classifier = copy.deepcopy(classifier).requires_grad_(False) if isinstance(classifier, nn.Linear) else None
-        self._early_stages, self._early_widths = early_stages(model.spec)
-        #: per input shape: its way, of :meth:`ways` (timed on CPU, never on CUDA)
-        self.tuner = ShapeTuner()
-        self._ways_of: dict[tuple[Any, ...], list[tuple[bool, bool]]] = {}  # per input key: its ways, as tuned
         #: what the network computes in (inputs are cast to it); the classifier stays in float32
         self.dtype = dtype or next(model.parameters()).dtype
-        start = self._float32_start() if float32_start and self.dtype != torch.float32 else []
+        in_float32 = self._float32_stem_convs() if stem_in_float32 and self.dtype != torch.float32 else []
         #: what inputs are cast to: float32 where the network starts in float32
-        self.input_dtype = torch.float32 if start else self.dtype
-        self._correct_rounding(model, keep=start)  # a no-op in float32
-        kept = {conv: (conv.weight, conv.bias) for conv in start}
+        self.input_dtype = torch.float32 if in_float32 else self.dtype
+        self._correct_rounding(model, keep=in_float32)  # a no-op in float32
+        float32_tensors = {conv: (conv.weight, conv.bias) for conv in in_float32}
         biases = {conv: conv.bias for conv in self.modules() if isinstance(conv, FastConv) and conv.onednn}
         self.to(self.dtype)
         for conv, bias in biases.items():  # oneDNN adds a float32 bias before it rounds: biases stay float32
             conv.bias = bias
-        for conv, (weight, bias) in kept.items():
+        for conv, (weight, bias) in float32_tensors.items():
             conv.weight, conv.bias = weight, bias
-        if start:
-            start[-1].output_dtype = self.dtype
+        if in_float32:
+            in_float32[-1].output_dtype = self.dtype
         self._carry_rounded_biases()
         if self.classifier is not None:
             self.classifier.float()
         self.eval()
 
-    def _float32_start(self) -> list[FastConv]:
+    def _float32_stem_convs(self) -> list[FastConv]:
         """The convolutions a reduced-precision model runs in float32: the stem and, where the stem
         feeds it directly, the first block's depthwise convolution. Rounding the stem's output (the
-        depthwise filter's input) was the largest single source of bfloat16 error: keeping both in
-        float32 took the logits' error from 2.5% to 1.9% of their norm (Lite0s, ImageNet and CIFAR-10)
-        for 4% of B0's bfloat16 time on a Zen 4 (``benchmarks/SPEED.md``)."""
+        depthwise filter's input) is the largest single source of bfloat16 error, and these two layers
+        are a small share of the time (``benchmarks/SPEED.md``)."""
         if not isinstance(self.stem, FastConv):
             return []
         first = self.stages[0][0] if len(self.stages) and len(self.stages[0]) else None
-        depthwise = getattr(first, "depthwise", None)
         if (
             isinstance(self.stem_pool, nn.Identity)
-            and isinstance(depthwise, FastConv)
-            and getattr(first, "expand", None) is None
-            and not getattr(first, "has_skip", True)  # a residual would be the float32 stem output
+            and isinstance(first, FastBlock)
+            and first.ops[0] == "depthwise"
+            and not first.has_skip  # a residual would be the float32 stem output
         ):
-            return [self.stem, depthwise]
+            return [self.stem, first.layers()[0]]
         return [self.stem]
 
     def _correct_rounding(self, model: nn.Module, keep: list[FastConv]) -> None:
         """Before the cast to a reduced precision (nothing in float32): every convolution whose input
         comes straight from a ConvNormAct (through a squeeze-excitation or not) gets the bias correction
-        of :func:`effnet.infer.fold.correct_rounding_bias`: each depthwise layer (fed by the block's
-        expansion, or by the stem for the first block) and each block's projection."""
+        of :func:`effnet.infer.fold.correct_rounding_bias`: each depthwise step (fed by the block's
+        expansion, or by the stem for the first block) and each block's last convolution step, read
+        from the block kinds' steps."""
         feeds = model.stem if isinstance(model.stem, ConvNormAct) and isinstance(model.stem_pool, nn.Identity) else None
 
         def correct(conv: nn.Module | None, producer: nn.Module | None, se: nn.Module | None = None) -> None:
@@ -297,12 +212,23 @@ class FastEfficientNet(nn.Module):
 
         for stage, fast_stage in zip(model.stages, self.stages, strict=True):
             for block, fast in zip(stage, fast_stage, strict=True):
-                expand = getattr(block, "expand", None)
-                correct(getattr(fast, "depthwise", None), expand if isinstance(block, MBConv) and expand else feeds)
-                # the projection's input: the depthwise layer's output (the expansion's in a fused block), gated
-                producer = getattr(block, "depthwise", None) or (expand if isinstance(block, FusedMBConv) else None)
-                se = getattr(block, "se", None)
-                correct(_projection(fast), producer, se)
+                steps = block.steps()
+                last = max(i for i, (step, _) in enumerate(steps) if step.op != "se")
+                producer: nn.Module | None = None  # the convolution step before, in this block
+                se: nn.Module | None = None  # a squeeze-excitation since that one
+                for index, (step, module) in enumerate(steps):
+                    if step.op == "se":
+                        se = module
+                        continue
+                    if step.op == "depthwise":  # fed by the step before, or by the stem for the first block
+                        correct(
+                            getattr(fast, step.name),
+                            producer if producer is not None else feeds if index == 0 else None,
+                            se,
+                        )
+                    elif index == last:  # the block's last convolution (its projection), fed by the step before
+                        correct(getattr(fast, step.name), producer, se)
+                    producer, se = module, None
                 feeds = None  # later blocks' inputs are residual sums: no BatchNorm says their mean
 
     def _carry_rounded_biases(self) -> None:
@@ -313,35 +239,35 @@ class FastEfficientNet(nn.Module):
         projection's float32 bias takes on what the stream lacks so far before it is rounded, and the
         convolution that next reads the stream (a block's first layer, the head) adds its weights times
         what the stream still lacks to its float32 bias: exact for 1×1 readers (inside the borders for
-        others), no cost per call. Measured on Lite0 (ImageNet) in bfloat16: the logits' error went from
-        1.35% to 1.23% of their norm on the photos, 1.90% to 1.76% on CIFAR-10 images (``benchmarks/SPEED.md``)."""
+        others), no cost per call (its effect on the logits' error: ``benchmarks/SPEED.md``)."""
         if self.dtype == torch.float32:
             return
-        lacking: torch.Tensor | None = None  # per stream channel: what the rounded biases left out (float64)
+        rounded_off: torch.Tensor | None = None  # per stream channel: what rounding took off its biases (float64)
 
         def kept_float32(conv: object) -> TypeGuard[FastConv]:
             return isinstance(conv, FastConv) and conv.onednn and conv.bias.dtype == torch.float32
 
         def read(conv: object) -> None:  # ``conv`` reads the stream: its bias adds what the stream lacks
-            if lacking is not None and kept_float32(conv):
+            if rounded_off is not None and kept_float32(conv):
                 taps = conv.weight.double().sum((2, 3))  # out × in/groups, the weights as rounded
-                shift = taps[:, 0] * lacking if conv.groups > 1 else taps @ lacking
+                shift = taps[:, 0] * rounded_off if conv.groups > 1 else taps @ rounded_off
                 conv.bias = (conv.bias.double() + shift).float()
 
         for stage in self.stages:
             for block in stage:
-                first = getattr(block, "expand", None) or getattr(block, "depthwise", None)
-                if not isinstance(block, FastMBConv | FastDepthwiseSeparable | FastFusedMBConv) or first is None:
-                    lacking = None  # read otherwise (the block's own forward, or SE on its input): not carried
+                if not isinstance(block, FastBlock) or block.ops[0] == "se" or sum(op != "se" for op in block.ops) < 2:
+                    # its input read by a squeeze-excitation, or by the one convolution that adds the residual
+                    rounded_off = None
                     continue
-                read(first)
-                project = _projection(block)
-                if not (block.has_skip and kept_float32(project)):
-                    lacking = None  # a fresh output: its float32 bias is added before it is rounded
+                layers = block.layers()
+                read(layers[0])
+                project = layers[-1]
+                if not (block.fused_residual and kept_float32(project)):
+                    rounded_off = None  # a fresh output: its float32 bias is added before it is rounded
                     continue
-                want = project.bias.double() + (lacking if lacking is not None else 0.0)
+                want = project.bias.double() + (rounded_off if rounded_off is not None else 0.0)
                 project.bias = want.float()
-                lacking = want - project.bias.to(self.dtype).double()
+                rounded_off = want - project.bias.to(self.dtype).double()
         read(self.head)
 
     def train(self, mode: bool = True) -> FastEfficientNet:
@@ -358,7 +284,7 @@ class FastEfficientNet(nn.Module):
         x = self._prepare(x)
         if self.features_only:
             x = self.stem(x)
-            # on the CPU path later layers may overwrite a map (kept memory, residual sums in place)
+            # on the oneDNN path a later block may write its residual sum over a map: keep a copy
             keep = (lambda t: t.clone()) if onednn_ok(x) and not self.export else (lambda t: t)
             maps: list[torch.Tensor] = []
             if -1 in self._feature_stages:  # a float32 stem's map is cast, which copies it already
@@ -369,83 +295,16 @@ class FastEfficientNet(nn.Module):
                 if index in self._feature_stages:
                     maps.append(keep(x))
             return maps
-        return self._classify(x) if self.export else self._classify_tuned(x)
-
-    def _classify(self, x: torch.Tensor, chunk: int = 0) -> torch.Tensor:
-        """The whole network on a prepared input; with ``chunk``, the stem and the early stages run
-        ``chunk`` images at a time, so that their wide activations stay in cache."""
-        if chunk:
-            early = None
-            for start in range(0, x.shape[0], chunk):
-                y = self.stem_pool(self.stem(x[start : start + chunk]))
-                for stage in self.stages[: self._early_stages]:
-                    y = stage(y)
-                if early is None:  # a chunk's result may sit in kept memory: copy it out
-                    early = y.new_empty((x.shape[0], *y.shape[1:])).contiguous(memory_format=torch.channels_last)
-                early[start : start + chunk].copy_(y)
-            x = early  # type: ignore[assignment]
-            rest = self.stages[self._early_stages :]
-        else:
-            x = self.stem_pool(self.stem(x))
-            rest = self.stages
-        for stage in rest:
+        x = self.stem_pool(self.stem(x))
+        for stage in self.stages:
             x = stage(x)
         x = self.head(x).mean((2, 3)).float()
         return self.classifier(x) if self.classifier is not None else x
 
-    def ways(self, x: torch.Tensor) -> list[tuple[bool, bool]]:
-        """The ways this input may run, as (early stages in chunks, large outputs in kept memory):
-        chunks where :func:`~effnet.infer.chunks.chunk_size` finds them worth trying, kept memory or
-        fresh tensors where some output is large enough to be kept (CPU)."""
-        chunks = [False, True] if x.device.type == "cpu" and self._chunk_size(x) else [False]
-        widest = widest_bytes(x, self._early_widths, self.spec.resolution, self.dtype) * x.shape[0]
-        large = not self._early_widths or keeps(int(widest))
-        # in bfloat16 only the float32 start may use kept memory (oneDNN's adding kernel takes a bias in
-        # the input's precision, and bfloat16 convolutions keep float32 biases).
-        # Fresh tensors are numbered first, so that the tuner keeps them in a tie: where first calls time
-        # the two alike (chunks, whose outputs stay under glibc's mmap threshold) fresh tensors ran 1.06×
-        # (default glibc) and 1.14× (tuned) faster sustained on a Zen 5, B0 batch 16, as kept memory's
-        # zeroing pass predicts; where fresh tensors page-fault (the whole batch, default glibc) kept
-        # memory wins by far more than a tie (benchmarks/SPEED.md)
-        kept = [False, True] if onednn_ok(x) and large else [True]
-        return [(chunked, keep) for keep in kept for chunked in chunks]
-
-    def _classify_tuned(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole batch or early stages in chunks, large outputs in kept memory or fresh tensors:
-        whichever way ran fastest here for this input shape (decided on the first calls, which go
-        through the ways in turn; all give the same results)."""
-        key = (x.device.type, *x.shape)
-        ways = self._ways_of.get(key)
-        if ways is None:  # worked out once per key: this runs on every call
-            ways = self._ways_of[key] = self.ways(x)
-
-        def call(way: int) -> torch.Tensor:
-            chunked, kept = ways[way]
-            with self._pool.using(kept):
-                return self._classify(x, self._chunk_size(x) if chunked else 0)
-
-        return self.tuner.run(key, call, len(ways))
-
-    def first_call_choices(self) -> dict[tuple[Any, ...], str]:
-        """Per input key (device, N, C, H, W) decided so far: the way kept, in words."""
-        out = {}
-        for key, way in self.tuner.kept().items():
-            if key not in self._ways_of:  # kept by decide() before any call
-                continue
-            chunked, kept = self._ways_of[key][way]
-            out[key] = (
-                f"{'early stages in chunks' if chunked else 'whole batch'}, {'kept memory' if kept else 'fresh tensors'}"
-            )
-        return out
-
-    def _chunk_size(self, x: torch.Tensor) -> int:
-        """Images per chunk for the early stages (0: not worth trying for this input)."""
-        return chunk_size(x, self._early_widths, self.spec.resolution, self.dtype)
-
 
 def exportable(model: nn.Module, *, any_size: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
     """What an exporter traces: an effnet model's folded, functional form (BatchNorm folded, no
-    in-place writes or kept memory); any other module as it is.
+    in-place writes); any other module as it is.
 
     ``any_size`` None: 'same' padding for the traced size (each asymmetric padding a pad right
     before its convolution, which the ONNX exporter moves into the Conv node); ``"onnx"`` or

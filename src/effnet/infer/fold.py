@@ -1,53 +1,26 @@
 """What the fast path folds and fuses: BatchNorm into the convolution before it, and each activation
-module into a function (in place where the activation allows) or a oneDNN post-op."""
+module into its entry of :data:`effnet.models.layers.ACTIVATIONS` (a function, in place where the
+activation allows, or a oneDNN post-op)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from effnet.errors import UserError
-from effnet.models.layers import ConvNormAct, SqueezeExcite
-
-#: Each activation by name, as a function that overwrites its input where that is exact.
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": lambda x: F.silu(x, inplace=True),
-    "relu": lambda x: F.relu(x, inplace=True),
-    "relu6": lambda x: F.hardtanh(x, 0.0, 6.0, inplace=True),
-    "hard_swish": lambda x: F.hardswish(x, inplace=True),
-    "gelu": F.gelu,
-}
-
-#: oneDNN post-op name and scalars of each activation oneDNN can fuse into a convolution.
-ONEDNN_ACTIVATIONS: dict[str, tuple[str, list[float]]] = {
-    "silu": ("swish", []),
-    "relu": ("relu", []),
-    "relu6": ("hardtanh", [0.0, 6.0]),
-    "hard_swish": ("hardswish", []),
-}
+from effnet.models import layers
+from effnet.models.layers import ACTIVATIONS, ConvNormAct, SqueezeExcite
 
 
 def activation_name(module: nn.Module) -> str | None:
-    """The activation a module computes, by name (a key of :data:`ACTIVATIONS`); None for identity."""
-    from effnet.models.memory import MemoryEfficientSiLU
-
-    if isinstance(module, nn.Identity):
-        return None
-    if isinstance(module, nn.SiLU | MemoryEfficientSiLU):
-        return "silu"
-    if isinstance(module, nn.ReLU6):
-        return "relu6"
-    if isinstance(module, nn.ReLU):
-        return "relu"
-    if isinstance(module, nn.Hardswish):
-        return "hard_swish"
-    if isinstance(module, nn.GELU):
-        return "gelu"
-    raise UserError(f"optimize: unsupported activation {type(module).__name__}")
+    """The activation a module computes, by name (a key of :data:`effnet.models.layers.ACTIVATIONS`);
+    None for identity."""
+    try:
+        return layers.activation_name(module)
+    except ValueError:
+        raise UserError(f"optimize: unsupported activation {type(module).__name__}") from None
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +51,7 @@ def expected_activation(norm: ConvNormAct) -> torch.Tensor:
     bn = norm.bn
     z = bn.bias.detach().double()[:, None] + bn.weight.detach().double().abs()[:, None] * u
     name = activation_name(norm.act)
-    a = ACTIVATIONS[name](z) if name else z
+    a = ACTIVATIONS[name].apply(z) if name else z
     return (a * density).sum(1) / density.sum()
 
 
@@ -96,9 +69,8 @@ def correct_rounding_bias(conv: nn.Module, mean: torch.Tensor, dtype: torch.dtyp
     rounding its weights shifts each output channel on average by Σ(w − round(w))·E[input]; that shift
     goes into the float32 bias now. ``mean`` is E[input] per input channel, data-free from the layers
     that feed it (:func:`expected_activation`, :func:`expected_gated`; Nagel et al. 2019 do this for
-    int8). Depthwise and dense convolutions; grouped ones are left as they are. Measured on a Lite0
-    fine-tuned on CIFAR-10: the depthwise layers' correction took bfloat16 logits' error from 3.65% to
-    2.80% of their norm, the projections' a further 1.92% to 1.56% (``benchmarks/SPEED.md``); no cost per call."""
+    int8). Depthwise and dense convolutions; grouped ones are left as they are. No cost per call (its
+    effect on the logits' error: ``benchmarks/SPEED.md``)."""
     weight, bias = conv.weight, conv.bias
     depthwise = weight.shape[1] == 1 and conv.groups == weight.shape[0] > 1
     if weight.dtype != torch.float32 or dtype == torch.float32 or not (depthwise or conv.groups == 1):

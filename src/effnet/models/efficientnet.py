@@ -1,4 +1,4 @@
-"""The network module built from a description, and :func:`create_model`."""
+"""The network module built from a description (:func:`effnet.factory.create_model` builds it by name)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.describe.blocks import MAX_CHANNELS
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError, check_whole_number
+from effnet.errors import check_whole_number
 from effnet.models.blocks import build_block
 from effnet.models.layers import ConvNormAct, NormSettings
-from effnet.zoo import resolve_description
+
+#: The most classes a classifier may have (ImageNet-21k has 21,843): a bound checked before anything is built.
+MAX_CLASSES = 1_000_000
 
 
 class EfficientNet(nn.Module):
@@ -31,8 +34,8 @@ class EfficientNet(nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
-        check_whole_number("num_classes", num_classes, 0)
-        check_whole_number("in_chans", in_chans, 1)
+        check_whole_number("num_classes", num_classes, 0, high=MAX_CLASSES)
+        check_whole_number("in_chans", in_chans, 1, high=MAX_CHANNELS)
         self.spec = spec
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -162,78 +165,3 @@ class EfficientNet(nn.Module):
         if self.features_only:
             return self.forward_feature_maps(x)
         return self.forward_head(self.forward_features(x))
-
-
-def create_model(
-    name_or_description: str | NetworkSpec,
-    *,
-    pretrained: bool | str = False,
-    num_classes: int | None = None,
-    in_chans: int = 3,
-    padding: str | None = None,
-    features_only: bool = False,
-    memory_efficient: bool = False,
-    **overrides: Any,
-) -> EfficientNet:
-    """Build a model by name (``efficientnet_b0``…``b8``, ``l2``, ``lite0``…``lite4``, other
-    baselines) or from a description. ``overrides`` change description fields, e.g.
-    ``drop_path_rate=0.0``, ``dropout=0.5``, ``resolution=320``, ``bn_eps=1e-5``.
-    ``memory_efficient`` turns on the training memory mode (same parameters and function).
-
-    ``pretrained=True`` loads the published checkpoint the name asks for (``tf_efficientnet_b3``,
-    ``efficientnet_b3.ra2_in1k``; a bare name its publisher's default), ``pretrained="TAG"`` the
-    one with that tag (``create_model("efficientnet_b3", pretrained="ns_jft_in1k")``): downloaded and
-    converted once (:mod:`effnet.weights`), with its padding and BatchNorm eps; its preprocessing
-    and class names are in ``model.pretrained_info``. ``num_classes`` (default: the checkpoint's, else
-    1000) other than the checkpoint's gives a fresh classifier for fine-tuning."""
-    if pretrained is not False:
-        return _pretrained_model(
-            name_or_description, pretrained, num_classes, in_chans, padding, features_only, memory_efficient, overrides
-        )
-    spec = resolve_description(name_or_description)
-    if padding is not None:
-        overrides["padding"] = padding
-    if overrides:
-        spec = spec.with_(**overrides)
-    return EfficientNet(
-        spec,
-        num_classes=1000 if num_classes is None else num_classes,
-        in_chans=in_chans,
-        features_only=features_only,
-        memory_efficient=memory_efficient,
-    )
-
-
-def _pretrained_model(
-    name: str | NetworkSpec,
-    pretrained: bool | str,
-    num_classes: int | None,
-    in_chans: int,
-    padding: str | None,
-    features_only: bool,
-    memory_efficient: bool,
-    overrides: dict[str, Any],
-) -> EfficientNet:
-    """:func:`create_model` with a checkpoint. The one call from models/ into weights/ (imported here,
-    when asked for): the checkpoints' registry and loaders build on this module."""
-    from effnet.weights.load import load_model
-    from effnet.weights.pretrained import get_pretrained
-
-    if not isinstance(name, str) or not isinstance(pretrained, (bool, str)):
-        raise UserError(
-            "pretrained weights are asked for by a model name and pretrained=True or a tag", field="pretrained"
-        )
-    entry = get_pretrained(name, None if pretrained is True else pretrained)
-    if in_chans != 3:
-        raise UserError(f"in_chans must be 3 for pretrained weights ({entry.name} takes RGB), got {in_chans}")
-    if padding is not None:
-        overrides["padding"] = padding
-    net, info = load_model(entry.name, num_classes=num_classes, **overrides)
-    if features_only:
-        backbone, state = EfficientNet(net.spec, num_classes=0, features_only=True), net.state_dict()
-        backbone.load_state_dict({key: state[key] for key in backbone.state_dict()})
-        net = backbone
-    if memory_efficient:
-        net.set_memory_efficient(True)
-    net.pretrained_info = info
-    return net

@@ -1,13 +1,16 @@
-"""The layers blocks are made of: padded convolutions, conv-norm-activation, squeeze-excitation."""
+"""The layers blocks are made of: the activations (one table, :data:`ACTIVATIONS`, that every form
+reads), padded convolutions, conv-norm-activation, squeeze-excitation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.describe.network import ACTIVATIONS as DESCRIBED_ACTIVATIONS
 from effnet.models.padding import same_padding
 
 
@@ -21,19 +24,49 @@ class NormSettings:
     padding: str = "same"
 
 
+@dataclass(frozen=True)
+class Activation:
+    """One activation: its module, a function that overwrites its input where that is exact (the
+    fast path's), and oneDNN's post-op (name, scalars) where oneDNN fuses it into a convolution."""
+
+    module_type: type[nn.Module]
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    onednn: tuple[str, tuple[float, ...]] | None
+    inplace: bool = True
+
+    def module(self) -> nn.Module:
+        """A fresh module (in place where the activation allows)."""
+        return self.module_type(inplace=True) if self.inplace else self.module_type()  # type: ignore[call-arg]
+
+
+#: Every activation a description may name (:data:`effnet.describe.network.ACTIVATIONS`), by name.
+ACTIVATIONS: dict[str, Activation] = {
+    "silu": Activation(nn.SiLU, lambda x: F.silu(x, inplace=True), ("swish", ())),
+    "relu": Activation(nn.ReLU, lambda x: F.relu(x, inplace=True), ("relu", ())),
+    "relu6": Activation(nn.ReLU6, lambda x: F.hardtanh(x, 0.0, 6.0, inplace=True), ("hardtanh", (0.0, 6.0))),
+    "hard_swish": Activation(nn.Hardswish, lambda x: F.hardswish(x, inplace=True), ("hardswish", ())),
+    "gelu": Activation(nn.GELU, F.gelu, None, inplace=False),
+}
+if set(ACTIVATIONS) != set(DESCRIBED_ACTIVATIONS):  # pragma: no cover - the notation and the table drifted apart
+    raise ImportError("effnet.models.layers.ACTIVATIONS and effnet.describe.network.ACTIVATIONS differ")
+
+
 def make_activation(name: str) -> nn.Module:
     """An activation module by name."""
-    if name == "silu":
-        return nn.SiLU(inplace=True)
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "relu6":
-        return nn.ReLU6(inplace=True)
-    if name == "hard_swish":
-        return nn.Hardswish(inplace=True)
-    if name == "gelu":
-        return nn.GELU()
-    raise ValueError(f"unknown activation {name!r}")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}")
+    return ACTIVATIONS[name].module()
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The activation a module computes, by name (a key of :data:`ACTIVATIONS`); None for identity
+    (subclasses count: the training memory mode's SiLU is a SiLU)."""
+    if isinstance(module, nn.Identity):
+        return None
+    name = next((name for name, act in ACTIVATIONS.items() if isinstance(module, act.module_type)), None)
+    if name is None:
+        raise ValueError(f"unsupported activation {type(module).__name__}")
+    return name
 
 
 class PaddedConv2d(nn.Conv2d):

@@ -1,6 +1,6 @@
 """Memory-saving training: activations that keep less for backward and recompute the rest.
 
-A plain MBConv keeps, for backward, every intermediate of its expanded width: the convolution
+A plain block (an MBConv, say) keeps, for backward, every intermediate of its expanded width: the convolution
 outputs (BatchNorm inputs), the BatchNorm outputs (SiLU inputs), the SiLU outputs (next
 convolution inputs) and the SE-gated tensor (projection input). In memory mode each expanded
 tensor is kept once, as the BatchNorm input ``z``:
@@ -13,6 +13,9 @@ tensor is kept once, as the BatchNorm input ``z``:
   A strided 'same' depthwise convolution pads symmetrically and crops its output: no padded copy.
 - :class:`MemoryEfficientSiLU` is a SiLU that keeps its input (not an in-place clone).
 
+Every block kind gets this from its steps (:class:`MemoryEfficientBlock`): a chain of convolutions
+and squeeze-excitations, each convolution after a BN+SiLU keeping that BN's input.
+
 Numerics match the plain modules (same formulas, float rounding aside). Everything here is plain
 Python autograd, so a model in memory mode is neither scriptable nor exportable: switch it off with
 :func:`set_memory_efficient` (``model.set_memory_efficient(False)``) first; state_dict keys never change.
@@ -20,6 +23,7 @@ Python autograd, so a model in memory mode is neither scriptable nor exportable:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.models.blocks import MBConv
+from effnet.models.blocks import BLOCKS, Block, MBConv
 from effnet.models.layers import ConvNormAct, PaddedConv2d, SqueezeExcite
 from effnet.models.padding import axis_plan
 
@@ -191,7 +195,9 @@ def _bn_silu(bn: nn.BatchNorm2d, z: torch.Tensor) -> tuple[torch.Tensor, tuple |
     return F.silu(bn(z), inplace=True), None
 
 
-def _conv_after(conv: nn.Conv2d, x: torch.Tensor, z: torch.Tensor, stats: tuple | None, gate=None) -> torch.Tensor:
+def _conv_after(
+    conv: nn.Conv2d, x: torch.Tensor, z: torch.Tensor, stats: tuple | None, gate: torch.Tensor | None = None
+) -> torch.Tensor:
     """``conv(x · gate)`` where x = SiLU(BatchNorm(z)), keeping z instead of x (when stats are known)."""
     if stats is None or conv.bias is not None:
         return conv(x * gate if gate is not None else x)
@@ -219,29 +225,43 @@ class MemoryEfficientConvNormAct(ConvNormAct):
         return self.act(self.bn(z))
 
 
-class MemoryEfficientMBConv(MBConv):
-    """MBConv keeping each expanded tensor once (the BatchNorm inputs), recomputing the rest."""
+class MemoryEfficientBlock(Block):
+    """A block (any kind: its steps are convolutions and squeeze-excitations) keeping each tensor a
+    BatchNorm + SiLU produces once, as the BatchNorm input, and recomputing the rest: a convolution
+    reading such a tensor (through a squeeze-excitation gate or not) keeps the BatchNorm input
+    instead. Steps with another activation run as in the plain block."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (_is_silu(self.depthwise.act) and (self.expand is None or _is_silu(self.expand.act))):
-            return super().forward(x)
-        stats = None
-        out = x
-        if self.expand is not None:
-            z = self.expand.conv(x)
-            out, stats = _bn_silu(self.expand.bn, z)
-            z = _conv_after(self.depthwise.conv, out, z, stats)
-        else:
-            z = self.depthwise.conv(x)
-        out, stats = _bn_silu(self.depthwise.bn, z)
-        gate = _se_gate(self.se, out) if self.se is not None else None
-        out = self.project.act(self.project.bn(_conv_after(self.project.conv, out, z, stats, gate)))
-        return self._add(out, x)
+        out, z, stats, gate = x, x, None, None
+        for name in self.present:
+            step = getattr(self, name)
+            if isinstance(step, SqueezeExcite):
+                if gate is not None:
+                    out, stats = out * gate, None
+                gate = _se_gate(step, out)
+                continue
+            z = _conv_after(step.conv, out, z, stats, gate)
+            gate = None
+            if _is_silu(step.act):
+                out, stats = _bn_silu(step.bn, z)
+            else:
+                out, stats = step.act(step.bn(z)), None
+        if gate is not None:
+            out = out * gate
+        return self.residual(out, x)
 
+
+@functools.cache
+def memory_form(block: type[Block]) -> type[MemoryEfficientBlock]:
+    """The memory-mode class of a block class (the same modules and keys, another forward)."""
+    return type(f"MemoryEfficient{block.__name__}", (MemoryEfficientBlock, block), {"__module__": __name__})
+
+
+#: The memory-mode MBConv (every block kind has one: :func:`memory_form`).
+MemoryEfficientMBConv = memory_form(MBConv)
 
 _SWAPS: dict[type, type] = {
     ConvNormAct: MemoryEfficientConvNormAct,
-    MBConv: MemoryEfficientMBConv,
     nn.SiLU: MemoryEfficientSiLU,
 }
 
@@ -249,8 +269,14 @@ _SWAPS: dict[type, type] = {
 def set_memory_efficient(model: nn.Module, enable: bool = True) -> nn.Module:
     """Switch memory mode on or off in place (module classes swap; parameters and keys stay)."""
     swaps = _SWAPS if enable else {v: k for k, v in _SWAPS.items()}
+    blocks = set(BLOCKS.values())
     for module in model.modules():
-        new = swaps.get(type(module))
+        cls = type(module)
+        new = swaps.get(cls)
+        if cls in blocks and enable:
+            new = memory_form(cls)
+        elif issubclass(cls, MemoryEfficientBlock) and not enable:
+            new = next(base for base in cls.__mro__[2:] if base in blocks)
         if new is not None:
             module.__class__ = new
     if hasattr(model, "memory_efficient"):

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.describe.network import MAX_RESOLUTION, NetworkSpec
+from effnet.errors import UserError, check_whole_number
 from effnet.models.efficientnet import EfficientNet
 from effnet.results import Result
 from effnet.zoo import resolve_description
@@ -55,6 +55,8 @@ def profile(
         spec, num_classes, in_chans = model.spec, model.num_classes, model.in_chans
     else:
         spec = resolve_description(model_or_description)
+    if resolution is not None:
+        check_whole_number("resolution", resolution, 1, " of pixels", high=MAX_RESOLUTION)
     size = resolution or spec.resolution
     sizes: list[int] = []
 

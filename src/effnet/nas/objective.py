@@ -15,6 +15,10 @@ W = -0.07
 #: The resolution the target refers to.
 TARGET_RESOLUTION = 224
 OBJECTIVES = ("soft", "hard")
+#: The largest target per metric: ~25,000× EfficientNet-B7's 37B multiply-adds, and 1,000 s.
+MAX_TARGET = {"macs": 1e15, "latency": 1e6}
+#: The steepest exponent (the hard objective's is −1).
+MIN_W = -10.0
 METRICS = ("macs", "latency")
 
 
@@ -41,8 +45,13 @@ class Objective:
             raise UserError(f"metric {self.metric!r} is unknown (known: {', '.join(METRICS)})", field="metric")
         if not math.isfinite(self.target) or self.target <= 0:
             raise UserError(f"target must be > 0, got {self.target}", field="target")
+        if self.target > MAX_TARGET[self.metric]:
+            unit = "multiply-adds" if self.metric == "macs" else "ms"
+            raise UserError(f"target must be ≤ {MAX_TARGET[self.metric]:g} {unit}, got {self.target:g}", field="target")
         if self.w is not None and (not math.isfinite(self.w) or self.w > 0):
             raise UserError(f"w must be ≤ 0 (a penalty), got {self.w}", field="w")
+        if self.w is not None and self.w < MIN_W:
+            raise UserError(f"w must be ≥ {MIN_W:g}: steeper, every reward but the target's is 0 or inf", field="w")
         check_whole_number("resolution", self.resolution, 1)
 
     @property

@@ -3,7 +3,7 @@
 Every evaluated architecture is an Optuna trial in the study's storage (SQLite by default,
 PostgreSQL for many workers) with user attributes ``blocks``, ``accuracy``, ``macs``, ``params`` and
 ``reward``, so an interrupted search resumes with its finished trials kept and several workers can
-share one study. Trials run through the worker loop of :mod:`effnet.search.storage`: a trial whose
+share one study. Trials run through the worker loop of :mod:`effnet.search.worker`: a trial whose
 worker died is run again with the same architecture, at once when the dead worker was on this
 machine, after the storage's heartbeat grace period otherwise.
 """
@@ -38,15 +38,9 @@ from effnet.runs import claim_folder
 from effnet.search.proxy import Proxy, baseline_macs, proxy_base, train_proxy
 from effnet.search.record import TrialRecord
 from effnet.search.stats import estimate
-from effnet.search.storage import (
-    DEFAULT_HEARTBEAT,
-    check_settings,
-    open_study,
-    redact_url,
-    start_trial,
-    study_url,
-    work,
-)
+from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, redact_url
+from effnet.search.worker import check_settings, start_trial, study_url, work
+from effnet.train.logs import TRAIN_MARKERS
 
 #: An evaluator trains one architecture on the proxy: (description at the proxy resolution, trial
 #: number) → {"accuracy": fraction, optional "seconds", …}; with several seeds it is called once per
@@ -228,7 +222,7 @@ def search_architectures(
     )
     owned = OWNED if storage is not None else (*OWNED, "study.db", "study.db.lock")
     run = {"command": "nas", "study": study_name, "storage": stored}
-    with claim_folder(out, run_files=owned, record=run, resume=resume, overwrite=overwrite):
+    with claim_folder(out, run_files=owned, record=run, others=TRAIN_MARKERS, resume=resume, overwrite=overwrite):
         multi = is_multi_objective(strategy)
         study = open_study(
             storage,

@@ -1,4 +1,4 @@
-"""Scale: compound scaling as pure functions on descriptions, the rounding rules, the budget planner."""
+"""Scale: compound scaling as pure functions on descriptions and the rounding rules."""
 
 from effnet.scale.compound import (
     ALPHA,

@@ -85,6 +85,7 @@ def scale_network(
     Lite-style descriptions (``fix_stem_head``, ``fix_first_last_repeats``) keep their stem, head
     and first and last stage repeats, as the official Lite models do.
     """
+    _check_spec(spec)
     depth = _multiplier("depth", depth)
     width = _multiplier("width", width)
     resolution = _multiplier("resolution", resolution)
@@ -114,7 +115,11 @@ def scale_network(
         if spec.max_resolution is not None:
             image_size = min(image_size, max(spec.max_resolution, spec.resolution))
     else:
-        check_whole_number("image_size", image_size, 1, " of pixels")
+        check_whole_number("image_size", image_size, 1, " of pixels")  # the description bounds it, naming resolution
+    if dropout is not None:
+        check_number("dropout", dropout, low=0.0)  # the description checks < 1
+    if name is not None and (not isinstance(name, str) or not name):
+        raise UserError(f"name must be a non-empty string, got {name!r}", field="name")
     return spec.with_(
         name=name or spec.name,
         blocks=tuple(blocks),
@@ -143,7 +148,19 @@ def scale_compound(
     name: str | None = None,
 ) -> NetworkSpec:
     """Compound scaling: depth α^φ, width β^φ, resolution γ^φ."""
+    _check_spec(spec)
     c = compound_coefficients(phi, alpha, beta, gamma)
+    phi = float(phi)
     return scale_network(
         spec, depth=c.depth, width=c.width, resolution=c.resolution, name=name or f"{spec.name}-phi{phi:g}"
     )
+
+
+def _check_spec(spec: object) -> None:
+    """A UserError naming ``spec`` unless it is a description (a model's name is not: this layer sits
+    below the names; :func:`effnet.get_description` turns one into a description)."""
+    if not isinstance(spec, NetworkSpec):
+        hint = (
+            f" (get_description({spec[:40]!r}) gives the description of a named model)" if isinstance(spec, str) else ""
+        )
+        raise UserError(f"spec must be a NetworkSpec, got {type(spec).__name__}{hint}", field="spec")

@@ -17,10 +17,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from effnet.atomic import prepare_target
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number, check_whole_number
 from effnet.models.profile import profile
 from effnet.results import Result
+from effnet.runs import check_other_run, write_record
 from effnet.search import stats
 from effnet.search.proxy import (
     Proxy,
@@ -34,7 +36,9 @@ from effnet.search.proxy import (
 from effnet.search.queue import Point, seed_key, seeded, train_points
 from effnet.search.record import TrialRecord, point_row, row_estimate
 from effnet.search.stats import Estimate, difference, learning_threshold, overlap
-from effnet.search.storage import DEFAULT_HEARTBEAT, check_settings, open_study, study_url
+from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, redact_url
+from effnet.search.worker import check_settings, study_url
+from effnet.train.logs import TRAIN_MARKERS
 
 #: Defaults of the grid: the paper's constraint α·β²·γ² ≈ 2 on a 0.05 grid.
 TARGET = 2.0
@@ -274,7 +278,19 @@ def search_scaling(
         scale_at_proxy(
             base, proxy, depth=point.params["alpha"], width=point.params["beta"], resolution=point.params["gamma"]
         )
+    if plot:  # the figure's folder made, or refused, before any training
+        prepare_target(plot, field="plot")
+    # another command's run in the folder is refused; once the study opens, the folder records this one
+    check_other_run(output, commands=("search-scaling", "pipeline"), others=TRAIN_MARKERS)
     study = open_study(storage, study_name, output=output, pruner=make_pruner(pruner), heartbeat=heartbeat)
+    write_record(
+        output,
+        {
+            "command": "search-scaling",
+            "study": study_name,
+            "storage": redact_url(str(storage)) if storage else "output",
+        },
+    )
     # What a trial's result depends on. The grid is not part of it: a point's key names its
     # (α, β, γ), so a finer, wider or truncated grid reuses the points already trained; nor is the
     # number of seeds: more seeds add trials (a trial is a point and a seed).

@@ -25,16 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from effnet.atomic import atomic_write_text
-from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError
+from effnet.describe.network import MAX_RESOLUTION, NetworkSpec
+from effnet.errors import UserError, check_whole_number
 from effnet.results import Result
 from effnet.runs import claim_folder
 from effnet.scale.compound import compound_coefficients, scale_compound
-from effnet.scale.plan import Plan, plan
 from effnet.search import stats
 from effnet.search.grid import GridConfig, scaling_grid, search_scaling
+from effnet.search.plan import Plan, plan
 from effnet.search.proxy import Proxy, proxy_base
 from effnet.search.storage import DEFAULT_HEARTBEAT, redact_url
+from effnet.train.config import MAX_EPOCHS
+from effnet.train.logs import TRAIN_MARKERS
 
 DEFAULT_BASE = "b0_mini"
 #: Every point learns in this budget on the digits (3 seeds: 34–93% top-1, chance 10%; 2 seeds of 4 epochs at
@@ -71,6 +73,11 @@ class FinalConfig:
     latency_ms: float | None = None
     epochs: int = 6
     resolution: int | None = None  # the baseline's resolution for the final model (default: the proxy's)
+
+    def __post_init__(self) -> None:
+        check_whole_number("final_epochs", self.epochs, 1, high=MAX_EPOCHS)
+        if self.resolution is not None:
+            check_whole_number("final_resolution", self.resolution, 1, " of pixels", high=MAX_RESOLUTION)
 
     def budget(self) -> dict[str, float]:
         return {k: v for k, v in (("macs", self.macs), ("params", self.params), ("latency_ms", self.latency_ms)) if v}
@@ -110,7 +117,7 @@ def run_pipeline(
     output = Path(output)
     run = {"command": "pipeline", "study": study_name, "storage": redact_url(str(storage)) if storage else "output"}
     owned = OWNED if storage else (*OWNED, "study.db", "study.db.lock")
-    with claim_folder(output, run_files=owned, record=run, resume=resume, overwrite=overwrite):
+    with claim_folder(output, run_files=owned, record=run, others=TRAIN_MARKERS, resume=resume, overwrite=overwrite):
         return _run(base, proxy, grid, final, output, storage, study_name, heartbeat, progress)
 
 
@@ -201,14 +208,14 @@ def _run(
             "depth": round(coeffs.depth, 6),
             "width": round(coeffs.width, 6),
             "resolution": spec.resolution,
-            "params": int(report["params"]),
-            "macs": int(report["macs"]),
+            "params": int(report.params),
+            "macs": int(report.macs),
             "blocks": spec.block_strings,
         },
         evaluation={
-            "top1": float(report["top1"]),
-            "top5": float(report["top5"]),
-            "loss": float(report["loss"]),
+            "top1": float(report.top1),
+            "top5": float(report.top5),
+            "loss": float(report.loss),
             "epochs": final.epochs,
             "split": "validation",
         },

@@ -13,7 +13,7 @@ of each trial is one of :data:`BUDGET_MODES`:
   ``patience`` epochs; the best epoch's accuracy is the point's, and the epochs taken are recorded.
 
 With ``memory`` (the default) the data is decoded once into uint8 tensors and augmented a batch at a
-time (:mod:`effnet.data.memory`), so a small proxy is bound by the model, not by decoding.
+time (:mod:`effnet.data.tensor_cache`), so a small proxy is bound by the model, not by decoding.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number, check_whole_number
 from effnet.scale.compound import scale_network
+from effnet.train.config import MAX_TIME_LIMIT
 
 BUDGET_MODES = ("epochs", "macs", "time", "plateau")
 #: At most this many seeds per point (each one trains the point again), and trials (points × seeds)
@@ -54,7 +55,7 @@ class Proxy:
     budget: str = "epochs"
     time_per_point: float | None = None
     patience: int = 2
-    memory: bool = True
+    tensor_cache: bool = True
 
     def __post_init__(self) -> None:
         for name in ("resolution", "epochs", "batch_size", "patience"):
@@ -71,7 +72,7 @@ class Proxy:
                 field="time_per_point",
             )
         if self.time_per_point is not None:
-            check_number("time_per_point", self.time_per_point, low=0, strict_low=True)
+            check_number("time_per_point", self.time_per_point, low=0, high=MAX_TIME_LIMIT, strict_low=True)
 
     @property
     def seed_values(self) -> list[int]:
@@ -148,11 +149,11 @@ def scale_at_proxy(
 
 
 def proxy_splits(proxy: Proxy) -> Any:
-    """The proxy's data: decoded once per process into tensors (``memory``), else loaded as given."""
-    if proxy.memory:
-        from effnet.data.memory import memory_splits
+    """The proxy's data: decoded once per process into tensors (``tensor_cache``), else loaded as given."""
+    if proxy.tensor_cache:
+        from effnet.data.tensor_cache import tensor_splits
 
-        return memory_splits(proxy.data)
+        return tensor_splits(proxy.data)
     from effnet.data import load_splits
 
     return load_splits(proxy.data)
@@ -224,7 +225,7 @@ def train_proxy(
     from effnet.train import train_model
 
     seed = proxy.seed if seed is None else seed
-    splits = proxy_splits(proxy) if proxy.memory or proxy.budget != "epochs" else None
+    splits = proxy_splits(proxy) if proxy.tensor_cache or proxy.budget != "epochs" else None
     epochs, max_steps, time_limit = proxy.epochs, proxy.max_steps_per_epoch, None
     extra: dict[str, Any] = {"budget": proxy.budget}
     if proxy.budget in ("macs", "time"):
@@ -267,7 +268,7 @@ def train_proxy(
         on_epoch_end=epoch_end,
         time_limit=time_limit,
     )
-    data = splits if proxy.memory else proxy.data
+    data = splits if proxy.tensor_cache else proxy.data
     try:
         report: dict[str, Any] = train_model(spec, data, **settings, **recipe_overrides).to_dict()
     except _Plateau:  # stopped early: what the report would say, from the epochs run

@@ -2,10 +2,11 @@
 
 Every point is enqueued as a WAITING Optuna trial (its parameters fixed, its key in the user
 attribute ``point``) and started by ``study.ask()`` through the worker loop of
-:mod:`effnet.search.storage`. Exactly once holds because, under the study's lock, a point is
-enqueued only while it has no waiting, running or finished trial, ``ask()`` is called only while a
-point of the queue waits (so it never makes a trial of its own), and a trial of a dead worker is
-failed before its copy is queued again. Finished trials (complete or pruned) are kept.
+:mod:`effnet.search.worker`, whose claim is :meth:`PointQueue.claim`. Exactly once holds because,
+under the study's lock (the worker refuses both outside it), a point is enqueued only while it has
+no waiting, running or finished trial, ``ask()`` is called only while a point of the queue waits
+(so it never makes a trial of its own), and a trial of a dead worker is failed before its copy is
+queued again. Finished trials (complete or pruned) are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.progress import progress_bar
-from effnet.search.storage import heartbeat_interval, start_trial, work
+from effnet.search.worker import heartbeat_interval, require_lock, start_trial, work
 
 #: Trial states that finish a point for good.
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -71,6 +72,7 @@ class PointQueue:
     def sync(self) -> None:
         """Enqueue every point with no waiting, running or finished trial (under the study's lock),
         except those that failed in this process (rerun to try them again)."""
+        require_lock(self.study, "PointQueue.sync()")
         covered = {t.user_attrs["point"] for t in self._trials(_LIVE)}
         tried = {t.user_attrs["point"] for t in self._trials()}
         for point in self.points:
@@ -80,7 +82,8 @@ class PointQueue:
                 self.study.enqueue_trial(point.params, user_attrs={"point": point.key}, skip_if_exists=skip)
 
     def claim(self) -> optuna.Trial | None:
-        """Start the oldest waiting point, None when none of the queue's points waits (under the lock)."""
+        """Start the oldest waiting point, None when none of the queue's points waits: :func:`work`'s
+        claim, under the study's lock."""
         self.sync()
         waiting = {t.number: t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
         while any(t.user_attrs.get("point") in self.by_key for t in waiting.values()):

@@ -18,10 +18,11 @@ from typing import Any
 
 import optuna
 
-from effnet.atomic import atomic_write_text
+from effnet.atomic import atomic_write_text, prepare_target
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number, check_whole_number
 from effnet.results import Result
+from effnet.runs import check_other_run, write_record
 from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI
 from effnet.search import stats
 from effnet.search.grid import reporting_callback
@@ -29,7 +30,9 @@ from effnet.search.proxy import Proxy, baseline_macs, check_trials, proxy_base, 
 from effnet.search.queue import Point, seed_key, seeded, train_points
 from effnet.search.record import TrialRecord, point_row, row_estimate
 from effnet.search.stats import Estimate, combine, interpolation_weights, learning_threshold
-from effnet.search.storage import DEFAULT_HEARTBEAT, check_settings, open_study, study_url
+from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, redact_url
+from effnet.search.worker import check_settings, study_url
+from effnet.train.logs import TRAIN_MARKERS
 
 #: The paper's single-dimension sweeps (Figure 3) and a compound sweep.
 PAPER_WIDTHS = (1.0, 1.4, 1.8, 2.6, 3.8, 5.0)
@@ -94,6 +97,8 @@ class Sweeps:
         for name in ("widths", "depths", "resolutions", "phis"):
             if len(getattr(self, name)) > MAX_SWEEP:
                 raise UserError(f"{name} holds {len(getattr(self, name))} values; at most {MAX_SWEEP}", field=name)
+        for name in ("alpha", "beta", "gamma"):  # compound's bases: φ's multipliers are their powers
+            check_number(name, getattr(self, name), low=0, high=MAX_MULTIPLIER, strict_low=True)
         if self.limit is not None:
             check_whole_number("limit", self.limit, 1)
         if self.max_macs_ratio is not None:
@@ -119,6 +124,42 @@ def _is_base(family: str, value: float) -> bool:
     return value == (0.0 if family == "compound" else 1.0)
 
 
+#: The sweep option of each single-dimension family.
+SWEEP_NAMES = {"width": "widths", "depth": "depths", "resolution": "resolutions"}
+#: How far rounding may take a point's network beyond its multiplier: past this, the multiplier is below
+#: what the network can realise (one repeat per stage, the channel divisor, the total stride) and the
+#: point would train a network other than the one it is labelled with.
+MAX_ROUNDING = 2.0
+
+
+def check_realised(family: str, value: float, start: NetworkSpec, spec: NetworkSpec) -> None:
+    """A UserError naming the sweep when ``spec``, ``start`` scaled by ``value`` along ``family``, is
+    degenerate: smaller than the total stride, or more than :data:`MAX_ROUNDING` times the multiplier."""
+    name = SWEEP_NAMES[family]
+    wanted = start.resolution * value
+    if family == "resolution" and math.floor(wanted + 0.5) < start.total_stride:
+        raise UserError(
+            f"{name} value {value:g} gives {wanted:.3g} px at the proxy's {start.resolution} px, below the "
+            f"network's total stride {start.total_stride}: the smallest value is {start.total_stride / start.resolution:.3g}",
+            field=name,
+        )
+    if family == "depth":
+        realised = sum(b.repeats for b in spec.blocks) / sum(b.repeats for b in start.blocks)
+        what = "layers"
+    elif family == "width":
+        realised = sum(b.out_channels for b in spec.blocks) / sum(b.out_channels for b in start.blocks)
+        what = "channels"
+    else:
+        realised = spec.resolution / start.resolution
+        what = "pixels"
+    if realised > MAX_ROUNDING * value:
+        raise UserError(
+            f"{name} value {value:g} is below what the network can realise: rounding gives {realised:.3g}× the "
+            f"baseline's {what}, so the point would not be the one it is labelled; use values ≥ {realised / MAX_ROUNDING:.3g}",
+            field=name,
+        )
+
+
 def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int) -> tuple[list[Point], dict]:
     """The points to train (the baseline once) and, per family, the keys of its curve in order; every
     point's description is made here, so one beyond effnet's bounds is refused before any training."""
@@ -133,6 +174,8 @@ def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int
             if key not in points:
                 d, w, r = sweeps.multipliers(family, value)
                 spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r)
+                if family != "compound":
+                    check_realised(family, value, proxy_base(base, proxy), spec)
                 if sweeps.max_macs_ratio is not None and key != "base":
                     if profile(spec, num_classes=10).macs > sweeps.max_macs_ratio * base_macs:
                         continue
@@ -239,16 +282,6 @@ def compare_curves(curves: dict[str, list[dict[str, Any]]], by: str = "macs") ->
     return out
 
 
-def compare_at_equal_macs(curves: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """The summary :func:`compare_curves` gave before intervals (kept for one release): per compared
-    curve, the equal-MACs points, how often compound is ahead and the mean gain."""
-    return {
-        family: {k: c[k] for k in ("points", "compound_ahead", "mean_gain")}
-        for family, c in compare_curves(curves, "macs").items()
-        if c["points"]
-    }
-
-
 @dataclass(frozen=True)
 class StudyResult(Result):
     """What :func:`study_scaling` found: each family's curve of rows (means and intervals over the
@@ -303,7 +336,16 @@ def study_scaling(
     base_macs = profile(start, num_classes=10).macs
     points, curve_keys = study_points(base, proxy, sweeps, base_macs)
     check_trials(len(points), proxy)
+    for path, name in ((plot, "plot"), (csv_path, "csv_path")):
+        if path:  # the file's folder made, or refused, before any training
+            prepare_target(path, field=name)
+    # another command's run in the folder is refused; once the study opens, the folder records this one
+    check_other_run(output, commands=("study-scaling",), others=TRAIN_MARKERS)
     study = open_study(storage, study_name, output=output, heartbeat=heartbeat, pruner=optuna.pruners.NopPruner())
+    write_record(
+        output,
+        {"command": "study-scaling", "study": study_name, "storage": redact_url(str(storage)) if storage else "output"},
+    )
     check_settings(
         study,
         # The sweeps are not part of it (longer or truncated sweeps reuse trained points), nor the

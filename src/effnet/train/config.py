@@ -9,16 +9,19 @@ from typing import Any
 
 from effnet.data import DataSplits
 from effnet.describe.network import MAX_RESOLUTION
-from effnet.errors import UserError, check_number, check_whole_number
-from effnet.train.recipe import Recipe, get_recipe
+from effnet.errors import UserError, check_bool, check_number, check_whole_number
+from effnet.train.recipe import MAX_EPOCHS, Recipe, get_recipe
 
 EpochCallback = Callable[[int, dict], None]
 
-#: The most epochs a run may ask for: ~300× the paper's 350, so a larger number is a typo, not a plan.
-MAX_EPOCHS = 100_000
+__all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_SEED", "MAX_TIME_LIMIT", "RunConfig", "resolve_recipe", "spec_changes"]
 #: The largest batch per process: 16× the paper's global batch of 4096, where large-batch studies stop
 #: (64k); B0's activations alone at 32 px are ~115 GB at this batch, so a larger one fits no device.
 MAX_BATCH_SIZE = 65_536
+#: The largest seed: PyTorch's generators take a 64-bit one.
+MAX_SEED = 2**63 - 1
+#: The longest time limit, in seconds (about 31 years).
+MAX_TIME_LIMIT = 1e9
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,19 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_whole_number("epochs", self.epochs, 1, high=MAX_EPOCHS)
         check_whole_number("batch_size", self.batch_size, 1, high=MAX_BATCH_SIZE)
-        check_whole_number("seed", self.seed, 0)
+        check_whole_number("seed", self.seed, 0, high=MAX_SEED)
         if self.max_steps_per_epoch is not None:
             check_whole_number("max_steps_per_epoch", self.max_steps_per_epoch, 1)
         if self.resolution is not None:
             check_whole_number("resolution", self.resolution, 1, unit=" of pixels", high=MAX_RESOLUTION)
         if self.time_limit is not None:
-            check_number("time_limit", self.time_limit, low=0)
+            check_number("time_limit", self.time_limit, low=0, high=MAX_TIME_LIMIT)
+        for name in ("resume", "overwrite", "progress"):
+            check_bool(name, getattr(self, name))
+        if self.on_epoch_end is not None and not callable(self.on_epoch_end):
+            raise TypeError(f"on_epoch_end must be callable, got {self.on_epoch_end!r}")
+        if self.device is not None and not isinstance(self.device, str):
+            raise TypeError(f"device must be a name such as 'cpu' or 'cuda:1', got {self.device!r}")
         if self.output is not None:
             object.__setattr__(self, "output", Path(self.output))
         elif self.resume:

@@ -75,7 +75,7 @@ def finetune_model(
     freezer = BackboneFreezer(freeze_epochs, freeze_stages)
 
     def build(splits: DataSplits, recipe: Recipe, changes: dict[str, Any], fits: FitCheck) -> RunNetwork:
-        from effnet.weights import load_model
+        from effnet.factory import load_model
 
         net, info = load_model(weights, num_classes=splits.num_classes, model=model, format=format, **changes)
         if freeze_stages >= len(net.stages):

@@ -21,6 +21,9 @@ from effnet.train.report import TrainReport
 SCALARS = ("train_loss", "val_loss", "top1", "top5", "lr", "images_per_second")
 #: What a run leaves in its folder: another run must not write beside them (see :mod:`effnet.runs`).
 RUN_FILES = ("model.safetensors", "description.json", "report.json", "metrics.csv", "checkpoints", "tensorboard")
+#: What only a training run leaves: commands that record their runs (:data:`effnet.runs.RECORD_NAME`) refuse
+#: a folder holding these without a record.
+TRAIN_MARKERS = ("model.safetensors", "metrics.csv", "checkpoints", "tensorboard")
 
 
 class RunLog:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from effnet.describe.network import MAX_RESOLUTION
-from effnet.errors import UserError, check_number, check_whole_number
+from effnet.errors import UserError, check_bool, check_number, check_whole_number
 
 OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
@@ -16,6 +16,8 @@ AMP_MODES = ("auto", "bf16", "off")
 CLASSIFIER_INITS = ("official", "zero", "capped")
 #: The largest RandAugment magnitude (torchvision's 31 magnitude bins: 0 … 30).
 RANDAUGMENT_MAX = 30
+#: The largest evaluation batch: 32× the paper's per-core training batch of 2048 (no gradients kept).
+MAX_EVAL_BATCH = 131_072
 
 
 @dataclass(frozen=True)
@@ -118,57 +120,100 @@ class Recipe:
         if unknown:
             raise UserError(f"unknown recipe setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         for key in ("crop_scale", "crop_ratio"):
-            if key in changes and changes[key] is not None:
-                changes[key] = tuple(float(v) for v in changes[key])
+            if key in changes:
+                changes[key] = _pair(key, changes[key])
         recipe = replace(self, **changes)
         check_recipe(recipe)
         return recipe
 
 
+#: The most epochs a run may ask for (and warm-up or decay spans): ~300× the paper's 350, so a larger
+#: number is a typo, not a plan.
+MAX_EPOCHS = 100_000
+#: The largest learning rate (``lr``, ``base_lr``): the optimisers hold it in float32 (to 3.4e38) after
+#: scaling by up to 256× (the batch over ``lr_base_batch``); anything near it diverges at once, which
+#: the run reports in one line.
+MAX_LR = 1e30
+#: The most RandAugment operations per image (torchvision's table has 14).
+MAX_RANDAUGMENT_N = 14
+#: The largest loader worker count per CPU: more processes than this only contend for the cores.
+WORKERS_PER_CPU = 4
+#: Numeric settings: (low, high, low excluded, high excluded). Every one is also finite.
+NUMBER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "base_lr": (0.0, MAX_LR, True, False),
+    "lr": (0.0, MAX_LR, True, False),
+    "rmsprop_decay": (0.0, 1.0, False, True),
+    "momentum": (0.0, 1.0, False, True),
+    "eps": (0.0, 1.0, True, False),
+    "weight_decay": (0.0, 1.0, False, False),
+    "grad_clip": (0.0, MAX_LR, True, False),
+    "warmup_epochs": (0.0, MAX_EPOCHS, False, False),
+    "decay_epochs": (1e-3, MAX_EPOCHS, False, False),
+    "decay_rate": (0.0, 1.0, True, False),
+    "min_lr_ratio": (0.0, 1.0, False, False),
+    "label_smoothing": (0.0, 1.0, False, True),
+    "ema_decay": (0.0, 1.0, True, True),
+    "bn_momentum": (0.0, 1.0, True, False),
+    "drop_path_rate": (0.0, 1.0, False, True),
+    "dropout": (0.0, 1.0, False, True),
+    "crop_pct": (0.0, 1.0, True, False),
+}
+#: Settings that are True or False (``channels_last`` may also be None: CUDA only).
+FLAGS = ("nesterov", "ema_warmup", "bn_warmup", "freeze_bn", "hflip", "compile", "sync_bn")
+
+
+def check_setting_number(name: str, value: Any) -> float:
+    """A numeric recipe setting within :data:`NUMBER_RANGES`, else a UserError naming it."""
+    low, high, open_low, open_high = NUMBER_RANGES[name]
+    number = check_number(name, value, low=low, high=high, strict_low=open_low)
+    if open_high and number >= high:
+        raise UserError(f"recipe {name} must be within [{low:g}, {high:g}), got {value!r}", field=name)
+    return number
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    """``(low, high)`` from a list or tuple of two numbers, else a UserError naming the setting."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise UserError(f"recipe {name} must be two numbers (low, high), got {value!r}", field=name)
+    return (check_number(name, value[0]), check_number(name, value[1]))
+
+
 def check_recipe(recipe: Recipe) -> None:
-    """Raise UserError naming the setting when a recipe cannot be used."""
+    """Raise UserError naming the setting when a recipe cannot be used: every number finite and within
+    :data:`NUMBER_RANGES`, whole numbers whole, flags True or False, names known."""
 
     def choice(name: str, allowed: tuple[str, ...]) -> None:
         if getattr(recipe, name) not in allowed:
-            raise UserError(f"recipe {name} {getattr(recipe, name)!r} is unknown (known: {', '.join(allowed)})")
+            raise UserError(
+                f"recipe {name} {getattr(recipe, name)!r} is unknown (known: {', '.join(allowed)})", field=name
+            )
 
+    if not isinstance(recipe.name, str):
+        raise UserError(f"recipe name must be text, got {recipe.name!r}", field="name")
     choice("optimizer", OPTIMIZERS)
     choice("schedule", SCHEDULES)
     choice("augment", AUGMENTS)
     choice("amp", AMP_MODES)
     choice("classifier_init", CLASSIFIER_INITS)
     choice("interpolation", ("bicubic", "bilinear"))
-    positive = ["base_lr", "decay_epochs", "decay_rate", "eps"]
-    nonneg = ["weight_decay", "warmup_epochs", "label_smoothing", "momentum", "min_lr_ratio"]
-    for name in positive + nonneg:
-        value = getattr(recipe, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(f"recipe {name} must be a finite number, got {value!r}")
-        if (name in positive and value <= 0) or value < 0:
-            raise UserError(f"recipe {name} must be {'> 0' if name in positive else '≥ 0'}, got {value!r}")
-    if recipe.lr is not None and not (isinstance(recipe.lr, (int, float)) and recipe.lr > 0):
-        raise UserError(f"recipe lr must be > 0, got {recipe.lr!r}")
-    if not 0 <= recipe.label_smoothing < 1:
-        raise UserError(f"recipe label_smoothing must be within [0, 1), got {recipe.label_smoothing}")
-    if recipe.ema_decay is not None and not 0 < recipe.ema_decay < 1:
-        raise UserError(f"recipe ema_decay must be within (0, 1), got {recipe.ema_decay}")
-    if recipe.bn_momentum is not None and not 0 < recipe.bn_momentum <= 1:
-        raise UserError(f"recipe bn_momentum must be within (0, 1], got {recipe.bn_momentum}")
-    for name in ("drop_path_rate", "dropout"):
-        value = getattr(recipe, name)
-        if value is not None and not 0 <= value < 1:
-            raise UserError(f"recipe {name} must be within [0, 1), got {value}")
-    low, high = recipe.crop_scale
-    if not 0 < low <= high <= 1:
-        raise UserError(f"recipe crop_scale must satisfy 0 < low ≤ high ≤ 1, got {recipe.crop_scale}")
-    if recipe.crop_pct is not None and not 0 < recipe.crop_pct <= 1:
-        raise UserError(f"recipe crop_pct must be within (0, 1], got {recipe.crop_pct}")
-    if not 0 <= recipe.randaugment_m <= RANDAUGMENT_MAX or recipe.randaugment_n < 0:
-        raise UserError(f"recipe randaugment_m must be within [0, {RANDAUGMENT_MAX}] and randaugment_n ≥ 0")
-    if recipe.workers is not None and recipe.workers < 0:
-        raise UserError(f"recipe workers must be ≥ 0, got {recipe.workers}")
-    if recipe.checkpoint_every_steps < 0:
-        raise UserError(f"recipe checkpoint_every_steps must be ≥ 0, got {recipe.checkpoint_every_steps}")
+    for name in NUMBER_RANGES:
+        _check_optional(recipe, name, check_setting_number)
+    for name in FLAGS:
+        check_bool(name, getattr(recipe, name))
+    _check_optional(recipe, "channels_last", check_bool)
+    check_whole_number("lr_base_batch", recipe.lr_base_batch, 1)
+    check_whole_number("randaugment_m", recipe.randaugment_m, 0, high=RANDAUGMENT_MAX)
+    check_whole_number("randaugment_n", recipe.randaugment_n, 0, high=MAX_RANDAUGMENT_N)
+    workers = WORKERS_PER_CPU * (os.cpu_count() or 1)
+    _check_optional(recipe, "workers", lambda n, v: check_whole_number(n, v, 0, " of processes", high=workers))
+    check_whole_number("checkpoint_every_steps", recipe.checkpoint_every_steps, 0)
+    check_whole_number("keep_checkpoints", recipe.keep_checkpoints, 0)
+    _check_optional(recipe, "eval_batch_size", lambda n, v: check_whole_number(n, v, 1, high=MAX_EVAL_BATCH))
+    for name, high in (("crop_scale", 1.0), ("crop_ratio", 100.0)):
+        pair = getattr(recipe, name)
+        low_value, high_value = (check_number(name, v, low=0, high=high, strict_low=True) for v in pair)
+        if low_value > high_value:
+            raise UserError(f"recipe {name} must be (low, high) with low ≤ high, got {pair}", field=name)
     check_progressive(recipe)
 
 

@@ -225,7 +225,7 @@ def _wrap(net: EfficientNet, recipe: Recipe, ctx: DistContext, find_unused_param
 def stage_loader(setup: RunSetup, splits: DataSplits, recipe: Recipe, config: RunConfig, stage: Stage) -> DataLoader:
     """The training loader of ``stage``: augmented at its image size and RandAugment magnitude, drawing
     from the run's resumable sampler. A stage change needs a new loader: workers keep the transform they
-    started with. Splits that batch on tensors (:mod:`effnet.data.memory`) give their own."""
+    started with. Splits that batch on tensors (:mod:`effnet.data.tensor_cache`) give their own."""
     pre = setup.preprocessing
     batched = splits.batched_train_loader(
         recipe, config.batch_size, setup.state.sampler, pre, stage.resolution, setup.device

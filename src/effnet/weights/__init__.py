@@ -1,7 +1,8 @@
 """Weights in and out: effnet's self-describing safetensors files, importers for timm, torchvision,
 lukemelas EfficientNet-PyTorch and Keras layouts (one :class:`WeightFormat` each, registered in
 :mod:`effnet.weights.formats`), the published checkpoints by name (:mod:`effnet.weights.pretrained`)
-and their downloads and caches (:mod:`effnet.weights.hub`)."""
+and their downloads and caches (:mod:`effnet.weights.hub`). Models are built with their weights
+above this package, in :mod:`effnet.factory`."""
 
 from effnet.preprocess import (
     IMAGENET_MEAN,
@@ -11,11 +12,11 @@ from effnet.preprocess import (
     Preprocessing,
     default_preprocessing,
 )
-from effnet.weights.format import WeightFormat
 from effnet.weights.formats import FORMATS, WEIGHT_FORMATS, detect_format, get_format
-from effnet.weights.load import imagenet_class_names, load_model, load_weights
+from effnet.weights.layout import WeightFormat
 from effnet.weights.native import WeightsInfo, save_weights
 from effnet.weights.pretrained import PRETRAINED, Pretrained, find_pretrained, get_pretrained, pretrained_names
+from effnet.weights.source import imagenet_class_names
 
 __all__ = [
     "FORMATS",
@@ -35,8 +36,6 @@ __all__ = [
     "get_format",
     "get_pretrained",
     "imagenet_class_names",
-    "load_model",
-    "load_weights",
     "pretrained_names",
     "save_weights",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from effnet.errors import UserError
+from effnet.errors import UserError, check_regular_file
 
 #: Keys under which checkpoints commonly nest their state dict, in order of preference.
 _NESTED = ("state_dict", "model_state_dict", "model", "module", "net", "ema", "state_dict_ema")
@@ -56,8 +56,88 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     return tensors, metadata
 
 
+#: The most a deflated zip entry can expand (deflate's limit is about 1032:1).
+MAX_DEFLATE_RATIO = 1032
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a zip ``.pth`` file whose entries declare more bytes than the file can hold (stored
+    entries: their stored size; deflated ones: deflate's best ratio), before PyTorch reads them: it
+    allocates what an entry declares, so a few hundred bytes could ask for gigabytes."""
+    import zipfile
+
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip file (a legacy pickle) or a damaged one: torch.load refuses it on its own
+    for entry in entries:
+        most = entry.compress_size * (1 if entry.compress_type == zipfile.ZIP_STORED else MAX_DEFLATE_RATIO)
+        if entry.compress_size > size or entry.file_size > most:
+            raise UserError(
+                f"{path}: refused: archive entry {entry.filename[:80]!r} declares {entry.file_size:,} bytes, "
+                f"more than its {entry.compress_size:,} stored bytes hold (the file is {size:,} bytes): damaged or "
+                "crafted"
+            )
+
+
+#: Bytes per element of the storages a legacy (pre-zip) torch file names; others count as one byte.
+_ELEMENT_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
+                  "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}  # fmt: skip
+
+
+def _legacy_storage_bytes(path: Path) -> int | None:
+    """The bytes the storages of a legacy torch file declare (read from its pickles' opcodes, nothing
+    unpickled), or None when the file is not laid out as one."""
+    import pickletools
+
+    total, memo, recent = 0, {}, []
+    try:
+        with path.open("rb") as f:
+            for _ in range(3):  # magic number, protocol version, system info
+                for _op in pickletools.genops(f):
+                    pass
+            for op, arg, _pos in pickletools.genops(f):  # the object, storages as persistent ids
+                if op.name in ("BINPUT", "LONG_BINPUT", "PUT") and recent:
+                    memo[arg] = recent[-1]
+                elif op.name == "MEMOIZE" and recent:
+                    memo[len(memo)] = recent[-1]
+                elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                    recent.append(memo.get(arg))
+                elif isinstance(arg, (str, int)) and not isinstance(arg, bool):
+                    recent.append(arg)
+                elif op.name == "STACK_GLOBAL" and len(recent) >= 2:
+                    recent.append(f"{recent[-2]} {recent[-1]}")
+                if op.name in ("BINPERSID", "PERSID"):
+                    kinds = [v for v in recent if isinstance(v, str) and v.endswith("Storage")]
+                    numbers = [v for v in recent if isinstance(v, int)]
+                    if "storage" in recent and kinds and numbers:
+                        kind = kinds[-1].rsplit(" ", 1)[-1].rsplit(".", 1)[-1].removesuffix("Storage")
+                        total += numbers[-1] * _ELEMENT_BYTES.get(kind, 1)
+                    recent = []
+    except (ValueError, OSError, EOFError, KeyError, IndexError):
+        return None
+    return total
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether a torch file is a zip archive (torch.save's format since PyTorch 1.6)."""
+    with path.open("rb") as f:
+        return f.read(2) == b"PK"
+
+
 def read_torch(path: Path) -> Any:
-    """A ``.pth``/``.pt`` file through ``torch.load(weights_only=True)``: plain tensors and containers only."""
+    """A ``.pth``/``.pt`` file through ``torch.load(weights_only=True)``: plain tensors and containers only;
+    a zip file's entries are checked first (:func:`check_archive`)."""
+    check_archive(path)
+    if not _is_zip(path):
+        declared, size = _legacy_storage_bytes(path), path.stat().st_size
+        if declared is not None and declared > size:
+            raise UserError(
+                f"{path}: refused: its tensors declare {declared:,} bytes, more than the file's {size:,}: damaged or "
+                "crafted"
+            )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -133,11 +213,7 @@ def as_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors of any supported weight file and its metadata (safetensors header; else empty)."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"weight file {path} does not exist")
-    if not path.is_file():
-        raise UserError(f"{path} is not a file")
+    path = check_regular_file(path, "weight file")  # a FIFO would block, a device never end
     kind = file_kind(path)
     if kind == "safetensors":
         return read_safetensors(path)

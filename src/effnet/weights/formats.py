@@ -1,6 +1,6 @@
 """The weight formats effnet reads: one registry, in detection order.
 
-Adding a format: define its :class:`~effnet.weights.format.WeightFormat` in its own module (a
+Adding a format: define its :class:`~effnet.weights.layout.WeightFormat` in its own module (a
 :class:`~effnet.weights.layout.Layout` for its tensor names, a detector, the padding and BatchNorm
 eps its source computed with) and add it to :data:`WEIGHT_FORMATS` below; nothing else changes.
 Each detector looks for its own stem tensor, so on real files at most one answers and the order
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from effnet.errors import UserError
-from effnet.weights.format import WeightFormat
 from effnet.weights.keras import KERAS
+from effnet.weights.layout import WeightFormat
 from effnet.weights.lukemelas import LUKEMELAS
 from effnet.weights.native import NATIVE
 from effnet.weights.timm import TIMM

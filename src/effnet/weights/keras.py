@@ -13,8 +13,7 @@ from collections.abc import Mapping, Set
 import torch
 from torch import nn
 
-from effnet.weights.format import WeightFormat
-from effnet.weights.layout import Layout, Part
+from effnet.weights.layout import Layout, Part, WeightFormat
 
 _BLOCK = {
     "expand.conv": "expand_conv",

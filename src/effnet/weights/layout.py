@@ -3,20 +3,24 @@
 A :class:`Layout` names the source module of each *part* of an effnet model (stem conv, a block's
 depthwise BN, the classifier, …) and, where the source stores tensors differently (Keras' HWIO
 kernels), converts them. :func:`convert_state_dict` walks the model, builds its complete new state
-dict from the source and lists every disagreement; nothing is loaded here.
+dict from the source and lists every disagreement; nothing is loaded here. A :class:`WeightFormat`
+is a layout with how its source computed (padding, BatchNorm eps, preprocessing) and a detector;
+:mod:`effnet.weights.formats` lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Set
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
-from effnet.models.blocks import FusedMBConv, MBConv
+from effnet.models.blocks import KINDS, kind_of_block
 from effnet.models.layers import ConvNormAct
+from effnet.preprocess import Preprocessing, default_preprocessing
 
 
 @dataclass(frozen=True)
@@ -24,14 +28,15 @@ class Part:
     """One module of an effnet model that holds tensors, with where it sits in the network."""
 
     prefix: str  # effnet module path, e.g. "stages.1.0.depthwise.bn"
-    role: str  # stem.conv, stem.bn, expand.conv, expand.bn, dw.conv, dw.bn, se.reduce, se.expand,
-    #            project.conv, project.bn, head.conv, head.bn, classifier
+    role: str  # stem.conv, stem.bn, head.conv, head.bn, classifier, and in blocks their steps' roles
+    #            (effnet.models.blocks.Step.role) with the child: expand.conv, expand.bn, dw.conv, dw.bn,
+    #            se.reduce, se.expand, project.conv, project.bn, …
     stage: int = -1
     index: int = -1  # block index within the stage
     flat: int = -1  # block index over the whole network
     has_expand: bool = False
     has_se: bool = False
-    kind: str = "mb"  # the block's kind: "mb" MBConv, "fu" Fused-MBConv (no depthwise)
+    kind: str = "mb"  # the block's kind (a key of effnet.models.blocks.KINDS): "mb" MBConv, "fu" Fused-MBConv, …
     present: bool = True  # False: the model has no such module (features_only, no classifier, excluded)
 
 
@@ -49,34 +54,34 @@ def kind_of(module: nn.Module) -> str:
 def model_parts(
     model: nn.Module, *, exclude_classifier: bool = False, kinds: tuple[str, ...] = ("mb", "fu")
 ) -> Iterator[Part]:
-    """The tensor-holding modules of an MBConv / Fused-MBConv EfficientNet, in network order;
-    ``kinds`` are the block kinds the caller's layout names (others are a UserError)."""
+    """The tensor-holding modules of an EfficientNet, in network order, each block's from its kind's
+    registry entry (:data:`effnet.models.blocks.KINDS`: a step's parts are its role and the step's
+    tensor-holding children, ``dw.conv``, ``se.reduce``, …); ``kinds`` are the block kinds the
+    caller's layout names (others are a UserError)."""
     yield Part("stem.conv", "stem.conv")
     yield Part("stem.bn", "stem.bn")
     flat = 0
     for s, stage in enumerate(model.stages):
         for j, block in enumerate(stage):
-            kind = "mb" if isinstance(block, MBConv) else "fu" if isinstance(block, FusedMBConv) else None
-            if kind not in kinds:
-                names = " and ".join({"mb": "MBConv", "fu": "Fused-MBConv"}[k] for k in kinds)
+            entry = kind_of_block(block)
+            if entry is None or entry.kind not in kinds:
+                names = " and ".join(KINDS[k].title for k in kinds)
                 raise UserError(
                     f"model has a {type(block).__name__} block ({s}.{j}): only {names} blocks have this weight layout",
                     field="model",
                 )
-            where = {"stage": s, "index": j, "flat": flat, "has_expand": block.expand is not None, "kind": kind}
-            where["has_se"] = block.se is not None
+            steps = block.steps()
+            roles = {step.role for step, _ in steps}
+            where = {"stage": s, "index": j, "flat": flat, "kind": entry.kind}
+            where.update(has_expand="expand" in roles, has_se=any(step.op == "se" for step, _ in steps))
             base = f"stages.{s}.{j}"
-            if block.expand is not None:
-                yield Part(f"{base}.expand.conv", "expand.conv", **where)
-                yield Part(f"{base}.expand.bn", "expand.bn", **where)
-            if kind == "mb":
-                yield Part(f"{base}.depthwise.conv", "dw.conv", **where)
-                yield Part(f"{base}.depthwise.bn", "dw.bn", **where)
-            if block.se is not None:
-                yield Part(f"{base}.se.reduce", "se.reduce", **where)
-                yield Part(f"{base}.se.expand", "se.expand", **where)
-            yield Part(f"{base}.project.conv", "project.conv", **where)
-            yield Part(f"{base}.project.bn", "project.bn", **where)
+            for step, module in steps:
+                for child, sub in module.named_children():
+                    if any(True for _ in sub.parameters()) or any(True for _ in sub.buffers()):
+                        yield Part(f"{base}.{step.name}.{child}", f"{step.role}.{child}", **where)
+            if getattr(block, "shortcut", None) is not None:
+                yield Part(f"{base}.shortcut.conv", "shortcut.conv", **where)
+                yield Part(f"{base}.shortcut.bn", "shortcut.bn", **where)
             flat += 1
     if model.spec.head_channels:
         has_head = isinstance(model.head, ConvNormAct)
@@ -191,3 +196,37 @@ def convert_state_dict(
         if key not in used and (layout is None or not layout.ignored(key)):
             problems.append(f"file has tensor {key!r} that the model has no place for")
     return out, problems
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """One weight format effnet reads."""
+
+    name: str
+    about: str
+    #: Whether a source is in this format, from its tensor names and its header metadata.
+    detect: Callable[[Set[str], Mapping[str, str]], bool]
+    #: How the source names and stores tensors; None: effnet's own names (any block kind).
+    layout: Layout | None
+    #: The BatchNorm epsilon the source computes with: a constant or a rule on the model's description.
+    bn_eps: float | Callable[[NetworkSpec], float]
+    #: The padding the source's weights were trained with ("same", "symmetric"); None: either.
+    padding: str | None = None
+    #: Where ``padding`` is None: the padding a model of this name is built with (timm: ``tf_`` → 'same').
+    padding_for_model: Callable[[str], str] | None = None
+    #: The source's own evaluation preprocessing for a model (description, name as given), where it
+    #: differs from the official one (timm's V2-S/M/L: mean = std = 0.5, crop 1.0); None: official.
+    preprocessing_for_model: Callable[[NetworkSpec, str], Preprocessing | None] | None = None
+
+    def bn_eps_for(self, spec: NetworkSpec) -> float:
+        """The BatchNorm epsilon for a model of this description."""
+        return self.bn_eps(spec) if callable(self.bn_eps) else self.bn_eps
+
+    def preprocessing(self, spec: NetworkSpec, model_name: str) -> Preprocessing:
+        """How the source evaluates ``spec`` (built as ``model_name``)."""
+        own = self.preprocessing_for_model(spec, model_name) if self.preprocessing_for_model else None
+        return own if own is not None else default_preprocessing(spec)
+
+    def model_padding(self, model_name: str) -> str | None:
+        """The padding to build ``model_name`` with for these weights (None: its description's)."""
+        return self.padding if self.padding_for_model is None else self.padding_for_model(model_name)

@@ -10,8 +10,7 @@ from collections.abc import Mapping, Set
 
 from torch import nn
 
-from effnet.weights.format import WeightFormat
-from effnet.weights.layout import Layout, Part
+from effnet.weights.layout import Layout, Part, WeightFormat
 
 _BLOCK = {
     "expand.conv": "_expand_conv",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -17,14 +17,14 @@ from torch import nn
 from effnet.atomic import atomic_write
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
+from effnet.models.efficientnet import MAX_CLASSES
 from effnet.preprocess import Preprocessing, default_preprocessing
-from effnet.weights.format import WeightFormat
+from effnet.weights.layout import WeightFormat
 
 FORMAT = "effnet"
 FORMAT_VERSION = "1"
 #: Bounds on a header's counts (ImageNet-21k has 21,843 classes; images have a few channels): a crafted
 #: header must not make effnet build a classifier no machine holds.
-MAX_CLASSES = 1_000_000
 MAX_IN_CHANS = 64
 _RESERVED = {"format", "format_version", "description", "num_classes", "in_chans", "class_names", "preprocessing"}
 
@@ -51,15 +51,29 @@ def weights_header(
 ) -> dict[str, str]:
     """The header that describes ``model`` (all strings): a native file's safetensors metadata, and
     an ONNX export's ``metadata_props`` (:func:`info_from_metadata` reads both)."""
-    spec: NetworkSpec = model.spec
+    spec = getattr(model, "spec", None)
+    if not isinstance(model, nn.Module) or not isinstance(spec, NetworkSpec):
+        raise UserError(
+            f"model must be an effnet model (a module with its description, .spec), got {type(model).__name__}",
+            field="model",
+        )
     num_classes = int(getattr(model, "num_classes", 0))
     if class_names is not None:
-        class_names = [str(name) for name in class_names]
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+            raise UserError(f"class_names must be a list of names, got {type(class_names).__name__}",
+                            field="class_names")  # fmt: skip
+        if not all(isinstance(name, str) for name in class_names):
+            bad = next(name for name in class_names if not isinstance(name, str))
+            raise UserError(f"class_names must hold strings, got {bad!r}", field="class_names")
+        class_names = list(class_names)
         if len(class_names) != num_classes:
             raise UserError(
                 f"class_names lists {len(class_names)} class names for a model with {num_classes} classes",
                 field="class_names",
             )
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise UserError(f"preprocessing must be a Preprocessing, got {type(preprocessing).__name__}",
+                        field="preprocessing")  # fmt: skip
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -70,6 +84,8 @@ def weights_header(
     }
     if class_names is not None:
         metadata["class_names"] = json.dumps(class_names)
+    if extra is not None and not isinstance(extra, Mapping):
+        raise UserError(f"extra must be a mapping of names to text, got {type(extra).__name__}", field="extra")
     for key, value in (extra or {}).items():
         if key in _RESERVED:
             raise UserError(f"extra metadata key {key!r} is reserved", field="extra")
@@ -121,7 +137,10 @@ def info_from_metadata(metadata: dict[str, str], source: str) -> WeightsInfo:
     if names is not None and len(names) != num_classes:
         raise UserError(f"{source}: header has {len(names)} class names for {num_classes} classes")
     if "preprocessing" in metadata:
-        preprocessing = Preprocessing.from_json(metadata["preprocessing"])
+        try:
+            preprocessing = Preprocessing.from_json(metadata["preprocessing"])
+        except UserError as err:
+            raise UserError(f"{source}: {err}") from None
     else:
         preprocessing = default_preprocessing(spec)
     extra = {k: v for k, v in metadata.items() if k not in _RESERVED}

@@ -16,8 +16,7 @@ from torch import nn
 
 from effnet.describe.network import NetworkSpec
 from effnet.preprocess import Preprocessing
-from effnet.weights.format import WeightFormat
-from effnet.weights.layout import Layout, Part
+from effnet.weights.layout import Layout, Part, WeightFormat
 
 # Blocks with an expansion (InvertedResidual) and without (DepthwiseSeparableConv).
 _EXPANDED = {

@@ -13,8 +13,7 @@ from torch import nn
 
 from effnet.describe.network import NetworkSpec
 from effnet.preprocess import Preprocessing
-from effnet.weights.format import WeightFormat
-from effnet.weights.layout import Layout, Part
+from effnet.weights.layout import Layout, Part, WeightFormat
 
 #: Widths of torchvision's b5, b6, b7 (the models built with BatchNorm eps 1e-3).
 _EPS_1E3_MIN_WIDTH = 1.6
