@@ -58,7 +58,7 @@ def test_scale_direct_and_save(cli, tmp_path):
     "argv, needle",
     [
         (["info", "efficientnet_b42"], "unknown model"),
-        (["scale", "--phi", "-0.5"], "--phi"),
+        (["scale", "--phi", "-16.5"], "--phi"),
         (["scale", "--phi", "nan"], "--phi"),
         (["scale", "--phi", "1", "--alpha", "nan"], "--alpha"),
         (["scale", "--phi", "1", "--alpha", "-1"], "--alpha"),

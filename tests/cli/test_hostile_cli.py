@@ -45,6 +45,11 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 CASES = [
     # describe and scale
     (["info", "efficientnet_b42"], "unknown model"),
+    (["explain", "efficientnet_b42"], "unknown model"),
+    (["explain"], "name a model"),
+    (["explain", "efficientnetv2_m", "--base", "efficientnetv2_s"], "not a scaling of it"),
+    (["explain", "efficientnet_b4", "--alpha", "0"], "--alpha"),
+    (["explain", "--description", "/dev/zero"], "not a regular file"),
     (["info", "--blocks", "r1_k3_s11_e1_i32_oo16"], "'oo'"),
     (["info", "--blocks", ""], "name a model"),
     (["info", "--blocks", "r1000000000_k3_s11_e1_i32_o16"], "repeats"),
@@ -68,7 +73,7 @@ CASES = [
     (["scale", "--phi", "100"], "--phi must be ≤ 16"),
     (["scale", "--phi", "1e6"], "--phi must be ≤ 16"),
     (["scale", "--phi", "nan"], "--phi"),
-    (["scale", "--phi", "-1"], "--phi"),
+    (["scale", "--phi", "-17"], "--phi must be ≥ -16"),
     (["scale", "--phi", "1", "--alpha", "-1"], "--alpha"),
     (["scale", "--phi", "10", "--alpha", "3"], "scales depth by"),
     (["scale", "--width", "1000"], "--width must be ≤ 64"),

@@ -64,7 +64,7 @@ def test_compound_coefficients():
     c = compound_coefficients(2.5, 1.3, 1.05, 1.1)
     assert c.depth == pytest.approx(1.3**2.5) and c.resolution == pytest.approx(1.1**2.5)
     assert compound_coefficients(0).depth == 1.0
-    for bad in (-1, math.nan, math.inf):
+    for bad in (-17, math.nan, math.inf):
         with pytest.raises(UserError, match="phi"):
             compound_coefficients(bad)
     with pytest.raises(UserError, match="alpha"):

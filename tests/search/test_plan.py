@@ -150,3 +150,24 @@ def test_plan_shows_a_progress_bar(capsys):
 
     plan(_tiny(), macs=2 * profile(_tiny()).macs, progress=True)
     assert "plan" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- activations (issue 39)
+def test_plan_activations_is_the_largest_phi_under_budget(cli):
+    code, out, err = cli("plan", "--activations", "20M", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["budget"] == {"metric": "activations", "value": 20e6}
+    b0 = get_description("b0")
+    phi = record["phi"]
+    at = profile(scale_compound(b0, phi))
+    assert at.activations == record["activations"] <= 20e6 and at.macs == record["macs"]
+    assert profile(scale_compound(b0, phi + 2 * PRECISION)).activations > 20e6  # φ + ε is over the budget
+    assert 1.5 < phi < 1.7  # B0's 6.7M activations grow ~3× by φ ≈ 1.58
+    tiny = profile(_tiny()).activations
+    code, out, err = cli("plan", "--blocks", TINY, "--image-size", "32", "--activations", str(2 * tiny))
+    assert code == 0 and f"activations ≤ {2 * tiny:,}" in out and "activations          : " in out, err
+    code, _, err = cli("plan", "--activations", "1M")
+    assert code == 2 and err.count("\n") == 1 and "over the budget" in err
+    code, _, err = cli("plan", "--activations", "20M", "--macs", "2e9")
+    assert code == 2 and "not allowed with" in err

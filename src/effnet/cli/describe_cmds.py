@@ -1,4 +1,4 @@
-"""``effnet models``, ``effnet info`` and ``effnet scale``: describe and scale networks."""
+"""``effnet models``, ``effnet info``, ``effnet scale`` and ``effnet explain``: describe, scale and explain networks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from effnet.cli.args import (
     add_architecture,
     add_json,
     architecture_from_args,
-    nonnegative_float,
+    finite_float,
     positive_float,
     positive_int,
 )
@@ -17,6 +17,7 @@ from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.profile import profile
 from effnet.scale.compound import ALPHA, BETA, GAMMA, compound_coefficients, scale_network
+from effnet.scale.explain import explain_scaling
 from effnet.zoo import get_description, model_names
 
 #: --resolution values below this are multipliers, larger ones are pixels.
@@ -30,6 +31,7 @@ def summarize(spec: NetworkSpec, *, num_classes: int = 1000) -> dict[str, object
         "name": spec.name,
         "params": counts.params,
         "macs": counts.macs,
+        "activations": counts.activations,
         "resolution": spec.resolution,
         "width": round(spec.width, 6),
         "depth": round(spec.depth, 6),
@@ -61,6 +63,7 @@ def _print_summary(record: dict[str, object], as_json: bool) -> None:
         return
     shown = dict(record)
     shown["macs"] = f"{record['macs']:,} ({billions(int(record['macs']))})"  # type: ignore[arg-type]
+    shown["activations"] = f"{record['activations']:,}"
     print_record(shown)
 
 
@@ -69,7 +72,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["name", "params", "macs", "resolution", "width", "depth", "dropout"])
+        print_table(rows, ["name", "params", "macs", "activations", "resolution", "width", "depth", "dropout"])
     return 0
 
 
@@ -129,7 +132,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the published models with parameters and multiply-adds")
+    p = sub.add_parser("models", help="list the published models with parameters, multiply-adds and activations")
     add_json(p)
     p.set_defaults(func=cmd_models)
 
@@ -147,13 +150,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Compound scaling: depth α^φ, width β^φ, resolution γ^φ (official rounding).",
     )
     add_architecture(p)
-    p.add_argument("--phi", type=nonnegative_float, help="compound coefficient φ ≥ 0 (fractional too)")
+    p.add_argument("--phi", type=finite_float, help="compound coefficient φ in [-16, 16] (fractional; < 0 shrinks)")
     p.add_argument("--alpha", type=positive_float, default=ALPHA, help=f"depth base α (default {ALPHA})")
     p.add_argument("--beta", type=positive_float, default=BETA, help=f"width base β (default {BETA})")
     p.add_argument("--gamma", type=positive_float, default=GAMMA, help=f"resolution base γ (default {GAMMA})")
     _add_multipliers(p, scaling_help, "also write the scaled description to this file")
     add_json(p)
     p.set_defaults(func=cmd_scale)
+
+    p = sub.add_parser(
+        "explain",
+        help="explain a model as a scaling of its family's baseline: multipliers, implied φ, rounding",
+        description="Depth, width and resolution multipliers against the base, the φ each implies under "
+        "(α, β, γ), the ideal and real multiply-add ratio, and where the official rounding moved each stage.",
+    )
+    _add_explain_arguments(p)
+    p.set_defaults(func=cmd_explain)
 
 
 __all__ = ["NetworkSpec", "register"]
@@ -166,3 +178,78 @@ def _add_multipliers(p: argparse.ArgumentParser, scaling_help: str, save_help: s
     p.add_argument("--resolution", type=positive_float, help=f"resolution: {scaling_help}")
     p.add_argument("--image-size", type=positive_int, help="base resolution in pixels for --blocks (default 224)")
     p.add_argument("--save", metavar="FILE.json", help=save_help)
+
+
+def _add_explain_arguments(p: argparse.ArgumentParser) -> None:
+    """``explain NAME | --blocks … | --description FILE [--base NAME]``: --base is the reference here."""
+    p.add_argument("name", nargs="?", help="model name or description JSON file")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--blocks", metavar="STRINGS", help="comma-separated block strings")
+    group.add_argument("--description", metavar="FILE", help="a network description JSON file")
+    p.add_argument("--base", metavar="NAME", help="the baseline to explain against (default: the family's B0)")
+    p.add_argument("--image-size", type=positive_int, help="resolution in pixels for --blocks (default 224)")
+    p.add_argument("--alpha", type=positive_float, default=ALPHA, help=f"depth base α (default {ALPHA})")
+    p.add_argument("--beta", type=positive_float, default=BETA, help=f"width base β (default {BETA})")
+    p.add_argument("--gamma", type=positive_float, default=GAMMA, help=f"resolution base γ (default {GAMMA})")
+    add_json(p)
+
+
+def _family_base(spec: NetworkSpec) -> tuple[NetworkSpec, bool]:
+    """The baseline a description is explained against by default, and whether it is an official table row
+    scaled from it: the table's base for a published name, else the family B0 its settings point to."""
+    from effnet.describe.family import COEFFICIENTS, FAMILY_BASES
+    from effnet.zoo import BASELINES
+
+    row = COEFFICIENTS.get(spec.name)
+    if row is not None:
+        base = FAMILY_BASES[row.base]
+        return base, base.name != spec.name
+    if any(s.name == spec.name for s in BASELINES.values()):
+        return spec, False
+    if spec.lite:
+        return FAMILY_BASES["lite0"], False
+    if not spec.channel_guard:
+        return FAMILY_BASES["v2_base"], False
+    return FAMILY_BASES["b0"], False
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from effnet.zoo import description_from_blocks, resolve_description
+
+    if args.name and (args.blocks or args.description):
+        raise UserError("give either a model NAME or --blocks/--description, not both")
+    if args.blocks:
+        spec = description_from_blocks(args.blocks, resolution=args.image_size)
+    elif args.description:
+        spec = NetworkSpec.load(args.description)
+    elif args.name:
+        spec = resolve_description(args.name)
+    else:
+        raise UserError("name a model, or give --blocks or --description")
+    base, official = _family_base(spec)
+    if args.base:
+        base = get_description(args.base)
+        official = official and base.name == _family_base(spec)[0].name
+    explanation = explain_scaling(
+        spec,
+        base,
+        alpha=args.alpha,
+        beta=args.beta,
+        gamma=args.gamma,
+        official=official,
+        macs=profile(spec).macs,
+        base_macs=profile(base).macs,
+    )
+    record = explanation.to_dict()
+    if args.json:
+        print_json(record)
+        return 0
+    shown = {k: v for k, v in record.items() if k not in ("rounding", "notes", "single_phi", "phi")}
+    shown["phi"] = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in record["phi"].items())  # type: ignore[union-attr]
+    print_record(shown)
+    print()
+    print_table(record["rounding"], ["part", "quantity", "base", "asked", "got", "moved", "rule"])  # type: ignore[arg-type]
+    print()
+    for line in explanation.notes():
+        print(line)
+    return 0

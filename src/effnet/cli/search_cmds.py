@@ -300,6 +300,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         macs=args.macs,
         params=args.params,
         latency_ms=args.latency_ms,
+        activations=args.activations,
         alpha=args.alpha,
         beta=args.beta,
         gamma=args.gamma,
@@ -314,6 +315,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     shown = {k: v for k, v in record.to_dict().items() if k not in hidden and v is not None}
     shown["budget"] = f"{record.budget['metric']} ≤ {record.budget['value']:,.6g}"
     shown["macs"] = f"{record.macs:,} ({billions(record.macs)})"
+    shown["activations"] = f"{record.activations:,}"
     print_record(shown)
     return 0
 
@@ -424,14 +426,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "plan",
-        help="the largest compound φ whose scaled model fits a MACs, parameter or latency budget",
+        help="the largest compound φ whose scaled model fits a MACs, parameter, activation or latency budget",
         description="Find the largest real φ such that the baseline compound-scaled by α^φ, β^φ, γ^φ (official "
-        "rounding) fits the budget. Latency is measured here: median of --repeats forward passes on the CPU.",
+        "rounding) fits the budget. Activations are the elements written by every convolution and linear layer "
+        "for one image (Dollár et al. 2021). Latency is measured here: median of --repeats forward passes on the "
+        "CPU.",
     )
     add_architecture(p)
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--macs", type=big_number, help="multiply-adds budget, e.g. 2e9 or 2B")
     budget.add_argument("--params", type=big_number, help="parameter budget, e.g. 20M")
+    budget.add_argument(
+        "--activations", type=big_number, help="activations budget (conv and linear outputs per image), e.g. 10M"
+    )
     budget.add_argument("--latency-ms", type=positive_float, help="latency budget in milliseconds on this machine")
     p.add_argument("--alpha", type=positive_float, default=ALPHA, help=f"depth base α (default {ALPHA})")
     p.add_argument("--beta", type=positive_float, default=BETA, help=f"width base β (default {BETA})")

@@ -19,22 +19,26 @@ from effnet.zoo import resolve_description
 
 @dataclass(frozen=True)
 class Profile(Result):
-    """Size and cost of a model at one resolution. ``macs`` are multiply-adds (the paper's FLOPS);
-    ``activations`` the elements every layer outputs for one image (what training keeps for
-    backward, roughly), ``peak_activation`` the largest single output."""
+    """Size and cost of a model at one resolution, for one image. ``macs`` are multiply-adds (the
+    paper's FLOPS); ``activations`` the elements written by every convolution and linear layer (the
+    cost of Dollár et al. 2021, "Fast and Accurate Model Scaling", which tracks run time better than
+    multiply-adds); ``layer_outputs`` the elements every layer outputs (normalisations and
+    activation functions too: what training keeps for backward, roughly, and what the memory
+    estimate uses), ``peak_layer_output`` the largest single output."""
 
     params: int
     macs: int
     resolution: int
     activations: int = 0
-    peak_activation: int = 0
+    layer_outputs: int = 0
+    peak_layer_output: int = 0
 
     def memory_bytes(self, batch_size: int, *, training: bool, bytes_per_element: int = 4) -> int:
         """About what running this model needs: weights (training: with their gradients and two
-        optimiser buffers) and activations (training: every layer's output; inference: a few of the
+        optimiser buffers) and layer outputs (training: every layer's; inference: a few of the
         largest at a time)."""
         weights = self.params * bytes_per_element * (4 if training else 1)
-        per_image = self.activations if training else 3 * self.peak_activation
+        per_image = self.layer_outputs if training else 3 * self.peak_layer_output
         return weights + per_image * batch_size * bytes_per_element
 
 
@@ -45,7 +49,8 @@ def profile(
     in_chans: int = 3,
     resolution: int | None = None,
 ) -> Profile:
-    """Count parameters and multiply-adds of convolutions and linear layers for one image.
+    """Count parameters, multiply-adds and activations (outputs of convolutions and linear layers)
+    for one image, and every layer's output for the memory estimate.
 
     The model is built on PyTorch's meta device, so even L2 at 800 px costs milliseconds.
     torch.utils.flop_counter counts 2 FLOPs per multiply-add; we report multiply-adds.
@@ -59,10 +64,13 @@ def profile(
         check_whole_number("resolution", resolution, 1, " of pixels", high=MAX_RESOLUTION)
     size = resolution or spec.resolution
     sizes: list[int] = []
+    written: list[int] = []  # by convolutions and linear layers
 
-    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+    def count(module: nn.Module, _inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor):
             sizes.append(output.numel())
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                written.append(output.numel())
 
     with torch.device("meta"):
         meta = EfficientNet(spec, num_classes=num_classes, in_chans=in_chans).eval()
@@ -77,8 +85,9 @@ def profile(
         params=int(params),
         macs=int(counter.get_total_flops() // 2),
         resolution=size,
-        activations=int(sum(sizes)),
-        peak_activation=int(max(sizes, default=0)),
+        activations=int(sum(written)),
+        layer_outputs=int(sum(sizes)),
+        peak_layer_output=int(max(sizes, default=0)),
     )
 
 
@@ -116,8 +125,8 @@ def check_memory(
         what = "training" if training else "inference"
         raise UserError(
             f"{spec.name} at {counts.resolution} px needs ~{need / 2**30:.1f} GiB for {what} at batch {batch_size} "
-            f"({counts.params / 1e6:.1f}M parameters, {counts.activations * batch_size * 4 / 2**30:.1f} GiB of "
-            f"activations), {free / 2**30:.1f} GiB available on {torch.device(device)}: use a smaller batch, "
+            f"({counts.params / 1e6:.1f}M parameters, {counts.layer_outputs * batch_size * 4 / 2**30:.1f} GiB of "
+            f"layer outputs), {free / 2**30:.1f} GiB available on {torch.device(device)}: use a smaller batch, "
             "resolution or model",
             field="batch_size",
         )

@@ -34,6 +34,8 @@ class Coefficients:
 
 #: The largest φ accepted: beyond L2 (about φ = 15 in width) and the planner's range.
 MAX_PHI = 16.0
+#: The smallest φ accepted: φ < 0 scales below the baseline (as TinyNet does), down to the mirror bound.
+MIN_PHI = -MAX_PHI
 #: The largest depth, width or resolution multiplier accepted (L2 is ×5.3 in depth).
 MAX_MULTIPLIER = 64.0
 
@@ -43,8 +45,8 @@ def _multiplier(name: str, value: float) -> float:
 
 
 def compound_coefficients(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA) -> Coefficients:
-    """d = α^φ, w = β^φ, r = γ^φ for any real φ in [0, 16]."""
-    phi = check_number("phi", phi, low=0.0, high=MAX_PHI)
+    """d = α^φ, w = β^φ, r = γ^φ for any real φ in [−16, 16] (φ < 0 shrinks the baseline)."""
+    phi = check_number("phi", phi, low=MIN_PHI, high=MAX_PHI)
     bases = {name: check_number(name, value, low=0.0, strict_low=True)
              for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma))}  # fmt: skip
     scaled = {}
@@ -147,7 +149,7 @@ def scale_compound(
     *,
     name: str | None = None,
 ) -> NetworkSpec:
-    """Compound scaling: depth α^φ, width β^φ, resolution γ^φ."""
+    """Compound scaling: depth α^φ, width β^φ, resolution γ^φ (φ < 0 scales below the baseline)."""
     _check_spec(spec)
     c = compound_coefficients(phi, alpha, beta, gamma)
     phi = float(phi)

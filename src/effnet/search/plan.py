@@ -1,8 +1,8 @@
 """Budget planning: the largest real φ whose compound-scaled model fits a budget.
 
-The cost of the scaled model (multiply-adds, parameters, or latency measured on this machine) is a
-step function of φ: repeats, channels and resolution are rounded. It is close to monotone, so a
-coarse scan brackets the last φ under budget and a bisection narrows the step it sits on.
+The cost of the scaled model (multiply-adds, parameters, activations, or latency measured on this
+machine) is a step function of φ: repeats, channels and resolution are rounded. It is close to
+monotone, so a coarse scan brackets the last φ under budget and a bisection narrows the step it sits on.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ SCAN_STEP = 0.25
 PRECISION = 1e-4
 #: The scan stops once the cost exceeds the budget by this factor.
 OVERSHOOT = 1.3
-METRICS = ("macs", "params", "latency_ms")
+METRICS = ("macs", "params", "activations", "latency_ms")
+#: The budgets counted by :func:`~effnet.models.profile.profile` rather than timed.
+COUNTED = ("macs", "params", "activations")
 #: Bounds on a latency search: a budget (a minute per forward pass is no deployment target), timed
 #: passes per φ, and the whole search's measuring time (a larger model is estimated from the last one
 #: measured, by multiply-adds, before it is run).
@@ -40,12 +42,10 @@ WARMUP = 2
 
 
 def cost_function(metric: str, *, num_classes: int = 1000, batch_size: int = 1, repeats: int = 10):
-    """The cost of a description under ``metric`` (macs, params or latency_ms), counted or timed by
-    :mod:`effnet.models.profile`."""
-    if metric == "macs":
-        return lambda spec: float(profile(spec, num_classes=num_classes).macs)
-    if metric == "params":
-        return lambda spec: float(profile(spec, num_classes=num_classes).params)
+    """The cost of a description under ``metric`` (macs, params, activations or latency_ms), counted or
+    timed by :mod:`effnet.models.profile`."""
+    if metric in COUNTED:
+        return lambda spec: float(getattr(profile(spec, num_classes=num_classes), metric))
     if metric == "latency_ms":
         return lambda spec: measure_latency_ms(
             spec, num_classes=num_classes, batch_size=batch_size, repeats=repeats, warmup=WARMUP
@@ -99,6 +99,7 @@ class Plan(Result):
     resolution_multiplier: float
     params: int
     macs: int
+    activations: int
     budget: dict[str, Any]
     base: str
     alpha: float
@@ -118,6 +119,7 @@ def plan(
     macs: float | None = None,
     params: float | None = None,
     latency_ms: float | None = None,
+    activations: float | None = None,
     alpha: float = ALPHA,
     beta: float = BETA,
     gamma: float = GAMMA,
@@ -128,13 +130,14 @@ def plan(
 ) -> Plan:
     """The compound-scaled model with the largest φ under the one budget given.
 
-    MACs and parameters are counted (a budget beyond the largest φ is answered from it at once);
-    latency is timed here, within :data:`MAX_LATENCY_MS`, :data:`MAX_REPEATS` and
+    MACs, parameters and activations (elements written by convolutions and linear layers) are counted
+    (a budget beyond the largest φ is answered from it at once); latency is timed here, within :data:`MAX_LATENCY_MS`, :data:`MAX_REPEATS` and
     :data:`MAX_MEASURE_SECONDS`, each model checked against the memory first. ``progress`` (default: a
     latency search on a terminal) shows a bar of the models measured."""
-    given = {k: v for k, v in (("macs", macs), ("params", params), ("latency_ms", latency_ms)) if v is not None}
+    budgets = (("macs", macs), ("params", params), ("activations", activations), ("latency_ms", latency_ms))
+    given = {k: v for k, v in budgets if v is not None}
     if len(given) != 1:
-        raise UserError("give exactly one budget: macs, params or latency_ms")
+        raise UserError("give exactly one budget: macs, params, activations or latency_ms")
     ((metric, budget),) = given.items()
     check_number(metric, budget, low=0, strict_low=True, high=MAX_LATENCY_MS if metric == "latency_ms" else None)
     if not isinstance(base, NetworkSpec):
@@ -194,7 +197,7 @@ def plan(
                     cache[phi] = timed_cost(phi, scaled)
                 else:
                     counts = counts_of(phi, scaled)
-                    cache[phi] = float(counts.macs if metric == "macs" else counts.params)
+                    cache[phi] = float(getattr(counts, metric))
             bar.update(1)
             bar.set_postfix_str(f"φ={phi:.4g}")
         return cache[phi]
@@ -217,6 +220,7 @@ def plan(
         resolution_multiplier=coeffs.resolution,
         params=counts.params,
         macs=counts.macs,
+        activations=counts.activations,
         budget={"metric": metric, "value": budget},
         base=base.name,
         alpha=alpha,
