@@ -34,3 +34,21 @@ def random_bn_stats(model, seed: int = 0):
                 module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.2)
                 module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
     return model.eval()
+
+
+#: The three-class model of the ``int8_run`` fixture (tests/conftest.py) and its class names.
+INT8_RUN_BLOCKS = "r1_k3_s11_e1_i32_o16_se0.25,r1_k3_s22_e6_i16_o24_se0.25,r1_k5_s22_e6_i24_o40_se0.25"
+INT8_RUN_CLASSES = ["red", "green", "blue"]
+
+
+def crafted_weights(good, path, **changes):
+    """A copy of the weight file ``good`` at ``path`` with header metadata fields replaced by ``changes``
+    (the tensors as they are): a hand-made hostile file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(good), framework="pt") as f:
+        metadata = dict(f.metadata())
+    metadata.update(changes)
+    save_file(load_file(good), path, metadata=metadata)
+    return path

@@ -4,30 +4,9 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import effnet
-
-TINY = "r1_k3_s11_e1_i16_o8_se0.25,r1_k3_s22_e4_i8_o16_se0.25"
-
-
-@pytest.fixture(scope="module")
-def good_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    spec = effnet.NetworkSpec(name="tiny", blocks=effnet.parse_blocks(TINY), stem_channels=16, head_channels=64)
-    effnet.save_weights(effnet.create_model(spec, num_classes=3), path, class_names=["a", "b", "c"])
-    return path
-
-
-def _crafted(good, tmp_path, **changes):
-    from safetensors import safe_open
-
-    with safe_open(str(good), framework="pt") as f:
-        metadata = dict(f.metadata())
-    metadata.update(changes)
-    path = tmp_path / "crafted.safetensors"
-    save_file(load_file(good), path, metadata=metadata)
-    return path
+from helpers import crafted_weights
 
 
 def _description(good, **changes):
@@ -52,7 +31,7 @@ def _description(good, **changes):
     ],
 )
 def test_lying_headers_are_one_line(cli, good_file, tmp_path, change, needle):
-    path = _crafted(good_file, tmp_path, **change)
+    path = crafted_weights(good_file, tmp_path / "crafted.safetensors", **change)
     code, out, err = cli("predict", str(good_file), "--weights", str(path))
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, err
 
@@ -67,7 +46,9 @@ def test_lying_headers_are_one_line(cli, good_file, tmp_path, change, needle):
     ],
 )
 def test_lying_descriptions_in_headers_are_one_line(cli, good_file, tmp_path, field, value, needle):
-    path = _crafted(good_file, tmp_path, description=_description(good_file, **{field: value}))
+    path = crafted_weights(
+        good_file, tmp_path / "crafted.safetensors", description=_description(good_file, **{field: value})
+    )
     code, out, err = cli("predict", str(good_file), "--weights", str(path))
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, err
 

@@ -10,10 +10,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-import effnet
 from effnet.deploy.predict import load_predictor
-from effnet.weights import save_weights
-from helpers import random_bn_stats
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
 
@@ -64,37 +61,6 @@ def test_predictor_api_batches(photos):
     assert results[0].top[0]["prob"] == pytest.approx(results[2].top[0]["prob"], abs=1e-6)
 
 
-TINY = "r1_k3_s11_e1_i32_o16_se0.25,r1_k3_s22_e6_i16_o24_se0.25,r1_k5_s22_e6_i24_o40_se0.25"
-
-
-CLASSES = ["red", "green", "blue"]
-
-
-# ------------------------------------------------------------------------------------------ int8
-
-
-def _png(path, color, size=40):
-    Image.new("RGB", (size, size + 7), color).save(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A three-class model in a weight file with class names, calibration images and a labelled folder."""
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = random_bn_stats(effnet.create_model("efficientnet_b0", blocks=TINY, num_classes=3, resolution=32))
-    save_weights(model, root / "tiny.safetensors", class_names=CLASSES)
-    colors = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-    (root / "calib" / "deeper").mkdir(parents=True)
-    for i, (name, color) in enumerate(colors.items()):
-        (root / "labelled" / name).mkdir(parents=True)
-        for j in range(2):
-            _png(root / "labelled" / name / f"{j}.png", tuple(min(255, c + 20 * j) for c in color))
-            _png(root / "calib" / ("deeper" if j else "") / f"{i}{j}.png", tuple(c + 10 * j for c in color))
-    (root / "calib" / "notes.txt").write_text("not an image")
-    return root
-
-
 # ------------------------------------------------------------------------------------- hardening
 
 
@@ -111,20 +77,22 @@ def _bomb(path, side=40_000):
     path.write_bytes(data)
 
 
-def test_predict_refuses_decompression_bombs_and_classifies_the_rest(tiny, tmp_path, cli):
-    bomb, good = tmp_path / "bomb.png", tiny / "labelled" / "green" / "0.png"
+def test_predict_refuses_decompression_bombs_and_classifies_the_rest(int8_run, tmp_path, cli):
+    bomb, good = tmp_path / "bomb.png", int8_run / "labelled" / "green" / "0.png"
     _bomb(bomb)
-    code, out, err = cli("predict", str(bomb), str(good), "--weights", str(tiny / "tiny.safetensors"))
+    code, out, err = cli("predict", str(bomb), str(good), "--weights", str(int8_run / "int8_run.safetensors"))
     assert code == 1 and err.count("\n") == 1 and str(bomb) in err and "Traceback" not in err
     assert out.splitlines()[0] == str(good)
     # the limit is configurable: 40 × 47 pixels are over a limit of 1000
-    code, out, err = cli("predict", str(good), "--weights", str(tiny / "tiny.safetensors"), "--max-pixels", "1000")
+    code, out, err = cli(
+        "predict", str(good), "--weights", str(int8_run / "int8_run.safetensors"), "--max-pixels", "1000"
+    )
     assert code == 2 and err.count("\n") == 1 and "more than the limit of 1,000" in err
     assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # PIL's own limit untouched
 
 
-def test_unavailable_devices_are_one_line(tiny, tmp_path, cli):
-    weights, image = str(tiny / "tiny.safetensors"), str(tiny / "labelled" / "red" / "0.png")
+def test_unavailable_devices_are_one_line(int8_run, tmp_path, cli):
+    weights, image = str(int8_run / "int8_run.safetensors"), str(int8_run / "labelled" / "red" / "0.png")
     devices = ["bogus", "tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
     for device in devices:
         code, _, err = cli("predict", image, "--weights", weights, "--device", device)
@@ -135,30 +103,30 @@ def test_unavailable_devices_are_one_line(tiny, tmp_path, cli):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
-def test_predict_on_a_fifo_named_like_an_image_is_one_line_not_a_hang(tiny, tmp_path):
+def test_predict_on_a_fifo_named_like_an_image_is_one_line_not_a_hang(int8_run, tmp_path):
     from bounded import effnet_cli
 
     fifo = tmp_path / "f.jpg"
     os.mkfifo(fifo)
-    code, out, err = effnet_cli("predict", str(fifo), "--weights", str(tiny / "tiny.safetensors"), timeout=60)
+    code, out, err = effnet_cli("predict", str(fifo), "--weights", str(int8_run / "int8_run.safetensors"), timeout=60)
     assert code == 2 and out == "" and err.count("\n") == 1 and "f.jpg is a FIFO, not a regular file" in err, err
 
 
-def test_predict_refuses_a_1_by_1000000_image_and_classifies_the_rest(tiny, tmp_path):
+def test_predict_refuses_a_1_by_1000000_image_and_classifies_the_rest(int8_run, tmp_path):
     from bounded import effnet_cli
 
-    thin, good = tmp_path / "thin.png", tiny / "labelled" / "green" / "0.png"
+    thin, good = tmp_path / "thin.png", int8_run / "labelled" / "green" / "0.png"
     Image.new("RGB", (1, 1_000_000)).save(thin)
-    code, out, err = effnet_cli("predict", str(thin), str(good), "--weights", str(tiny / "tiny.safetensors"))
+    code, out, err = effnet_cli("predict", str(thin), str(good), "--weights", str(int8_run / "int8_run.safetensors"))
     assert code == 1 and err.count("\n") == 1 and "thin.png has 1×1000000 pixels, more elongated" in err, err
     assert out.splitlines()[0] == str(good)
 
 
-def test_predict_never_expands_an_image_past_the_pixel_limit(tiny, tmp_path, cli):
+def test_predict_never_expands_an_image_past_the_pixel_limit(int8_run, tmp_path, cli):
     """900 × 10 pixels are within the limit; resized to the model's short side (64 px) they are 5760 × 64."""
-    wide, good = tmp_path / "wide.png", tiny / "labelled" / "green" / "0.png"
+    wide, good = tmp_path / "wide.png", int8_run / "labelled" / "green" / "0.png"
     Image.new("RGB", (900, 10)).save(wide)
-    weights = str(tiny / "tiny.safetensors")
+    weights = str(int8_run / "int8_run.safetensors")
     code, out, err = cli("predict", str(wide), str(good), "--weights", weights, "--max-pixels", "100000")
     assert code == 1 and err.count("\n") == 1 and "wide.png would be resized to 5760×64 pixels" in err, err
     assert out.splitlines()[0] == str(good)

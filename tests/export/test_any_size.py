@@ -11,19 +11,6 @@ from helpers import random_bn_stats
 SIZES = (224, 257, 320)  # the model's own, odd (strided 'same' layers pad symmetrically), larger
 
 
-@pytest.fixture(scope="module")
-def b0():
-    torch.manual_seed(0)
-    return random_bn_stats(effnet.create_model("efficientnet_b0"))
-
-
-@pytest.fixture(scope="module")
-def b0_onnx(b0, tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    path = tmp_path_factory.mktemp("b0") / "b0.onnx"
-    return path, export_model(b0, path, "onnx")
-
-
 def test_onnx_any_size_same_padding(b0, b0_onnx):
     import onnx
 

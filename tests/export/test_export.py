@@ -5,14 +5,12 @@ import os
 
 import pytest
 import torch
-from PIL import Image
 
 import effnet
 from effnet.errors import UserError
 from effnet.export import export_model
 from effnet.factory import load_model
 from effnet.weights import save_weights
-from helpers import random_bn_stats
 
 pytest.importorskip("onnxruntime")
 
@@ -107,38 +105,7 @@ def test_export_user_errors(b0_file, tmp_path, cli):
     assert code == 2 and "looks like efficientnet_b0, model is efficientnet_lite0" in err
 
 
-TINY = "r1_k3_s11_e1_i32_o16_se0.25,r1_k3_s22_e6_i16_o24_se0.25,r1_k5_s22_e6_i24_o40_se0.25"
-
-
-CLASSES = ["red", "green", "blue"]
-
-
-# ------------------------------------------------------------------------------------------ int8
-
-
-def _png(path, color, size=40):
-    Image.new("RGB", (size, size + 7), color).save(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A three-class model in a weight file with class names, calibration images and a labelled folder."""
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = random_bn_stats(effnet.create_model("efficientnet_b0", blocks=TINY, num_classes=3, resolution=32))
-    save_weights(model, root / "tiny.safetensors", class_names=CLASSES)
-    colors = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-    (root / "calib" / "deeper").mkdir(parents=True)
-    for i, (name, color) in enumerate(colors.items()):
-        (root / "labelled" / name).mkdir(parents=True)
-        for j in range(2):
-            _png(root / "labelled" / name / f"{j}.png", tuple(min(255, c + 20 * j) for c in color))
-            _png(root / "calib" / ("deeper" if j else "") / f"{i}{j}.png", tuple(c + 10 * j for c in color))
-    (root / "calib" / "notes.txt").write_text("not an image")
-    return root
-
-
-def test_torchscript_export_to_a_full_disk_is_one_line(tiny, tmp_path, cli, monkeypatch):
+def test_torchscript_export_to_a_full_disk_is_one_line(int8_run, tmp_path, cli, monkeypatch):
     import effnet.atomic as atomic
 
     def full(fd):
@@ -146,6 +113,8 @@ def test_torchscript_export_to_a_full_disk_is_one_line(tiny, tmp_path, cli, monk
 
     monkeypatch.setattr(atomic.os, "fsync", full)
     out = tmp_path / "m.pt"
-    code, _, err = cli("export", "--weights", str(tiny / "tiny.safetensors"), "--format", "torchscript", "-o", str(out))
+    code, _, err = cli(
+        "export", "--weights", str(int8_run / "int8_run.safetensors"), "--format", "torchscript", "-o", str(out)
+    )
     assert code == 2 and err.count("\n") == 1 and "No space left on device" in err
     assert not out.exists() and not list(tmp_path.iterdir())

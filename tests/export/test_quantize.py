@@ -5,49 +5,16 @@ import re
 
 import pytest
 import torch
-from PIL import Image
 
-import effnet
-from effnet.weights import save_weights
-from helpers import random_bn_stats
-
-TINY = "r1_k3_s11_e1_i32_o16_se0.25,r1_k3_s22_e6_i16_o24_se0.25,r1_k5_s22_e6_i24_o40_se0.25"
+from helpers import INT8_RUN_CLASSES
 
 
-CLASSES = ["red", "green", "blue"]
-
-
-# ------------------------------------------------------------------------------------------ int8
-
-
-def _png(path, color, size=40):
-    Image.new("RGB", (size, size + 7), color).save(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A three-class model in a weight file with class names, calibration images and a labelled folder."""
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = random_bn_stats(effnet.create_model("efficientnet_b0", blocks=TINY, num_classes=3, resolution=32))
-    save_weights(model, root / "tiny.safetensors", class_names=CLASSES)
-    colors = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-    (root / "calib" / "deeper").mkdir(parents=True)
-    for i, (name, color) in enumerate(colors.items()):
-        (root / "labelled" / name).mkdir(parents=True)
-        for j in range(2):
-            _png(root / "labelled" / name / f"{j}.png", tuple(min(255, c + 20 * j) for c in color))
-            _png(root / "calib" / ("deeper" if j else "") / f"{i}{j}.png", tuple(c + 10 * j for c in color))
-    (root / "calib" / "notes.txt").write_text("not an image")
-    return root
-
-
-def test_quantize_then_predict_the_int8_file(tiny, cli):
+def test_quantize_then_predict_the_int8_file(int8_run, cli):
     pytest.importorskip("onnxruntime")
-    out = tiny / "tiny-int8.onnx"
+    out = int8_run / "int8_run-int8.onnx"
     code, stdout, err = cli(
-        "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
-        "--evaluate", str(tiny / "labelled"), "--keep", "first,last,se", "-o", str(out), "--json",
+        "quantize", "--weights", str(int8_run / "int8_run.safetensors"), "--calibrate", str(int8_run / "calib"),
+        "--evaluate", str(int8_run / "labelled"), "--keep", "first,last,se", "-o", str(out), "--json",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(stdout)
@@ -57,25 +24,29 @@ def test_quantize_then_predict_the_int8_file(tiny, cli):
     assert ev["images"] == 6 and 0 <= ev["agreement"] <= 1 and ev["batch_size"] == 16 and ev["threads"] >= 1
     assert ev["images_per_second_float32"] > 0 and ev["images_per_second_int8"] > 0
     assert ev["int8_speedup"] == pytest.approx(ev["images_per_second_int8"] / ev["images_per_second_float32"])
-    assert out.stat().st_size == report["bytes"] and not list(tiny.glob(".*effnet-tmp"))
+    assert out.stat().st_size == report["bytes"] and not list(int8_run.glob(".*effnet-tmp"))
     import onnx
 
     model = onnx.load(str(out))
     ops = {node.op_type for node in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["format"] == "effnet" and json.loads(meta["class_names"]) == CLASSES and "int8" in meta["quantized"]
+    assert (
+        meta["format"] == "effnet"
+        and json.loads(meta["class_names"]) == INT8_RUN_CLASSES
+        and "int8" in meta["quantized"]
+    )
     # predict runs the int8 file (ONNX Runtime, its preprocessing and class names from the metadata)
-    image = tiny / "labelled" / "red" / "0.png"
+    image = int8_run / "labelled" / "red" / "0.png"
     code, stdout, err = cli("predict", str(image), "--weights", str(out), "--top", "2", "--json")
     assert code == 0, err
     (result,) = json.loads(stdout)
-    assert result["image"] == str(image) and len(result["top"]) == 2 and result["top"][0]["label"] in CLASSES
+    assert result["image"] == str(image) and len(result["top"]) == 2 and result["top"][0]["label"] in INT8_RUN_CLASSES
     code, stdout, err = cli("predict", str(image), "--weights", str(out), "--dtype", "bfloat16")
     assert code == 2 and err.count("\n") == 1 and "--dtype" in err
 
 
-def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkeypatch):
+def test_quantize_reduce_range_for_cpus_without_vnni(int8_run, tmp_path, cli, monkeypatch):
     # 7-bit weights where int8 matrix products sum pairs in 16 bits (no VNNI), 8-bit depthwise ones (their
     # kernel widens first): chosen by this CPU unless told, written in the metadata; predict warns once
     # where an 8-bit file meets such a CPU
@@ -105,7 +76,7 @@ def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkey
     for flag in ("--reduce-range", "--no-reduce-range"):
         files[flag] = out = tmp_path / f"{flag.strip('-')}.onnx"
         code, stdout, err = cli(
-            "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
+            "quantize", "--weights", str(int8_run / "int8_run.safetensors"), "--calibrate", str(int8_run / "calib"),
             flag, "-o", str(out), "--json",
         )  # fmt: skip
         assert code == 0, err
@@ -117,7 +88,7 @@ def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkey
         assert low < -64 or high > 64, (name, depthwise)  # the full 8-bit range in use
     for name, bits in (("--no-reduce-range", "8-bit"), ("--reduce-range", "7-bit, depthwise 8-bit")):
         assert {p.key: p.value for p in onnx.load(str(files[name])).metadata_props}["int8_weights"] == bits
-    image = str(tiny / "labelled" / "red" / "0.png")
+    image = str(int8_run / "labelled" / "red" / "0.png")
     for vnni in (False, True):
         monkeypatch.setattr(hardware, "int8_dot_products_on_cpu", lambda vnni=vnni: vnni)
         for flag, out in files.items():
@@ -129,14 +100,14 @@ def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkey
         monkeypatch.setattr(hardware, "int8_dot_products_on_cpu", lambda vnni=vnni: vnni)
         out = tmp_path / f"default-{vnni}.onnx"
         code, stdout, err = cli(
-            "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
+            "quantize", "--weights", str(int8_run / "int8_run.safetensors"), "--calibrate", str(int8_run / "calib"),
             "-o", str(out), "--json",
         )  # fmt: skip
         assert code == 0 and json.loads(stdout)["reduce_range"] is (not vnni), err
     # the text report: what was written, then float32 vs int8 on the labelled folder, speed included
     code, stdout, err = cli(
-        "quantize", "--weights", str(tiny / "tiny.safetensors"), "--calibrate", str(tiny / "calib"),
-        "--evaluate", str(tiny / "labelled"), "-o", str(tmp_path / "text.onnx"),
+        "quantize", "--weights", str(int8_run / "int8_run.safetensors"), "--calibrate", str(int8_run / "calib"),
+        "--evaluate", str(int8_run / "labelled"), "-o", str(tmp_path / "text.onnx"),
     )  # fmt: skip
     lines = stdout.splitlines()
     assert code == 0 and len(lines) == 3 and "per-channel 8-bit weights" in lines[0], (stdout, err)
@@ -148,8 +119,8 @@ def test_quantize_reduce_range_for_cpus_without_vnni(tiny, tmp_path, cli, monkey
     ), lines[2]
 
 
-def test_quantize_user_mistakes(tiny, tmp_path, cli, monkeypatch):
-    weights = str(tiny / "tiny.safetensors")
+def test_quantize_user_mistakes(int8_run, tmp_path, cli, monkeypatch):
+    weights = str(int8_run / "int8_run.safetensors")
     out = tmp_path / "q.onnx"
     (tmp_path / "empty").mkdir()
     (tmp_path / "texts").mkdir()
@@ -166,7 +137,7 @@ def test_quantize_user_mistakes(tiny, tmp_path, cli, monkeypatch):
         code, _, err = cli("quantize", "--weights", weights, "--calibrate", str(tmp_path / folder), "-o", str(out))
         assert code == 2 and err.count("\n") == 1 and message in err, (folder, err)
     code, _, err = cli(
-        "quantize", "--weights", weights, "--calibrate", str(tiny / "calib"), "--keep", "head", "-o", str(out)
+        "quantize", "--weights", weights, "--calibrate", str(int8_run / "calib"), "--keep", "head", "-o", str(out)
     )
     assert code == 2 and err.startswith("effnet quantize: error: --keep 'head' is not a part")
     # a model the exporter cannot export: one line
@@ -176,6 +147,6 @@ def test_quantize_user_mistakes(tiny, tmp_path, cli, monkeypatch):
         raise torch.onnx.errors.OnnxExporterError("Failed to export the model with torch.export.\nmore detail")
 
     monkeypatch.setattr(torch.onnx, "export", fail)
-    code, _, err = cli("quantize", "--weights", weights, "--calibrate", str(tiny / "calib"), "-o", str(out))
+    code, _, err = cli("quantize", "--weights", weights, "--calibrate", str(int8_run / "calib"), "-o", str(out))
     assert code == 2 and err.count("\n") == 1 and "cannot export FastEfficientNet to ONNX: Failed to export" in err
     assert not out.exists() and not list(tmp_path.glob(".*effnet-tmp"))

@@ -11,16 +11,7 @@ import effnet
 from effnet.errors import UserError
 from effnet.infer.conv import FastConv
 from effnet.infer.fold import fold_batchnorm
-
-
-def _random_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.2)
-                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-    return model.eval()
+from helpers import random_bn_stats
 
 
 def _photo_error(model: torch.nn.Module, info) -> Callable[[torch.nn.Module], float]:
@@ -38,7 +29,7 @@ def test_bfloat16_fast_path(capsys, monkeypatch):
     import effnet.infer.hardware as hardware
 
     torch.manual_seed(0)
-    model = _random_bn(effnet.create_model("efficientnet_b0", num_classes=10, resolution=64))
+    model = random_bn_stats(effnet.create_model("efficientnet_b0", num_classes=10, resolution=64))
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         want = model(x)

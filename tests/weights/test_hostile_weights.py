@@ -13,30 +13,14 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 import effnet
 from bounded import effnet_cli, python
 from effnet.errors import UserError
 from effnet.weights.files import read_weights
+from helpers import crafted_weights
 
 TINY = "r1_k3_s11_e1_i16_o8_se0.25,r1_k3_s22_e4_i8_o16_se0.25"
-
-
-@pytest.fixture(scope="module")
-def good_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    spec = effnet.NetworkSpec(name="tiny", blocks=effnet.parse_blocks(TINY), stem_channels=16, head_channels=64)
-    effnet.save_weights(effnet.create_model(spec, num_classes=3), path, class_names=["a", "b", "c"])
-    return path
-
-
-def _crafted(good, path, **changes):
-    with safe_open(str(good), framework="pt") as f:
-        metadata = dict(f.metadata())
-    metadata.update(changes)
-    save_file(load_file(good), path, metadata=metadata)
-    return path
 
 
 def _preprocessing(**changes):
@@ -49,7 +33,9 @@ def huge_header(good_file, tmp_path_factory):
     with safe_open(str(good_file), framework="pt") as f:
         description = json.loads(f.metadata()["description"])
     description.update(stem_channels=65536, blocks=["r1_k3_s11_e64_i65536_o65536"], head_channels=1280)
-    return _crafted(good_file, tmp_path_factory.mktemp("h") / "huge.safetensors", description=json.dumps(description))
+    return crafted_weights(
+        good_file, tmp_path_factory.mktemp("h") / "huge.safetensors", description=json.dumps(description)
+    )
 
 
 def test_a_65536_channel_header_is_refused_before_allocating(huge_header):
@@ -89,14 +75,16 @@ def test_load_model_of_a_65536_channel_header_under_the_limit(huge_header):
     ],
 )
 def test_preprocessing_in_a_header_is_validated(good_file, tmp_path, preprocessing, needle):
-    path = _crafted(good_file, tmp_path / "pre.safetensors", preprocessing=preprocessing)
+    path = crafted_weights(good_file, tmp_path / "pre.safetensors", preprocessing=preprocessing)
     with pytest.raises(UserError, match=needle) as caught:
         effnet.load_model(path)
     assert str(path) in str(caught.value)
 
 
 def test_nan_normalisation_is_one_line_not_nan_probabilities(good_file, tmp_path, cli):
-    path = _crafted(good_file, tmp_path / "nan.safetensors", preprocessing=_preprocessing(std=[float("nan")] * 3))
+    path = crafted_weights(
+        good_file, tmp_path / "nan.safetensors", preprocessing=_preprocessing(std=[float("nan")] * 3)
+    )
     image = tmp_path / "x.png"
     Image.new("RGB", (40, 40)).save(image)
     code, out, err = cli("predict", str(image), "--weights", str(path))
