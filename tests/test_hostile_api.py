@@ -50,7 +50,7 @@ def test_create_model_refuses_before_allocating(kwargs, field):
 def test_create_model_refuses_a_model_larger_than_memory(monkeypatch):
     import effnet.factory
 
-    monkeypatch.setattr(effnet.factory, "memory_left", lambda: 10 * 2**20)  # 10 MiB left
+    monkeypatch.setattr(effnet.factory, "available_memory_bytes", lambda device="cpu": 10 * 2**20)  # 10 MiB left
     with pytest.raises(
         UserError,
         match=r"^model: efficientnet_b0 at 224 px .* 5,288,548 parameters and needs ~20\.2 MiB, 10\.0 MiB available$",
@@ -60,10 +60,10 @@ def test_create_model_refuses_a_model_larger_than_memory(monkeypatch):
         effnet.create_model(TINY, num_classes=100_000)
 
 
-def test_memory_left_counts_an_address_space_limit():
+def test_available_memory_counts_an_address_space_limit():
     from bounded import python
 
-    code, out, err = python("import effnet.factory as f; print(f.memory_left() < 6 * 2**30)")
+    code, out, err = python("from effnet.models.profile import available_memory_bytes as a; print(a() < 6 * 2**30)")
     assert code == 0 and out.strip() == "True", err
 
 

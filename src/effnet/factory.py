@@ -224,24 +224,6 @@ def _build(
     return net, info
 
 
-def memory_left() -> int | None:
-    """Bytes a new allocation may take: the device's free memory (:func:`~effnet.models.profile.
-    available_memory_bytes`), and under an address-space limit (``ulimit -v``) what is left of it."""
-    free = available_memory_bytes()
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft == resource.RLIM_INFINITY:
-            return free
-        status = Path("/proc/self/status").read_text()
-        used = next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmSize:"))
-    except (ImportError, OSError, ValueError, StopIteration):
-        return free
-    left = max(0, soft - used)
-    return left if free is None else min(free, left)
-
-
 def check_fits(
     spec: NetworkSpec,
     *,
@@ -270,7 +252,7 @@ def check_fits(
         counts = profile(spec, num_classes=classes, in_chans=in_chans, resolution=resolution)
         params, macs, size = counts.params, counts.macs, counts.resolution
         need = counts.memory_bytes(batch_size, training=False)
-    free = memory_left()
+    free = available_memory_bytes()
     if free is None or need <= free:
         return macs
     if field is None:

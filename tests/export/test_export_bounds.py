@@ -33,7 +33,7 @@ def test_input_size_beyond_any_description_is_refused_at_once(tmp_path, fmt):
 def test_input_size_whose_check_cannot_fit_is_refused_before_tracing(tmp_path, monkeypatch):
     import effnet.factory
 
-    monkeypatch.setattr(effnet.factory, "memory_left", lambda: 2**20)
+    monkeypatch.setattr(effnet.factory, "available_memory_bytes", lambda device="cpu": 2**20)
     with pytest.raises(UserError, match=r"^input_size: tiny at 4096 px .* GiB at batch 3") as caught:
         export_model(effnet.create_model(TINY, num_classes=3), tmp_path / "x.onnx", "onnx", input_size=4096)
     assert caught.value.field == "input_size" and not list(tmp_path.iterdir())

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from typing import NoReturn
 
 from effnet.describe.network import NetworkSpec
-from effnet.errors import UserError, check_whole_number
+from effnet.errors import UserError, check_threads
 
 
 class Parser(argparse.ArgumentParser):
@@ -70,7 +69,7 @@ def set_threads(threads: int | None) -> None:
     else a UserError naming ``threads``."""
     if threads is None:
         return
-    check_whole_number("threads", threads, 1, high=os.cpu_count() or 1)
+    check_threads("threads", threads)
     import torch
 
     torch.set_num_threads(threads)

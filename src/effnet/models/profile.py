@@ -92,11 +92,18 @@ def profile(
 
 
 def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
-    """Memory free for a new allocation: the GPU's free memory, or on the CPU Linux's MemAvailable
-    (None where it cannot be read)."""
+    """Memory free for a new allocation: the GPU's free memory, or on the CPU Linux's MemAvailable and,
+    under an address-space limit (``ulimit -v``), no more than what is left of it (None where neither
+    can be read)."""
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    free = _meminfo_available()
+    left = _address_space_left()
+    return free if left is None else left if free is None else min(free, left)
+
+
+def _meminfo_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -104,6 +111,21 @@ def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _address_space_left() -> int | None:
+    """Bytes this process may still map under its address-space limit; None without a limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft == resource.RLIM_INFINITY:
+            return None
+        status = Path("/proc/self/status").read_text()
+        used = next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmSize:"))
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+    return max(0, soft - used)
 
 
 def check_memory(

@@ -16,7 +16,7 @@ import torch
 
 from effnet.atomic import atomic_write
 from effnet.errors import UserError, check_regular_file
-from effnet.weights.files import check_archive
+from effnet.weights.files import check_torch_file
 
 LAST = "last.pt"
 #: Written into every checkpoint; /2 keeps RNG states as plain data (/1 pickled numpy arrays).
@@ -56,10 +56,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; a file whose loading would need more than
     tensors and plain data (code, objects) is refused with a UserError naming it, and so is anything but a
-    regular file (a FIFO would block the read) and an archive whose entries declare more than it holds."""
+    regular file (a FIFO would block the read) and a file whose tensors declare more than it holds."""
     if os.path.lexists(path):
         check_regular_file(path, "checkpoint")
-        check_archive(Path(path))
+        check_torch_file(Path(path))
     try:
         with warnings.catch_warnings():  # a refused file is explained below, not by torch's notes on it
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

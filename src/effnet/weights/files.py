@@ -60,18 +60,27 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 MAX_DEFLATE_RATIO = 1032
 
 
-def check_archive(path: Path) -> None:
-    """Refuse a zip ``.pth`` file whose entries declare more bytes than the file can hold (stored
-    entries: their stored size; deflated ones: deflate's best ratio), before PyTorch reads them: it
-    allocates what an entry declares, so a few hundred bytes could ask for gigabytes."""
+def check_torch_file(path: Path) -> None:
+    """Refuse a torch file whose tensors declare more bytes than the file can hold, before PyTorch reads
+    it: it allocates what is declared, so a few hundred bytes could ask for gigabytes. A zip file's
+    entries are checked (stored ones: their stored size; deflated ones: deflate's best ratio), a legacy
+    (pre-zip) file's storages from its pickles' opcodes."""
     import zipfile
 
     size = path.stat().st_size
+    if not _is_zip(path):
+        declared = _legacy_storage_bytes(path)
+        if declared is not None and declared > size:
+            raise UserError(
+                f"{path}: refused: its tensors declare {declared:,} bytes, more than the file's {size:,}: damaged or "
+                "crafted"
+            )
+        return
     try:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return  # not a zip file (a legacy pickle) or a damaged one: torch.load refuses it on its own
+        return  # a damaged zip file: torch.load refuses it on its own
     for entry in entries:
         most = entry.compress_size * (1 if entry.compress_type == zipfile.ZIP_STORED else MAX_DEFLATE_RATIO)
         if entry.compress_size > size or entry.file_size > most:
@@ -129,15 +138,8 @@ def _is_zip(path: Path) -> bool:
 
 def read_torch(path: Path) -> Any:
     """A ``.pth``/``.pt`` file through ``torch.load(weights_only=True)``: plain tensors and containers only;
-    a zip file's entries are checked first (:func:`check_archive`)."""
-    check_archive(path)
-    if not _is_zip(path):
-        declared, size = _legacy_storage_bytes(path), path.stat().st_size
-        if declared is not None and declared > size:
-            raise UserError(
-                f"{path}: refused: its tensors declare {declared:,} bytes, more than the file's {size:,}: damaged or "
-                "crafted"
-            )
+    its declared sizes are checked first (:func:`check_torch_file`)."""
+    check_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
