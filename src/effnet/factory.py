@@ -23,7 +23,7 @@ from effnet.models.efficientnet import MAX_CLASSES, EfficientNet
 from effnet.models.profile import available_memory_bytes, profile
 from effnet.preprocess import default_preprocessing
 from effnet.weights.formats import get_format
-from effnet.weights.hub import converted_path, make_folder
+from effnet.weights.hub import converted_path, is_hub_name, make_folder
 from effnet.weights.layout import WeightFormat
 from effnet.weights.native import NATIVE, WeightsInfo, info_from_metadata, is_native, save_weights
 from effnet.weights.pretrained import Pretrained, get_pretrained
@@ -65,7 +65,12 @@ def create_model(
     one with that tag (``create_model("efficientnet_b3", pretrained="ns_jft_in1k")``): downloaded and
     converted once (:mod:`effnet.weights`), with its padding and BatchNorm eps; its preprocessing
     and class names are in ``model.pretrained_info``. ``num_classes`` (default: the checkpoint's, else
-    1000) other than the checkpoint's gives a fresh classifier for fine-tuning."""
+    1000) other than the checkpoint's gives a fresh classifier for fine-tuning.
+
+    ``create_model("hf-hub:OWNER/NAME[@REVISION]", pretrained=True)`` loads the effnet weight file of
+    any Hub repository (``effnet push`` makes one): the file describes its network, so scaled variants
+    load too. ``create_model(NAME, pretrained="hf-hub:…")`` loads it into the model NAME, refused where
+    the file holds another network."""
     check_bool("features_only", features_only)
     check_bool("memory_efficient", memory_efficient)
     if not isinstance(pretrained, (bool, str)):
@@ -73,6 +78,10 @@ def create_model(
     if pretrained is not False:
         return _pretrained_model(
             name_or_description, pretrained, num_classes, in_chans, padding, features_only, memory_efficient, overrides
+        )
+    if is_hub_name(name_or_description):
+        raise UserError(
+            f"{name_or_description} names weights on the Hub: pass pretrained=True to load them", field="pretrained"
         )
     spec = resolve_description(name_or_description)
     if padding is not None:
@@ -101,20 +110,38 @@ def _pretrained_model(
     overrides: dict[str, Any],
 ) -> EfficientNet:
     """:func:`create_model` with a checkpoint."""
-    if not isinstance(name, str) or not isinstance(pretrained, (bool, str)):
+    if not (isinstance(name, str) or is_hub_name(pretrained)) or not isinstance(pretrained, (bool, str)):
         raise UserError(
-            "pretrained weights are asked for by a model name and pretrained=True or a tag", field="pretrained"
-        )
-    entry = get_pretrained(name, None if pretrained is True else pretrained)
-    if in_chans != 3:
-        raise UserError(
-            f"in_chans must be 3 for pretrained weights ({entry.name} takes RGB), got {in_chans!r}", field="in_chans"
+            "pretrained weights are asked for by a model name and pretrained=True or a tag (or any model and "
+            'pretrained="hf-hub:OWNER/NAME")',
+            field="pretrained",
         )
     if padding is not None:
         overrides["padding"] = padding
-    net, info = load_model(entry.name, num_classes=num_classes, **overrides)
+    if is_hub_name(name) or is_hub_name(pretrained):
+        if is_hub_name(name) and pretrained is not True:
+            raise UserError(
+                f"pretrained must be True for {name} (a revision goes after '@': hf-hub:OWNER/NAME@REVISION), "
+                f"got {pretrained!r}",
+                field="pretrained",
+            )
+        hub, model = (str(name), None) if is_hub_name(name) else (str(pretrained), name)
+        net, info = load_model(hub, num_classes=num_classes, model=model, **overrides)
+        if in_chans != info.in_chans:
+            raise UserError(
+                f"in_chans must be {info.in_chans} for {hub} (its file's), got {in_chans!r}", field="in_chans"
+            )
+    else:
+        entry = get_pretrained(name, None if pretrained is True else pretrained)
+        if in_chans != 3:
+            raise UserError(
+                f"in_chans must be 3 for pretrained weights ({entry.name} takes RGB), got {in_chans!r}",
+                field="in_chans",
+            )
+        net, info = load_model(entry.name, num_classes=num_classes, **overrides)
     if features_only:
-        backbone, state = EfficientNet(net.spec, num_classes=0, features_only=True), net.state_dict()
+        backbone = EfficientNet(net.spec, num_classes=0, in_chans=net.in_chans, features_only=True)
+        state = net.state_dict()
         backbone.load_state_dict({key: state[key] for key in backbone.state_dict()})
         net = backbone
     if memory_efficient:
@@ -273,6 +300,8 @@ def _size(nbytes: int) -> str:
 
 
 def _read(source: str | Path | Mapping[str, torch.Tensor], argument: str) -> Source:
+    if is_hub_name(source):
+        return read_source(source, argument)  # any Hub repository: read from huggingface_hub's cache as it is
     entry = pretrained_entry(source) if isinstance(source, (str, Path)) else None
     if entry is not None and entry.source.remote:
         return read_converted(entry, _converted(entry))

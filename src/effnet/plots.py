@@ -1,7 +1,7 @@
 """Figures of searches and studies: accuracy against multiply-adds (PNG, matplotlib's Agg backend).
 
-The grid search (:func:`plot_search`), the scaling study (:func:`plot_study`) and NAS
-(:func:`plot_pareto`); every figure is written atomically."""
+The grid search (:func:`plot_search`), the scaling study (:func:`plot_study`) and its fitted laws
+(:func:`plot_fit`), and NAS (:func:`plot_pareto`); every figure is written atomically."""
 
 from __future__ import annotations
 
@@ -81,6 +81,7 @@ AXES = {
     "macs": "multiply-adds (millions, log scale)",
     "params": "parameters (millions, log scale)",
     "train_seconds": "measured training time (seconds, log scale)",
+    "activations": "activations (millions, log scale)",
 }
 
 #: Curve styles of the scaling study, in drawing order.
@@ -121,6 +122,53 @@ def plot_study(
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
+    return _save(fig, path, bbox_inches="tight")
+
+
+def plot_fit(drawing: dict[str, Any], path: str | Path, *, title: str = "fitted scaling laws", x: str = "macs") -> Path:
+    """The fitted laws of a study (``drawing`` from :func:`effnet.search.laws.fit_study`): each curve's
+    measured points with their seed 95% intervals (hollow: left out of the fit, or on a curve no law
+    could be fitted to), its fitted law with the bootstrap 95% band, solid over the measured costs and
+    dashed beyond the largest, and the target cost as a vertical line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    scale = 1 if x == "train_seconds" else 1e6
+    for family, curve in drawing["curves"].items():
+        color, marker, label = FAMILY_STYLES.get(family, ("gray", "x", family))
+        for fitted in (True, False):
+            shown = [p for p in curve["points"] if p["fitted"] is fitted]
+            if not shown:
+                continue
+            ax.errorbar(
+                [p["cost"] / scale for p in shown],
+                [100 * p["accuracy"] for p in shown],
+                yerr=_errors(shown),
+                fmt=marker,
+                color=color,
+                mfc=color if fitted else "none",
+                markersize=9 if marker == "*" else 6,
+                capsize=3,
+                label=label if fitted or "cost" not in curve else None,
+            )
+        if "cost" not in curve:  # no law on this curve: its points only
+            continue
+        xs = [c / scale for c in curve["cost"]]
+        inside = [c <= curve["max_cost"] * 1.0001 for c in curve["cost"]]
+        near = [x for x, i in zip(xs, inside) if i]
+        far = [x for x, i in zip(xs, inside) if not i]
+        ys = [100 * a for a in curve["accuracy"]]
+        ax.plot(near, ys[: len(near)], color=color, lw=1.5)
+        if far:
+            ax.plot([near[-1], *far], ys[len(near) - 1 :], color=color, lw=1.5, ls="--")
+        ax.fill_between(xs, [100 * a for a in curve["low"]], [100 * a for a in curve["high"]], color=color, alpha=0.15)
+    if drawing.get("target"):
+        ax.axvline(drawing["target"] / scale, color="black", ls=":", lw=1, label="target")
+    ax.set_xscale("log")
+    ax.set_xlabel(AXES[x])
+    ax.set_ylabel("validation top-1 accuracy (%): seed means, fitted law and 95% band")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return _save(fig, path, bbox_inches="tight")
 
 
@@ -165,3 +213,54 @@ def plot_pareto(
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, *, title: str) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted), each row shaded by its share of the row's
+    images and, up to 30 classes, labelled with its count."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix, dtype=np.int64).reshape(len(classes), len(classes))
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(12.0, 3.0 + 0.35 * len(classes))
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, label="share of the true class's images")
+    if len(classes) <= 30:
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, [str(c) for c in classes], rotation=90, fontsize=7)
+        ax.set_yticks(ticks, [str(c) for c in classes], fontsize=7)
+        for i in ticks:
+            for j in ticks:
+                if counts[i, j]:
+                    color = "white" if shares[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return _save(fig, path, bbox_inches="tight")
+
+
+def plot_reliability(bins: Sequence[dict[str, Any]], path: str | Path, *, ece: float, title: str) -> Path:
+    """The reliability diagram: accuracy against mean confidence per confidence bin (bars, their width the
+    bin's), the diagonal of perfect calibration, and the images per bin below."""
+    plt = _pyplot()
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    filled = [b for b in bins if b["count"]]
+    lows = [b["low"] for b in filled]
+    widths = [b["high"] - b["low"] for b in filled]
+    ax.bar(lows, [b["accuracy"] for b in filled], width=widths, align="edge", edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.scatter([b["confidence"] for b in filled], [b["accuracy"] for b in filled], color="C3", s=12, zorder=3,
+               label="mean confidence")  # fmt: skip
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{title}\nexpected calibration error {ece:.4f}")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    below.bar(lows, [b["count"] for b in filled], width=widths, align="edge", color="gray", edgecolor="black")
+    below.set_xlabel("confidence (top-1 probability)")
+    below.set_ylabel("images")
+    below.set_xlim(0, 1)
+    return _save(fig, path, bbox_inches="tight")

@@ -44,8 +44,36 @@ def test_largest_phi_handles_steps_and_a_dip():
 
     assert largest_phi(cost, 2.0) == pytest.approx(1.75, abs=PRECISION)
     assert largest_phi(lambda phi: 1.0 + phi, 10.0) == pytest.approx(9.0, abs=PRECISION)
-    with pytest.raises(UserError, match="baseline itself"):
+    with pytest.raises(UserError, match=r"smallest scale-down of the baseline, φ = -16 at 3, is over the budget 2"):
         largest_phi(lambda phi: 3.0, 2.0)
+
+
+def test_largest_phi_below_the_baseline():
+    """A budget under the baseline's cost: the largest φ < 0 under it (scanned down, then bisected); a φ whose
+    model cannot be built (cost inf) ends the scan."""
+    assert largest_phi(lambda phi: 10.0 + phi, 2.0) == pytest.approx(-8.0, abs=PRECISION)
+    with pytest.raises(UserError, match=r"φ = -4 at 6, is over the budget 2 \(φ goes down to -4\)"):
+        largest_phi(lambda phi: 10.0 + phi, 2.0, phi_min=-4.0)
+    steps = lambda phi: 5.0 if phi > -1.3 else 1.0  # noqa: E731 - a step down between -1.5 and -1.25
+    assert largest_phi(steps, 2.0) == pytest.approx(-1.3, abs=PRECISION)
+    with pytest.raises(UserError, match=r"φ = -2 at 5, is over the budget 2 \(a smaller φ cannot be built\)"):
+        largest_phi(lambda phi: 5.0 if phi > -2.1 else float("inf"), 2.0)
+
+
+def test_plan_below_the_baseline_scales_down(cli):
+    b0 = get_description("b0")
+    code, out, err = cli("plan", "--macs", "1e8", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    phi = record["phi"]
+    assert (
+        -3.5 < phi < -2.5 and record["depth"] == pytest.approx(1.2**phi) and record["width"] == pytest.approx(1.1**phi)
+    )
+    at = profile(scale_compound(b0, phi))
+    assert at.macs == record["macs"] <= 1e8 < profile(b0).macs and record["resolution"] == at.resolution < 224
+    assert profile(scale_compound(b0, phi + 2 * PRECISION)).macs > 1e8  # φ + ε is over the budget
+    code, _, err = cli("plan", "--params", "1e5")  # below every buildable scale-down of B0
+    assert code == 2 and err.count("\n") == 1 and "smallest scale-down of the baseline" in err
 
 
 def test_plan_latency_measured_here(cli):
@@ -71,7 +99,7 @@ def test_plan_user_mistakes(cli):
     assert code == 2 and "one of the arguments" in err
     code, _, err = cli("plan", "--macs", "2e9", "--params", "5M")
     assert code == 2 and "not allowed with" in err
-    code, _, err = cli("plan", "--macs", "1e6")
+    code, _, err = cli("plan", "--macs", "1e5")  # B0 scaled down as far as it builds (φ ≈ -14) is 0.83M
     assert code == 2 and err.count("\n") == 1 and "over the budget" in err
 
 
@@ -167,7 +195,7 @@ def test_plan_activations_is_the_largest_phi_under_budget(cli):
     tiny = profile(_tiny()).activations
     code, out, err = cli("plan", "--blocks", TINY, "--image-size", "32", "--activations", str(2 * tiny))
     assert code == 0 and f"activations ≤ {2 * tiny:,}" in out and "activations          : " in out, err
-    code, _, err = cli("plan", "--activations", "1M")
+    code, _, err = cli("plan", "--activations", "1e4")
     assert code == 2 and err.count("\n") == 1 and "over the budget" in err
     code, _, err = cli("plan", "--activations", "20M", "--macs", "2e9")
     assert code == 2 and "not allowed with" in err

@@ -6,6 +6,7 @@ import math
 import pytest
 from scipy.stats import t as student
 
+from effnet.search import stats
 from effnet.search.grid import choose
 from effnet.search.record import TrialRecord, point_row
 from effnet.search.stats import Estimate, combine, difference, estimate, interpolation_weights, learning_threshold
@@ -71,7 +72,7 @@ def test_equal_macs_verdicts_against_a_hand_computed_interpolation():
     assert width["ci95"] == pytest.approx(student.ppf(0.975, width_df) * math.sqrt(width_var))
     assert width["positions"][0]["compound"] == pytest.approx(at) and width["positions"][0]["cost_ratio"] == 2
     assert (
-        width["verdict"].startswith("compound ahead by 15.5 ± ")
+        width["verdict"].startswith("compound ahead of width by 15.5 ± ")
         and "at 2× the baseline's multiply-adds" in width["verdict"]
     )
     depth_var = 0.25 * 0.0001 + 0.25 * 0.0004 + 0.0004
@@ -81,7 +82,8 @@ def test_equal_macs_verdicts_against_a_hand_computed_interpolation():
         student.ppf(0.975, depth_var**2 / ((0.25 * 0.0001) ** 2 + (0.25 * 0.0004) ** 2 + 0.0004**2))
         * math.sqrt(depth_var)
     )
-    assert depth["verdict"].startswith("no difference detectable (-0.5 ± ")
+    assert depth["verdict"].startswith("compound and depth tied at 2× the baseline's multiply-adds (difference -0.5 ± ")
+    assert depth["verdict"].endswith("points, interval contains 0)")
     assert out["resolution"]["points"] == 0 and out["resolution"]["difference"] is None  # no overlap → no verdict
     assert out["resolution"]["verdict"].startswith("no verdict")
     summary = {f: {k: c[k] for k in ("points", "compound_ahead", "mean_gain")} for f, c in out.items() if c["points"]}
@@ -159,14 +161,17 @@ def test_grid_choice_margin_ties_and_points_that_did_not_learn():
     assert choice.margin.mean == pytest.approx(0.1)
     assert choice.margin.ci95 == pytest.approx(2.7764451051977987 * math.sqrt(2 * 0.0001 / 3))  # Welch, df = 4
     assert "ahead of the runner-up" in choice.verdict and "did not learn" in choice.verdict
+    assert choice.decision == "ahead" and stats.show(choice.margin, " points") in choice.verdict
 
     # two seeds: t(0.975, 1) = 12.7 makes wide intervals; these overlap although the means differ by 4 points
     tied = choose([_point("g1", [0.78, 0.80]), _point("g2", [0.83, 0.85]), _point("g3", [0.5, 0.51])])
-    assert tied.best == "g2" and tied.tied == ["g1"] and "no clear winner" in tied.verdict
+    assert tied.best == "g2" and tied.tied == ["g1"] and tied.decision == "tie"
+    assert "tied with the runner-up α=1 β=1 γ=1 (difference 5.0 ± " in tied.verdict
+    assert "interval contains 0): no winner at this budget" in tied.verdict and "ahead" not in tied.verdict
 
     single = choose([_point("g1", [0.7]), _point("g2", [0.8])])
     assert single.best == "g2" and single.tied is None and single.margin.ci95 is None
-    assert "a tie cannot be told" in single.verdict
+    assert "neither a winner nor a tie can be told" in single.verdict and single.decision == "unknown"
 
     nothing = choose([_point("g1", [0.11, 0.12]), _point("g2", [0.13, 0.12])])
     assert nothing.best == "g2" and nothing.not_learned == ["g1", "g2"] and "no grid point learned" in nothing.verdict

@@ -238,6 +238,46 @@ def test_ema_warms_up_and_copies_batch_counts():
     assert not any(p.requires_grad for p in ema.module.parameters())
 
 
+def test_ema_follows_a_model_of_the_same_layout_given_later():
+    """The EMA lists its (shadow, model) tensor pairs once; another model of the same layout given later
+    is averaged from, not the first one."""
+    from effnet import create_model
+    from effnet.train.ema import ModelEma
+
+    torch.manual_seed(0)
+    first, second = create_model(TINY, num_classes=10), create_model(TINY, num_classes=10)
+    ema = ModelEma(first, decay=0.5, warmup=False)
+    ema.update_parameters(first)  # lists first's tensors
+    ema.update_parameters(second)
+    start, other = first.state_dict(), second.state_dict()
+    for key, value in ema.module.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, start[key].lerp(other[key], 0.5), msg=key)
+    assert ema.updates == 2
+
+
+def test_cpu_runs_train_channels_last_with_the_numbers_of_nchw():
+    """On the CPU a run trains in channels_last unless the recipe says otherwise (oneDNN's depthwise
+    convolutions are several times faster so: benchmarks/bench_proxy_speed.py); its numbers are NCHW's
+    up to float rounding, and the report's counts (from the fit check's profile) are the description's."""
+    from effnet.models.profile import profile
+    from effnet.train.optim import build_optimizer
+    from effnet.train.setup import default_channels_last
+
+    assert default_channels_last(torch.device("cpu"))
+    kwargs = dict(epochs=1, batch_size=16, recipe="small", progress=False, max_steps_per_epoch=4, resolution=24)
+    fast = train_model(TINY, **kwargs)
+    plain = train_model(TINY, channels_last=False, **kwargs)
+    assert fast.steps == plain.steps == 4
+    assert math.isclose(fast.train_loss, plain.train_loss, rel_tol=1e-4)
+    assert math.isclose(fast.loss, plain.loss, rel_tol=1e-3)
+    counts = profile(TINY.with_(resolution=24), num_classes=10)
+    assert (fast.params, fast.macs) == (counts.params, counts.macs) and counts.params == 11266 and counts.macs > 0
+    model = torch.nn.Linear(2, 2)
+    for name in ("small", "finetune"):  # one kernel per tensor list on the CPU too
+        assert build_optimizer(model, get_recipe(name), 0.1).defaults["foreach"] is True
+
+
 REPORT_KEYS = [
     "model", "data", "top1", "top5", "loss", "train_loss", "params", "macs", "seconds", "train_seconds",
     "images_per_second", "epochs", "epochs_done", "stopped_early", "steps", "batch_size", "world_size",
@@ -252,10 +292,13 @@ def test_report_is_a_result_dataclass(tmp_path):
 
     kwargs = dict(epochs=1, batch_size=16, recipe="small", progress=False, max_steps_per_epoch=1)
     report = train_model(TINY, **kwargs)
-    assert isinstance(report, TrainReport) and list(report.to_dict()) == REPORT_KEYS
+    assert isinstance(report, TrainReport) and list(report.to_dict()) == [*REPORT_KEYS, "evaluation"]
     assert report.output is None and "output" not in report.to_dict()
+    # the summary comes from the run's own last evaluation: the same top-1 and top-5, no second pass
+    assert report.evaluation["top1"] == report.top1 and report.evaluation["top5"] == report.top5
+    assert report.evaluation["images"] == 360 and report.evaluation["top1_ci95"][0] <= report.top1
     written = train_model(TINY, output=tmp_path, **kwargs)
-    assert list(written.to_dict()) == [*REPORT_KEYS, "output"] and written.output == str(tmp_path)
+    assert list(written.to_dict()) == [*REPORT_KEYS, "evaluation", "output"] and written.output == str(tmp_path)
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(written.to_dict()))
     config, rest = RunConfig.split({"epochs": 3, "lr": 0.1, "device": "cpu"}, recipe="small")
     assert (config.epochs, config.recipe, config.device, rest) == (3, "small", "cpu", {"lr": 0.1})

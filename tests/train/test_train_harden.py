@@ -260,7 +260,7 @@ def _refuse_listing(monkeypatch, folder: Path) -> None:
     real = os.scandir
 
     def scandir(path="."):
-        if Path(path) == folder:
+        if not isinstance(path, int) and Path(path) == folder:  # shutil.rmtree passes descriptors
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 

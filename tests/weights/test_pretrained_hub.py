@@ -7,9 +7,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import skimage.data
@@ -17,7 +15,7 @@ import timm
 import torch
 import torchvision
 from PIL import Image
-from safetensors.torch import save, save_file
+from safetensors.torch import save_file
 from test_weights_oracles import logits_diff, randomise
 
 import effnet
@@ -26,8 +24,8 @@ from effnet.factory import load_model, load_weights
 from effnet.weights import PRETRAINED
 from effnet.weights.hub import UrlFile, converted_path, hub_cache, torch_checkpoints
 from effnet.weights.pretrained import find_pretrained, get_pretrained
+from hub_server import REVISION, Server, isolate_caches, online
 
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 B0 = "tf_efficientnet_b0.in1k"
 
 
@@ -35,19 +33,7 @@ B0 = "tf_efficientnet_b0.in1k"
 def caches(tmp_path, monkeypatch):
     """Every cache in a temporary folder, the Hub offline unless a test serves it: nothing here reads the
     user's caches or the network."""
-    for name, folder in (("HF_HOME", "hf"), ("TORCH_HOME", "torch"), ("EFFNET_CACHE", "effnet")):
-        monkeypatch.setenv(name, str(tmp_path / folder))
-    for name in ("HF_HUB_CACHE", "HF_ENDPOINT", "EFFNET_OFFLINE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    return tmp_path
-
-
-def online(monkeypatch, server=None):
-    """Downloads allowed, from ``server`` (or a closed port: no network)."""
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("HF_ENDPOINT", server.url if server else "http://127.0.0.1:9")
+    return isolate_caches(tmp_path, monkeypatch)
 
 
 def tensors_of(model):
@@ -79,60 +65,6 @@ def put_in_torch_cache(url, tensors):
 def leftovers(*folders):
     """Every file under the folders (half-written files would show here)."""
     return sorted(str(p.relative_to(f)) for f in folders if f.exists() for p in f.rglob("*") if p.is_file())
-
-
-class Server:
-    """Hub and download server on 127.0.0.1: ``files`` maps URL paths to bytes; ``cut`` paths are sent
-    half (the Hub's size headers still promise all of it); every request is recorded."""
-
-    def __init__(self):
-        self.files, self.cut, self.requests = {}, set(), []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def answer(self, body):
-                path = self.path.split("?", 1)[0]
-                server.requests.append((self.command, path))
-                data = server.files.get(path)
-                if data is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                sent = data[: len(data) // 2] if path in server.cut else data
-                self.send_response(200)
-                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-                self.send_header("X-Repo-Commit", REVISION)
-                self.send_header("X-Linked-Size", str(len(data)))
-                self.send_header("Content-Length", str(len(data) if self.command == "HEAD" else len(sent)))
-                self.end_headers()
-                if body:
-                    self.wfile.write(sent)
-
-            def do_HEAD(self):
-                self.answer(False)
-
-            def do_GET(self):
-                self.answer(True)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def hub(self, repo_id, tensors, filename="model.safetensors"):
-        path = f"/{repo_id}/resolve/main/{filename}"
-        self.files[path] = save(tensors)
-        return path
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from effnet.cli.args import (
 )
 from effnet.cli.output import billions, print_json, print_record, print_table
 from effnet.errors import UserError
-from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI
+from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI, MIN_PHI
 from effnet.search import stats
 from effnet.search.record import row_estimate
 
@@ -35,6 +35,17 @@ def float_list(text: str) -> list[float]:
     """Comma-separated positive numbers."""
     try:
         values = [positive_float(p) for p in text.split(",") if p.strip()]
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value")
+    return values
+
+
+def _phi_list(text: str) -> list[float]:
+    """Comma-separated φ values (finite; the range is checked with the sweeps)."""
+    try:
+        values = [finite_float(p) for p in text.split(",") if p.strip()]
     except argparse.ArgumentTypeError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
     if not values:
@@ -201,6 +212,10 @@ def cmd_search_scaling(args: argparse.Namespace) -> int:
     from effnet.search.grid import search_scaling
 
     base = architecture_from_args(args)
+    if args.predict_phi is not None:  # refused before any point trains
+        from effnet.search.joint import check_phi
+
+        check_phi(args.predict_phi, field="predict_phi")
     result = search_scaling(
         base,
         proxy=proxy_from_args(args),
@@ -214,8 +229,9 @@ def cmd_search_scaling(args: argparse.Namespace) -> int:
         progress=_progress(args),
         plot=args.plot or "",
     )
+    predicted = _predict_phi(result.trials, result.grid["target"], result.best, args)
     if args.json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), **({} if predicted is None else {"predict_phi": predicted})})
         return 0
     ranked = sorted(result.trials, key=lambda r: -1.0 if r["accuracy"] is None else -r["accuracy"])
     print_table(
@@ -230,8 +246,32 @@ def cmd_search_scaling(args: argparse.Namespace) -> int:
         )
     print(f"verdict: {result.choice.verdict}")
     print(f"budget: {result.budget}, {result.seeds} seed(s) per point")
+    if predicted is not None and "error" in predicted:
+        print(f"at φ = {args.predict_phi:g}: no joint law from this grid alone ({predicted['error']})")
+    elif predicted is not None:
+        print(f"joint law {predicted['summary']}".replace("\n", "\n  "))
     print(f"figure: {result.plot}")
     return 0
+
+
+def _predict_phi(rows: list[dict], target: float, best: dict | None, args: argparse.Namespace) -> dict | None:
+    """The joint law's (α, β, γ) at ``--predict-phi`` fitted to the grid's rows, beside the grid's own
+    choice ``best``; ``{"phi", "error"}`` with the one line why where the grid cannot identify it."""
+    if args.predict_phi is None:
+        return None
+    from effnet.search.joint import choose_at_phi
+
+    try:
+        choice = choose_at_phi(
+            rows,
+            args.predict_phi,
+            target=target,
+            grid_choice=(best["alpha"], best["beta"], best["gamma"]) if best else None,
+            progress=_progress(args),
+        )
+    except UserError as err:
+        return {"phi": args.predict_phi, "error": str(err)}
+    return choice.to_dict()
 
 
 def _percent(row: dict) -> dict:
@@ -246,6 +286,12 @@ def _percent(row: dict) -> dict:
 def cmd_study_scaling(args: argparse.Namespace) -> int:
     from effnet.search.study import Sweeps, study_scaling
 
+    asked = [flag for flag, value in (("--at-macs", args.at_macs), ("--at-cost", args.at_cost),
+             ("--at-phi", args.at_phi), ("--holdout", args.holdout or None)) if value is not None]  # fmt: skip
+    if asked and not args.fit:
+        raise UserError(f"{', '.join(asked)} shape the fit: add --fit")
+    if args.fit:  # a target the fit would refuse is refused before any training
+        _fit_target(args, args.cost or args.compare_by)
     base = architecture_from_args(args)
     sweeps = Sweeps(
         widths=tuple(args.widths),
@@ -273,8 +319,17 @@ def cmd_study_scaling(args: argparse.Namespace) -> int:
         csv_path=args.csv_path or "",
         compare_by=args.compare_by,
     )
+    fit, unfit = None, None
+    if args.fit and result.csv:
+        try:  # the study stands whatever its fit: a fit no law can mean is a line of the report
+            fit = _fit(args, result.csv, args.cost or args.compare_by)
+        except UserError as err:
+            unfit = str(err)
     if args.json:
-        print_json(result.to_dict())
+        payload = result.to_dict()
+        if args.fit:
+            payload["fit"] = fit.to_dict() if fit else {"refused": unfit}
+        print_json(payload)
         return 0
     rows = [dict(_percent(r), family=family) for family, curve in result.curves.items() for r in curve]
     columns = ["family", "value", "depth", "width", "resolution", "accuracy", "±95%", "seeds", "macs", "params"]
@@ -287,6 +342,171 @@ def cmd_study_scaling(args: argparse.Namespace) -> int:
     if result.not_learned:
         print(f"did not learn (below the learning threshold): {', '.join(result.not_learned)}")
     print(f"figure: {result.plot}\ncsv: {result.csv}")
+    if fit:
+        print()
+        print_fit(fit)
+    elif unfit:
+        print(f"\nfit: not made: {unfit}")
+    return 0
+
+
+# -- fit-scaling ----------------------------------------------------------------------------------
+def add_fit_options(p: argparse.ArgumentParser, *, study: bool = False) -> None:
+    """The options of a fit: cost, target, holdout, bootstrap (``study``: as study-scaling --fit's)."""
+    from effnet.search.laws import COSTS, RESAMPLES
+
+    g = p.add_argument_group("fitted laws err = e∞ + k·C^(−a) per curve, intervals from a bootstrap over seeds")
+    if study:
+        g.add_argument("--fit", action="store_true", help="fit each curve's law after the study and print it")
+    g.add_argument(
+        "--cost",
+        choices=list(COSTS),
+        default=None if study else "macs",
+        help="the cost C: multiply-adds, parameters, activations or measured training time (default "
+        + ("--compare-by)" if study else "macs)"),
+    )
+    target = g.add_mutually_exclusive_group()
+    target.add_argument(
+        "--at-macs", type=big_number, help="predict each curve at this many multiply-adds (--cost macs)"
+    )
+    target.add_argument("--at-cost", type=big_number, help="predict each curve at this cost, in the unit of --cost")
+    target.add_argument(
+        "--at-phi",
+        type=finite_float,
+        help="predict at compound φ (its cost from log cost linear in φ over the study's compound points) and "
+        "choose α, β, γ there with the joint model of all points",
+    )
+    g.add_argument(
+        "--holdout",
+        action="store_true",
+        help="leave each curve's largest-cost point out of its fit, predict it and show it against its measurement",
+    )
+    g.add_argument(
+        "--resamples",
+        type=positive_int,
+        default=RESAMPLES,
+        help=f"bootstrap resamples of the seeds (default {RESAMPLES})",
+    )
+
+
+def _fit_target(args: argparse.Namespace, cost: str) -> float | None:
+    if args.at_macs is not None and cost != "macs":
+        raise UserError(f"at_macs is a target in multiply-adds; with --cost {cost} give --at-cost", field="at_macs")
+    return args.at_macs if args.at_macs is not None else args.at_cost
+
+
+def print_fit(report) -> None:
+    """A fit report as short tables: the laws, the predictions at the target, the holdout, the verdicts."""
+    from effnet.search.laws import COST_WORDS
+
+    def interval(i: dict, scale: float = 1.0, digits: int = 3) -> str:
+        if i["low"] is None:  # one seed: no interval
+            return f"{scale * i['value']:.{digits}g} [?]"
+        return f"{scale * i['value']:.{digits}g} [{scale * i['low']:.{digits}g}, {scale * i['high']:.{digits}g}]"
+
+    fits = {f: c for f, c in report.curves.items() if not c.refused}
+    print(f"err = e∞ + k·(C/C₀)^(−a), C = {COST_WORDS[report.cost]}, C₀ the baseline's; 95% intervals from "
+          f"{report.resamples} bootstrap resamples of the seeds")  # fmt: skip
+    rows = [
+        {
+            "curve": f,
+            "e_inf": interval(c.params["e_inf"].to_dict()),
+            "k": interval(c.params["k"].to_dict()),
+            "a": interval(c.params["a"].to_dict()),
+            "R²": c.fit["r2"],
+            "rmse (points)": c.fit["rmse"],
+            "points": c.fit["points"],
+            "seeds": c.fit["seeds"],
+        }
+        for f, c in fits.items()
+    ]
+    print_table(rows, ["curve", "e_inf", "k", "a", "R²", "rmse (points)", "points", "seeds"])
+    for f, c in report.curves.items():
+        if c.refused:
+            print(f"not fitted: {c.refused}")
+        elif c.fit["left_out"]:
+            print(f"{f}: left out below the learning threshold: {', '.join(c.fit['left_out'])}")
+    if report.target:
+        t = report.target
+        phi = f"φ = {t['phi']:g}: " if t.get("phi") is not None else ""
+        print(f"\nat {phi}{t['cost']:.4g} {COST_WORDS[report.cost]}:")
+        rows = [
+            {
+                "curve": f,
+                "predicted %": interval(dict(c.at, value=c.at["predicted"]), 100),
+                "beyond": f"{c.at['beyond']:.3g}×",
+            }
+            for f, c in fits.items()
+        ]
+        print_table(rows, ["curve", "predicted %", "beyond"])
+        for v in report.verdicts.values():
+            print(f"  {v['text']}")
+    held = {f: c.holdout for f, c in fits.items() if c.holdout}
+    if held:
+        print("\nholdout: each curve's largest-cost point predicted from the others")
+        rows = []
+        for f, h in held.items():
+            if "refused" in h:
+                rows.append({"curve": f, "point": h["point"], "inside": f"not checked: {h['refused']}"})
+                continue
+            rows.append(
+                {
+                    "curve": f,
+                    "point": h["point"],
+                    "predicted %": interval(h["predicted"], 100),
+                    "measured %": interval(h["measured"], 100),
+                    "inside": "yes" if h["inside"] else "no",
+                    "predicted − measured": interval(h["difference"], 100, 2),
+                    "verdict": "agrees" if h["agrees"] else "DISAGREES",
+                }
+            )
+        print("(inside: the measured mean within the predicted interval; verdict: the difference's interval, which "
+              "also counts the measurement's own seed noise, contains 0)")  # fmt: skip
+        print_table(rows, ["curve", "point", "predicted %", "measured %", "inside", "predicted − measured", "verdict"])
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    if report.choice is not None:
+        print(f"\n{report.choice['summary']}" if "summary" in report.choice else f"\n{report.choice['refused']}")
+    if report.plot:
+        print(f"figure: {report.plot}")
+
+
+def _fit(args: argparse.Namespace, source: str, cost: str, *, plot: str | None = "", curves: str | None = None):
+    """The fit report of a study (``source``) as the options ask, with the joint model's α, β, γ at
+    --at-phi (a joint fit that cannot be made is reported in one line; the curves' fits still stand)."""
+    from dataclasses import replace
+
+    from effnet.search.laws import fit_scaling, read_study
+
+    report = fit_scaling(
+        source,
+        cost=cost,
+        at_cost=_fit_target(args, cost),
+        at_phi=args.at_phi,
+        holdout=args.holdout,
+        curves=curves.split(",") if curves else None,
+        resamples=args.resamples,
+        plot=plot,
+        progress=_progress(args),
+    )
+    if args.at_phi is None:
+        return report
+    from effnet.search.joint import choose_at_phi
+
+    try:
+        choice = choose_at_phi(read_study(source), args.at_phi, resamples=args.resamples, progress=_progress(args))
+    except UserError as err:
+        return replace(report, choice={"refused": f"α, β, γ at φ = {args.at_phi:g}: not chosen: {err}"})
+    return replace(report, choice=choice.to_dict())
+
+
+def cmd_fit_scaling(args: argparse.Namespace) -> int:
+    plot = None if args.no_plot else (args.plot or "")
+    report = _fit(args, args.source, args.cost, plot=plot, curves=args.curves)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    print_fit(report)
     return 0
 
 
@@ -356,7 +576,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         f"scaled to φ={summary.phi:.4g}: depth ×{model['depth']:.3f}, width ×{model['width']:.3f}, "
         f"{model['resolution']} px, {model['params']:,} params, {billions(model['macs'])} multiply-adds"
     )
-    print(f"trained {ev['epochs']} epochs: top-1 {100 * ev['top1']:.2f}%, top-5 {100 * ev['top5']:.2f}%")
+    top1 = stats.Estimate(mean=ev["top1"], n=len(ev["top1s"]), ci95=ev["top1_ci95"])
+    seeds = len(ev["top1s"])
+    print(f"trained {ev['epochs']} epochs, {seeds} seed(s): top-1 {stats.show(top1)}, top-5 {100 * ev['top5']:.2f}%")
+    if summary.gain:
+        b = summary.baseline or {}
+        shown = stats.Estimate(mean=b["top1"], n=len(b["top1s"]), ci95=b["top1_ci95"])
+        print(f"baseline (φ=0) with the same budget and seeds: top-1 {stats.show(shown)}")
+        print(f"  {summary.gain['verdict']}")
     print(f"weights: {summary.files['weights']}\nreport:  {summary.files['report']}")
     return 0
 
@@ -375,6 +602,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_study_options(p, default_name="search-scaling", default_output="runs/search-scaling")
     p.add_argument("--pruner", choices=("none", "median"), default="none", help="prune hopeless trials (default none)")
     p.add_argument("--plot", metavar="FILE.png", help="figure path (default OUTPUT/search_scaling.png)")
+    p.add_argument(
+        "--predict-phi",
+        type=finite_float,
+        metavar="φ",
+        help="after the grid, fit a joint law of error over depth, width and resolution to its points and "
+        "choose the α, β, γ (α·β²·γ² = target) it predicts best at this φ, with bootstrap intervals, beside the "
+        "grid's choice and the paper's (a grid alone spans one cost: the line then says why no law is fitted)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_search_scaling)
 
@@ -392,7 +627,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_architecture(p)
     add_proxy(p)
     g = p.add_argument_group(
-        f"sweeps (at most {MAX_SWEEP} values each; multipliers within (0, {MAX_MULTIPLIER:g}], φ within [0, {MAX_PHI:g}])"
+        f"sweeps (at most {MAX_SWEEP} values each; multipliers within (0, {MAX_MULTIPLIER:g}], "
+        f"φ within [{MIN_PHI:g}, {MAX_PHI:g}])"
     )
     g.add_argument("--widths", type=float_list, default=list(PAPER_WIDTHS), help=f"(default {shown(PAPER_WIDTHS)})")
     g.add_argument("--depths", type=float_list, default=list(PAPER_DEPTHS), help=f"(default {shown(PAPER_DEPTHS)})")
@@ -401,9 +637,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--phis",
-        type=lambda t: [0.0 if v.strip() == "0" else positive_float(v) for v in t.split(",")],
+        type=_phi_list,
         default=list(DEFAULT_PHIS),
-        help=f"compound φ values (default {shown(DEFAULT_PHIS)})",
+        help=f"compound φ values, below 0 to scale down (default {shown(DEFAULT_PHIS)})",
     )
     g.add_argument("--alpha", type=positive_float, default=ALPHA, help=f"compound depth base (default {ALPHA})")
     g.add_argument("--beta", type=positive_float, default=BETA, help=f"compound width base (default {BETA})")
@@ -418,17 +654,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--compare-by",
         choices=list(COMPARE_BY),
         default="macs",
-        help="compare each curve with compound at equal multiply-adds (default), measured training time or "
-        "parameters: compound interpolated in log(cost) within its measured range, never beyond",
+        help="compare each curve with compound at equal multiply-adds (default), measured training time, "
+        "parameters or activations: compound interpolated in log(cost) within its measured range, never beyond",
     )
+    add_fit_options(p, study=True)
     add_json(p)
     p.set_defaults(func=cmd_study_scaling)
+
+    p = sub.add_parser(
+        "fit-scaling",
+        help="fit err = e∞ + k·C^(−a) to each curve of a study; predict at a larger cost, check on a held-out point",
+        description="Fit a saturating law of error against cost to each curve (width, depth, resolution, "
+        "compound) of a study-scaling run, over every seed's accuracy (weighted least squares), with 95% "
+        "intervals from a bootstrap over seeds; predict each curve at a target cost or compound φ with the "
+        "verdict of compound against each curve there, and with --holdout check each curve's prediction of "
+        "its largest point. A curve where no law can mean anything is reported with its reason; the command "
+        "fails only when no curve (or one named in --curves) can be fitted.",
+    )
+    p.add_argument("source", help="a study-scaling run folder (its scaling_study.csv) or a CSV in that format")
+    add_fit_options(p)
+    p.add_argument("--curves", help="fit only these curves, comma-separated; each must fit (default: all)")
+    shown_plot = p.add_mutually_exclusive_group()
+    shown_plot.add_argument("--plot", metavar="FILE.png", help="figure path (default: <csv name>_fit.png beside it)")
+    shown_plot.add_argument("--no-plot", action="store_true", help="draw no figure")
+    add_json(p)
+    p.set_defaults(func=cmd_fit_scaling)
 
     p = sub.add_parser(
         "plan",
         help="the largest compound φ whose scaled model fits a MACs, parameter, activation or latency budget",
         description="Find the largest real φ such that the baseline compound-scaled by α^φ, β^φ, γ^φ (official "
-        "rounding) fits the budget. Activations are the elements written by every convolution and linear layer "
+        f"rounding) fits the budget, within [{MIN_PHI:g}, {MAX_PHI:g}]: a budget below the baseline's cost gives φ < 0 "
+        "(the baseline scaled down, as TinyNet does). Activations are the elements written by every convolution and linear layer "
         "for one image (Dollár et al. 2021). Latency is measured here: median of --repeats forward passes on the "
         "CPU.",
     )
@@ -456,12 +713,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pipeline",
         help="the whole method: grid search at φ=1 → scale → train → evaluate → weights + report",
         description="Grid-search α, β, γ at φ = 1 on a proxy budget, scale the baseline to --phi or to the "
-        "largest φ under a budget, train and evaluate the scaled model, and write its weights and a Markdown "
-        f"report. With no options: the built-in digits, baseline {DEFAULT_BASE} (B0 at width 0.25, depth 0.34, "
-        "32 px), 4 grid points of 3 epochs at batch 32 with 3 seeds each (mean and 95% interval; points below 3× "
-        "chance are flagged and left out of the choice), φ = 1 trained 6 epochs, SQLite storage in the output "
-        "folder: about four minutes on an idle 2-core CPU (two seeds of 4 epochs at batch 64 took three and left "
-        "a point at chance). Every step resumes when rerun.",
+        "largest φ under a budget, train and evaluate the scaled model and the unscaled baseline with the same "
+        "budget and seeds, and write the weights and a Markdown report with the scaled model's gain over the "
+        "baseline (95% interval; a tie where it contains 0). With no options: the built-in digits, baseline "
+        f"{DEFAULT_BASE} (B0 at width 0.25, depth 0.34, 32 px), 4 grid points of 3 epochs at batch 32 with 3 seeds "
+        "each (mean and 95% interval; points below 3× chance are flagged and left out of the choice), φ = 1 and "
+        "the baseline trained 6 epochs with each seed, SQLite storage in the output folder: about five minutes on "
+        "an idle 2-core CPU. Every step resumes when rerun.",
     )
     add_architecture(p, default_base=DEFAULT_BASE)
     add_proxy(
@@ -475,7 +733,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_study_options(p, default_name="pipeline", default_output="runs/pipeline", n_trials=False)
     add_run_folder(p)
     g = p.add_argument_group("the final model (one of --phi or a budget; default φ = 1)")
-    g.add_argument("--phi", type=nonnegative_float, help="compound coefficient φ (default 1)")
+    g.add_argument(
+        "--phi",
+        type=finite_float,
+        help=f"compound coefficient φ in [{MIN_PHI:g}, {MAX_PHI:g}] (default 1; below 0 scales the baseline down)",
+    )
     g.add_argument("--macs", type=big_number, help="largest φ whose model has at most this many multiply-adds")
     g.add_argument("--params", type=big_number, help="largest φ whose model has at most this many parameters")
     g.add_argument("--latency-ms", type=positive_float, help="largest φ whose model runs within this on this CPU")

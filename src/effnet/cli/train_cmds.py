@@ -17,6 +17,7 @@ from effnet.cli.args import (
     set_threads,
 )
 from effnet.cli.output import print_json, print_record
+from effnet.cli.weights_cmds import WEIGHTS_HELP
 from effnet.describe.network import MAX_RESOLUTION
 from effnet.errors import UserError, check_whole_number
 from effnet.train.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_TIME_LIMIT
@@ -124,7 +125,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
     parser.add_argument(
         "--recipe",
         default=default_recipe,
-        help=f"paper | small | finetune | v2 | v2_m | v2_l (default {default_recipe})",
+        help=f"paper | small | finetune | finetune_sgd | v2 | v2_m | v2_l (default {default_recipe})",
     )
     parser.add_argument(
         "--output",
@@ -142,7 +143,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, default_epochs: int, de
     )
     parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch, 1 to the CPUs here")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: on; faster depthwise convolutions on CPU and CUDA)",
+    )
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, setting, kind, text in RECIPE_OPTIONS:
@@ -189,8 +195,8 @@ def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["progressive_stages"] = args.progressive_stages
     if args.compile:
         overrides["compile"] = True
-    if args.channels_last:
-        overrides["channels_last"] = True
+    if args.channels_last is not None:
+        overrides["channels_last"] = args.channels_last
     if args.sync_bn:
         overrides["sync_bn"] = True
     if args.device:
@@ -240,10 +246,14 @@ def _show(report: TrainReport, as_json: bool) -> None:
     if as_json:
         print_json(record)
         return
-    shown = {k: v for k, v in record.items() if k not in ("history", "blocks", "class_names")}
+    shown = {k: v for k, v in record.items() if k not in ("history", "blocks", "class_names", "evaluation")}
     for key in ("top1", "top5"):
         shown[key] = f"{record[key]:.2%}"
     print_record(shown)
+    if report.evaluation is not None:
+        from effnet.train.evaluate import summary_text
+
+        print(summary_text(report.evaluation))
 
 
 def _model_from_args(args: argparse.Namespace) -> Any:
@@ -260,7 +270,8 @@ def _model_from_args(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     from effnet.train import train_model
 
-    report = train_model(_model_from_args(args), args.data, **_common(args))
+    model = _model_from_args(args)
+    report = train_model(model, args.data, **_common(args))
     _show(report, args.json)
     return 0
 
@@ -281,6 +292,62 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )
     _show(report, args.json)
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from effnet.cli.output import print_table
+    from effnet.train.evaluate import evaluate, printable, summary_text
+
+    set_threads(args.threads)
+    report = evaluate(
+        args.weights,
+        args.data,
+        model=args.model,
+        format=args.format,
+        batch_size=args.batch_size,
+        output=args.output,
+        overwrite=args.overwrite,
+        top=args.top,
+        device=args.device,
+        workers=args.workers,
+        progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
+    )
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    print(f"{report.model} at {report.resolution} px, {printable(report.weights)} on {printable(report.data)}")
+    print(summary_text(report.summary()))
+    print()
+    rows = [
+        {
+            **r,
+            "class": printable(r["class"]),
+            "accuracy": _percent(r["accuracy"]),
+            "precision": _percent(r["precision"]),
+        }
+        for r in report.per_class
+    ]
+    print_table(rows, ["class", "support", "accuracy", "precision", "predicted"])
+    if report.confidently_wrong:
+        print(f"\nmost confidently wrong (top {args.top}):")
+        wrong = [
+            {"image": printable(r["image"]), "true": printable(r["true"]), "predicted": printable(r["predicted"]),
+             "confidence": _percent(r["confidence"])}
+            for r in report.confidently_wrong
+        ]  # fmt: skip
+        print_table(wrong, ["image", "true", "predicted", "confidence"])
+    speed = report.images_per_second or 0.0
+    print(f"\nslowest (ms: own load + share of the batch's forward pass; {speed:.1f} images/s in all):")
+    print_table(
+        [{**r, "image": printable(r["image"])} for r in report.slowest], ["image", "ms", "load_ms", "forward_ms"]
+    )
+    if report.output:
+        print(f"\nreport: {printable(report.output)}/report.md")
+    return 0
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
 
 
 def _add_model(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -316,3 +383,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model(finetune, None)
     _add_run_options(finetune, default_epochs=5, default_recipe="finetune")
     finetune.set_defaults(func=cmd_finetune)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate weights on a labelled image folder: top-1/top-5 with intervals, per class, calibration",
+        description="Evaluate a weight file or pretrained name on labelled images with the file's own preprocessing "
+        "and classes: top-1 and top-5 with 95% Wilson intervals, per-class accuracy (recall) and precision, the "
+        "confusion matrix, the expected calibration error (15 bins), the slowest and the most confidently wrong "
+        "images. --data: a folder of class folders, a folder with train/ and val/ (or test/: that split), or "
+        "'digits'. A class folder the weights do not know, or a folder without images, is an error; files that "
+        "are not images are skipped with a warning naming them.",
+    )
+    evaluate.add_argument("--weights", required=True, metavar="FILE|NAME", help=WEIGHTS_HELP)
+    evaluate.add_argument("--data", required=True, metavar="DIR|digits", help="labelled images (see above)")
+    evaluate.add_argument("--model", metavar="NAME", help="the architecture of a foreign weight file")
+    evaluate.add_argument("--format", default="auto", help="weight layout: auto, native, timm, torchvision, …")
+    evaluate.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write report.md, report.json, confusion.png and reliability.png here (the same evaluation again "
+        "replaces them; another one needs --overwrite)",
+    )
+    evaluate.add_argument("--overwrite", action="store_true", help="replace another evaluation in --output")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
+    evaluate.add_argument("--top", type=positive_int, default=10, help="slowest and wrong images listed (default 10)")
+    evaluate.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    evaluate.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch, 1 to the CPUs here")
+    evaluate.add_argument("--workers", type=nonnegative_int, help="image loading processes (default: as training)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)

@@ -1,5 +1,6 @@
-"""``effnet predict``, ``convert``, ``export``, ``quantize`` and ``pretrained``: weights in, labels and
-exports (any input size, float32, bfloat16, int8) out, and the published checkpoints effnet loads by name."""
+"""``effnet predict``, ``convert``, ``export``, ``quantize``, ``pretrained`` and ``push``: weights in, labels
+and exports (any input size, float32, bfloat16, int8) out, the published checkpoints effnet loads by name,
+and a weight file shared on the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ PREDICT_EPILOG = (
 
 #: What --weights takes (every command that loads weights resolves it through effnet.factory.load_model).
 WEIGHTS_HELP = (
-    "a weight file, or a published checkpoint NAME[.TAG] (tf_efficientnet_b0.in1k, efficientnet_b3; "
-    "`effnet pretrained` lists them), downloaded and converted once"
+    "a weight file, a published checkpoint NAME[.TAG] (tf_efficientnet_b0.in1k, efficientnet_b3; "
+    "`effnet pretrained` lists them), downloaded and converted once, or hf-hub:OWNER/NAME[@REVISION]: "
+    "any Hub repository's effnet file (`effnet push` makes one), kept in huggingface_hub's cache"
 )
 
 
@@ -73,10 +75,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from effnet.factory import load_model
     from effnet.models.profile import profile
     from effnet.weights import save_weights
+    from effnet.weights.hub import is_hub_name
 
     model, info = load_model(args.source, model=args.model, format=args.format)
     extra = dict(info.extra)
-    extra.setdefault("converted_from", Path(str(args.source)).name)
+    extra.setdefault("converted_from", args.source if is_hub_name(args.source) else Path(str(args.source)).name)
     save_weights(model, args.to, class_names=info.class_names, preprocessing=info.preprocessing, extra=extra)
     record = {
         "source": str(args.source),
@@ -192,6 +195,24 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from effnet.weights.push import push_weights
+
+    report = push_weights(
+        args.weights, args.repo, private=args.private, revision=args.revision, message=args.message,
+        evaluation=args.evaluation, license=args.license, dry_run=args.dry_run,
+    )  # fmt: skip
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    where = f"wrote {report.url} (a dry run: nothing sent)" if report.commit is None else f"pushed {report.url}"
+    print(f"{where}: {', '.join(report.files)} ({report.bytes:,} bytes)")
+    print(f"{report.model}, {report.num_classes:,} classes, {report.params:,} parameters; licence: "
+          f"{report.license or 'unknown (--license sets it)'}")  # fmt: skip
+    print(f"load it with --weights {report.load}, or effnet.create_model({report.load!r}, pretrained=True)")
+    return 0
+
+
 def _add_weights(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="NAME", help="model name (checked against the weights; optional)")
     parser.add_argument("--weights", metavar="FILE|NAME", required=True, help=WEIGHTS_HELP)
@@ -280,6 +301,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="only names matching (a glob, or a substring)")
     add_json(p)
     p.set_defaults(func=cmd_pretrained)
+
+    p = sub.add_parser(
+        "push",
+        help="share an effnet weight file on the Hugging Face Hub, with its model card",
+        description="Upload an effnet weight file as it is (model.safetensors: it describes its network, so any "
+        "scaled variant loads back with --weights hf-hub:OWNER/NAME) and a model card README.md: description, "
+        "cost, preprocessing, classes, the training run's recipe and figures (report.json beside the file), "
+        "an evaluation's figures and the starting weights' licence. Token: HF_TOKEN or `hf auth login`; "
+        "HF_ENDPOINT names another Hub.",
+    )
+    p.add_argument("--weights", metavar="FILE", required=True, help="an effnet weight file (effnet convert makes one)")
+    p.add_argument("--repo", metavar="OWNER/NAME", required=True, help="the Hub repository (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one stays)")
+    p.add_argument(
+        "--revision", "--branch", dest="revision", default="main", metavar="BRANCH",
+        help="the branch to commit to (default main; created from main if missing)",
+    )  # fmt: skip
+    p.add_argument("--message", metavar="TEXT", help="the commit message (default: effnet push: MODEL)")
+    p.add_argument("--evaluation", metavar="DIR", help="an `effnet evaluate` report folder: its figures on the card")
+    p.add_argument(
+        "--license", metavar="SPDX",
+        help="the weights' licence (e.g. apache-2.0) where neither the file nor its run records where it started",
+    )  # fmt: skip
+    p.add_argument("--dry-run", metavar="DIR", help="write the repository's files into DIR instead; send nothing")
+    add_json(p)
+    p.set_defaults(func=cmd_push)
 
     from effnet.export.quantize import KEEPABLE, METHODS
 

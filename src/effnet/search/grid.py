@@ -35,7 +35,7 @@ from effnet.search.proxy import (
 )
 from effnet.search.queue import Point, seed_key, seeded, train_points
 from effnet.search.record import TrialRecord, point_row, row_estimate
-from effnet.search.stats import Estimate, difference, learning_threshold, overlap
+from effnet.search.stats import Estimate, difference, learning_threshold
 from effnet.search.storage import DEFAULT_HEARTBEAT, open_study, redact_url
 from effnet.search.worker import check_settings, study_url
 from effnet.train.logs import TRAIN_MARKERS
@@ -170,12 +170,16 @@ def _label(row: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Choice(Result):
-    """Which grid point the search chooses, and how sure it is.
+    """Which grid point the search chooses, and how sure it is, by the one rule of
+    :func:`effnet.search.stats.decide`.
 
-    ``best`` is the learned point of highest mean accuracy; ``tied`` the learned points whose 95%
-    interval overlaps the best's (None with one seed: unknown); ``margin`` the best's mean minus the
-    runner-up's with Welch's 95% interval; ``not_learned`` the points below :func:`learning_threshold`
-    (left out of the choice unless none learned); ``verdict`` all that in one sentence."""
+    ``best`` is the learned point of highest mean accuracy; ``margin`` the best's mean minus the
+    runner-up's with Welch's 95% interval; ``tied`` the other learned points whose difference from the
+    best has a 95% interval containing 0 (None where a point has one seed: unknown); ``decision``
+    ``"ahead"`` (the best's difference from every other learned point excludes 0: a winner), ``"tie"``,
+    ``"unknown"``, or None with nothing to compare; ``not_learned`` the points below
+    :func:`learning_threshold` (left out of the choice unless none learned); ``verdict`` all that in one
+    sentence."""
 
     best: str | None
     runner_up: str | None
@@ -184,10 +188,12 @@ class Choice(Result):
     not_learned: list[str]
     threshold: float | None
     verdict: str
+    decision: str | None = None
 
 
 def choose(rows: list[dict[str, Any]]) -> Choice:
-    """Rank the finished rows by mean accuracy and say whether the first one wins."""
+    """Rank the finished rows by mean accuracy; the first wins only if its difference from every other
+    learned point lies above 0 (:func:`effnet.search.stats.decide`)."""
     done = [r for r in rows if r.get("accuracy") is not None]
     if not done:
         return Choice(None, None, None, None, [], None, "no grid point finished training")
@@ -207,29 +213,38 @@ def choose(rows: list[dict[str, Any]]) -> Choice:
         )
         return Choice(best["point"], None, None, None, not_learned, threshold, text)
     runner = ranked[1] if len(ranked) > 1 else None
-    overlaps = [overlap(lead, e) for key, e in estimates.items() if key != best["point"] and e is not None]
-    tied = None if None in overlaps else [r["point"] for r, o in zip(ranked[1:], overlaps) if o]
+    differences = {r["point"]: difference(lead, estimates[r["point"]]) for r in ranked[1:]}  # type: ignore[arg-type]
+    verdicts = {key: stats.decide(d) for key, d in differences.items()}
+    tied = None if stats.UNKNOWN in verdicts.values() else [k for k, v in verdicts.items() if v == stats.TIE]
     text = f"{_label(best)} ranks first at {stats.show(lead)}"
-    margin = None
+    margin = decision = None
     if runner is None:
         text += " (the only point that learned)"
     else:
-        margin = difference(lead, estimates[runner["point"]])  # type: ignore[arg-type]
+        margin = differences[runner["point"]]
         if tied is None:
+            decision = stats.UNKNOWN
             text += (
-                f", {stats.points(margin.mean)} points ahead of {_label(runner)} (one seed per point: the "
-                "intervals are unknown, so a tie cannot be told; use 2 or more seeds)"
+                f", {stats.points(margin.mean)} points above {_label(runner)} (a point with one seed has no "
+                "interval, so neither a winner nor a tie can be told; use 2 or more seeds)"
             )
         elif tied:
+            decision = stats.TIE
+            first = next(r for r in ranked[1:] if r["point"] in tied)
+            more = f" and {len(tied) - 1} more point(s)" if len(tied) > 1 else ""
+            which = "the runner-up " if first is runner else ""
             text += (
-                f"; tied with {len(tied)} point(s) whose 95% intervals overlap its own (the runner-up "
-                f"{_label(runner)} is {stats.show(margin, ' points')} behind): no clear winner at this budget"
+                f"; tied with {which}{_label(first)}{more} (difference "
+                f"{stats.show(differences[first['point']], ' points')}, interval contains 0): no winner at this budget"
             )
         else:
+            decision = stats.AHEAD
             text += f", ahead of the runner-up {_label(runner)} by {stats.show(margin, ' points')}"
     if not_learned:
         text += f"; {len(not_learned)} point(s) did not learn ({below}) and are left out of the choice"
-    return Choice(best["point"], runner["point"] if runner else None, margin, tied, not_learned, threshold, text)
+    return Choice(
+        best["point"], runner["point"] if runner else None, margin, tied, not_learned, threshold, text, decision
+    )
 
 
 @dataclass(frozen=True)

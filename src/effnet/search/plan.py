@@ -21,10 +21,12 @@ from effnet.models.efficientnet import MAX_CLASSES
 from effnet.models.profile import Profile, measure_latency_ms, profile
 from effnet.progress import progress_bar
 from effnet.results import Result
-from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_PHI, compound_coefficients, scale_compound
+from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_PHI, MIN_PHI, compound_coefficients, scale_compound
 
-#: φ is searched in [0, PHI_MAX]; the coarse scan's step; the bisection's final width.
-PHI_MAX = MAX_PHI  # the scaler's own bound
+#: φ is searched in [PHI_MIN, PHI_MAX] (below 0: a budget under the baseline's cost, as TinyNet scales
+#: down); the coarse scan's step; the bisection's final width.
+PHI_MIN = MIN_PHI  # the scaler's own bounds
+PHI_MAX = MAX_PHI
 SCAN_STEP = 0.25
 PRECISION = 1e-4
 #: The scan stops once the cost exceeds the budget by this factor.
@@ -54,30 +56,37 @@ def cost_function(metric: str, *, num_classes: int = 1000, batch_size: int = 1, 
 
 
 def largest_phi(
-    cost: Callable[[float], float], budget: float, *, phi_max: float = PHI_MAX, top_first: bool = False
+    cost: Callable[[float], float],
+    budget: float,
+    *,
+    phi_max: float = PHI_MAX,
+    phi_min: float = PHI_MIN,
+    top_first: bool = False,
 ) -> float:
-    """The largest φ in [0, phi_max] with cost(φ) ≤ budget, to within :data:`PRECISION`.
+    """The largest φ in [phi_min, phi_max] with cost(φ) ≤ budget, to within :data:`PRECISION`.
 
-    A scan in steps of 0.25 finds the last φ under budget (tolerating a cost that dips back under
-    the budget after a step up, until it is 30% over); bisection then narrows the step above it.
+    From the baseline (φ = 0) under the budget, a scan up in steps of 0.25 finds the last φ under it
+    (tolerating a cost that dips back under the budget after a step up, until it is 30% over); from the
+    baseline over it, a scan down finds the first φ under it. Bisection then narrows the step above.
     ``top_first`` (a cost that is cheap to count): φ = phi_max is tried first, so a budget beyond the
-    largest model is answered at once.
+    largest model is answered at once. A cost of ``inf`` is a φ whose model cannot be built.
     """
     if cost(0.0) > budget:
-        raise UserError("the baseline itself (φ = 0) is over the budget")
-    if top_first and cost(phi_max) <= budget:
-        return phi_max
-    low, phi = 0.0, 0.0
-    while phi < phi_max:
-        phi = min(phi_max, phi + SCAN_STEP)
-        value = cost(phi)
-        if value <= budget:
-            low = phi
-        elif value > OVERSHOOT * budget:
-            break  # far over: the cost will not come back under the budget
-    if low >= phi_max:
-        return phi_max
-    high = low + SCAN_STEP
+        low = _scan_down(cost, budget, phi_min)
+    else:
+        if top_first and cost(phi_max) <= budget:
+            return phi_max
+        low, phi = 0.0, 0.0
+        while phi < phi_max:
+            phi = min(phi_max, phi + SCAN_STEP)
+            value = cost(phi)
+            if value <= budget:
+                low = phi
+            elif value > OVERSHOOT * budget:
+                break  # far over: the cost will not come back under the budget
+        if low >= phi_max:
+            return phi_max
+    high = min(phi_max, low + SCAN_STEP)
     while high - low > PRECISION:
         mid = (low + high) / 2
         if cost(mid) <= budget:
@@ -85,6 +94,24 @@ def largest_phi(
         else:
             high = mid
     return low
+
+
+def _scan_down(cost: Callable[[float], float], budget: float, phi_min: float) -> float:
+    """The first φ below 0, in steps of :data:`SCAN_STEP` down to ``phi_min``, whose cost is within the
+    budget; a UserError naming the smallest model tried where none is."""
+    phi, value = 0.0, cost(0.0)
+    while phi > phi_min:
+        step = max(phi_min, phi - SCAN_STEP)
+        at = cost(step)
+        if at == math.inf:  # beyond the descriptions effnet builds: every smaller φ is too
+            break
+        phi, value = step, at
+        if value <= budget:
+            return phi
+    raise UserError(
+        f"even the smallest scale-down of the baseline, φ = {phi:.4g} at {value:,.6g}, is over the budget "
+        f"{budget:,.6g} ({f'φ goes down to {phi_min:g}' if phi <= phi_min else 'a smaller φ cannot be built'})"
+    )
 
 
 @dataclass(frozen=True)
@@ -128,7 +155,8 @@ def plan(
     repeats: int = 10,
     progress: bool | None = None,
 ) -> Plan:
-    """The compound-scaled model with the largest φ under the one budget given.
+    """The compound-scaled model with the largest φ under the one budget given (φ < 0, the baseline
+    scaled down, where the budget is below the baseline's cost).
 
     MACs, parameters and activations (elements written by convolutions and linear layers) are counted
     (a budget beyond the largest φ is answered from it at once); latency is timed here, within :data:`MAX_LATENCY_MS`, :data:`MAX_REPEATS` and

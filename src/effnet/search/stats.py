@@ -5,6 +5,10 @@ count). Its 95% interval is Student's t-interval over the seeds; with one seed t
 unknown (None), never zero. A linear combination of independent estimates (a difference of two
 points, a curve interpolated between two points, a mean over several cost positions) has the
 variance Σ wᵢ² sᵢ²/nᵢ and Welch–Satterthwaite's degrees of freedom.
+
+Every verdict effnet prints comes from one rule, :func:`decide`: a difference whose 95% interval
+contains 0 is a tie; otherwise the side it lies on wins, by its margin (never two intervals compared
+for overlap, which calls ties that the difference's own interval excludes).
 """
 
 from __future__ import annotations
@@ -81,11 +85,38 @@ def difference(a: Estimate, b: Estimate) -> Estimate:
     return combine({"a": (1.0, a), "b": (-1.0, b)})
 
 
-def overlap(a: Estimate, b: Estimate) -> bool | None:
-    """Whether the two 95% intervals overlap; None when either is unknown."""
-    if a.ci95 is None or b.ci95 is None:
-        return None
-    return a.low <= b.high and b.low <= a.high  # type: ignore[operator]
+#: The verdicts :func:`decide` gives, the one rule every command uses.
+AHEAD, BEHIND, TIE, UNKNOWN = "ahead", "behind", "tie", "unknown"
+
+
+def decide(difference: Estimate) -> str:
+    """The verdict on a difference a − b: ``"ahead"`` when its 95% interval lies entirely above 0,
+    ``"behind"`` entirely below, ``"tie"`` when it contains 0, ``"unknown"`` without an interval (one
+    seed). Every verdict effnet prints (grid, study, pipeline, fitted predictions) comes from here."""
+    if difference.ci95 is None or math.isnan(difference.mean) or math.isnan(difference.ci95):
+        return UNKNOWN
+    if difference.mean - difference.ci95 > 0:
+        return AHEAD
+    if difference.mean + difference.ci95 < 0:
+        return BEHIND
+    return TIE
+
+
+def judge(difference: Estimate, a: str, b: str, where: str = "") -> str:
+    """The verdict of :func:`decide` on a − b in words, the margin always shown: ``"a ahead of b by 4.0 ±
+    1.2 points"``, ``"b ahead of a by …"``, ``"a and b tied (difference -0.5 ± 1.2 points, interval contains
+    0)"`` or, with one seed, the difference and "no interval, no verdict". ``where`` follows the margin
+    (e.g. ``"at 2× the baseline's multiply-adds"``)."""
+    at = f" {where}" if where else ""
+    verdict = decide(difference)
+    if verdict == AHEAD:
+        return f"{a} ahead of {b} by {show(difference, ' points')}{at}"
+    if verdict == BEHIND:
+        flipped = Estimate(mean=-difference.mean, n=difference.n, std=difference.std, ci95=difference.ci95)
+        return f"{b} ahead of {a} by {show(flipped, ' points')}{at}"
+    if verdict == TIE:
+        return f"{a} and {b} tied{at} (difference {show(difference, ' points')}, interval contains 0)"
+    return f"{a} − {b} = {points(difference.mean)} points{at} (one seed per point: no interval, no verdict)"
 
 
 def interpolation_weights(xs: Sequence[float], x: float) -> dict[int, float] | None:

@@ -23,7 +23,7 @@ from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number, check_whole_number
 from effnet.results import Result
 from effnet.runs import check_other_run, write_record
-from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI
+from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_MULTIPLIER, MAX_PHI, MIN_PHI
 from effnet.search import stats
 from effnet.search.grid import reporting_callback
 from effnet.search.proxy import Proxy, baseline_macs, check_trials, proxy_base, scale_at_proxy, train_proxy
@@ -49,6 +49,8 @@ CSV_COLUMNS = (
     "resolution",
     "params",
     "macs",
+    "activations",
+    "num_classes",
     "accuracy",
     "accuracy_ci95",
     "accuracy_std",
@@ -60,8 +62,8 @@ CSV_COLUMNS = (
     "state",
 )
 #: What ``compare_by`` compares the curves at: the row field of each point's cost.
-COMPARE_BY = {"macs": "macs", "time": "train_seconds", "params": "params"}
-_COST_WORDS = {"macs": "multiply-adds", "time": "training time", "params": "parameters"}
+COMPARE_BY = {"macs": "macs", "time": "train_seconds", "params": "params", "activations": "activations"}
+COST_WORDS = {"macs": "multiply-adds", "time": "training time", "params": "parameters", "activations": "activations"}
 #: Values per sweep at most.
 MAX_SWEEP = 100
 
@@ -92,8 +94,8 @@ class Sweeps:
         for name in ("widths", "depths", "resolutions"):
             if any(not math.isfinite(v) or not 0 < v <= MAX_MULTIPLIER for v in getattr(self, name)):
                 raise UserError(f"{name} must be numbers within (0, {MAX_MULTIPLIER:g}]", field=name)
-        if any(not math.isfinite(v) or not 0 <= v <= MAX_PHI for v in self.phis):
-            raise UserError(f"phis must be numbers within [0, {MAX_PHI:g}]", field="phis")
+        if any(not math.isfinite(v) or not MIN_PHI <= v <= MAX_PHI for v in self.phis):
+            raise UserError(f"phis must be numbers within [{MIN_PHI:g}, {MAX_PHI:g}]", field="phis")
         for name in ("widths", "depths", "resolutions", "phis"):
             if len(getattr(self, name)) > MAX_SWEEP:
                 raise UserError(f"{name} holds {len(getattr(self, name))} values; at most {MAX_SWEEP}", field=name)
@@ -160,6 +162,38 @@ def check_realised(family: str, value: float, start: NetworkSpec, spec: NetworkS
         )
 
 
+def check_scaled_down(
+    phi: float, multipliers: tuple[float, float, float], start: NetworkSpec, spec: NetworkSpec
+) -> None:
+    """:func:`check_realised` for a compound point below the baseline (φ < 0): a UserError naming ``phis``
+    where the proxy resolution would fall below the total stride, or where rounding keeps any dimension more
+    than :data:`MAX_ROUNDING` times its multiplier (depth α^φ, width β^φ, resolution γ^φ)."""
+    depth, width, resolution = multipliers
+    wanted = start.resolution * resolution
+    if math.floor(wanted + 0.5) < start.total_stride:
+        # γ^φ = resolution, so the φ whose γ^φ reaches the stride is log(stride / px) / log(γ)
+        smallest = math.log(start.total_stride / start.resolution) / math.log(resolution) * phi
+        raise UserError(
+            f"phis value {phi:g} gives {wanted:.3g} px at the proxy's {start.resolution} px, below the network's "
+            f"total stride {start.total_stride}: the smallest φ there is about {smallest:.3g} (a larger --resolution "
+            "allows smaller φ)",
+            field="phis",
+        )
+    realised = {
+        "layers": (sum(b.repeats for b in spec.blocks) / sum(b.repeats for b in start.blocks), depth),
+        "channels": (sum(b.out_channels for b in spec.blocks) / sum(b.out_channels for b in start.blocks), width),
+        "pixels": (spec.resolution / start.resolution, resolution),
+    }
+    for what, (got, multiplier) in realised.items():
+        if got > MAX_ROUNDING * multiplier:
+            raise UserError(
+                f"phis value {phi:g} is below what the network can realise: rounding gives {got:.3g}× the "
+                f"baseline's {what} where φ asks {multiplier:.3g}×, so the point would not be the one it is "
+                "labelled; use larger φ",
+                field="phis",
+            )
+
+
 def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int) -> tuple[list[Point], dict]:
     """The points to train (the baseline once) and, per family, the keys of its curve in order; every
     point's description is made here, so one beyond effnet's bounds is refused before any training."""
@@ -176,6 +210,8 @@ def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int
                 spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r)
                 if family != "compound":
                     check_realised(family, value, proxy_base(base, proxy), spec)
+                elif value < 0:
+                    check_scaled_down(value, (d, w, r), proxy_base(base, proxy), spec)
                 if sweeps.max_macs_ratio is not None and key != "base":
                     if profile(spec, num_classes=10).macs > sweeps.max_macs_ratio * base_macs:
                         continue
@@ -186,7 +222,7 @@ def study_points(base: NetworkSpec, proxy: Proxy, sweeps: Sweeps, base_macs: int
 
 
 def cost_field(by: str) -> str:
-    """The row field of the cost ``by`` names (macs, time, params); a UserError naming compare_by else."""
+    """The row field of the cost ``by`` names (macs, time, params, activations); a UserError naming compare_by else."""
     if by not in COMPARE_BY:
         raise UserError(f"compare_by {by!r} is unknown (known: {', '.join(COMPARE_BY)})", field="compare_by")
     return COMPARE_BY[by]
@@ -195,24 +231,17 @@ def cost_field(by: str) -> str:
 def _span(ratios: list[float], by: str) -> str:
     low, high = min(ratios), max(ratios)
     where = f"at {low:.2g}×" if math.isclose(low, high, rel_tol=0.005) else f"over {low:.2g}×–{high:.2g}×"
-    return f"{where} the baseline's {_COST_WORDS[by]}"
+    return f"{where} the baseline's {COST_WORDS[by]}"
 
 
 def verdict(family: str, difference: Estimate, span: str) -> str:
-    """compound − ``family`` in words: who is ahead and by how much, or that no difference is detectable."""
-    d, ci = difference.mean, difference.ci95
-    if ci is None:
-        side = "ahead" if d > 0 else "behind"
-        return f"compound {side} by {stats.points(abs(d))} points {span} (one seed per point: no interval, no verdict)"
-    if d - ci > 0:
-        return f"compound ahead by {stats.points(d)} ± {stats.points(ci)} points {span}"
-    if d + ci < 0:
-        return f"{family} ahead by {stats.points(-d)} ± {stats.points(ci)} points {span}"
-    return f"no difference detectable ({100 * d:+.1f} ± {stats.points(ci)} points {span})"
+    """compound − ``family`` in words, by the one rule of :func:`effnet.search.stats.decide`: who is
+    ahead and by how much, or a tie (the difference's 95% interval contains 0)."""
+    return stats.judge(difference, "compound", family, span)
 
 
 def compare_curves(curves: dict[str, list[dict[str, Any]]], by: str = "macs") -> dict[str, dict[str, Any]]:
-    """Each single-dimension curve against compound at equal cost (``by``: macs, time or params).
+    """Each single-dimension curve against compound at equal cost (``by``: macs, time, params or activations).
 
     At every point of the single-dimension curve (the baseline aside) whose cost lies within
     compound's measured range, compound's accuracy is interpolated linearly in log(cost) between its
@@ -263,7 +292,7 @@ def compare_curves(curves: dict[str, list[dict[str, Any]]], by: str = "macs") ->
                 "points": 0,
                 "difference": None,
                 "ci95": None,
-                "verdict": f"no verdict: no {family} point lies within compound's measured range of {_COST_WORDS[by]}",
+                "verdict": f"no verdict: no {family} point lies within compound's measured range of {COST_WORDS[by]}",
                 "positions": [],
             }
             continue
@@ -325,7 +354,7 @@ def study_scaling(
 ) -> StudyResult:
     """Train (or resume) the four sweeps, every point once per seed of the proxy; ``plot`` and
     ``csv_path`` are file paths ("" for the default in ``output``, None for none); ``compare_by``
-    (macs, time, params) is the cost at which the curves are compared and drawn."""
+    (macs, time, params, activations) is the cost at which the curves are compared and drawn."""
     from effnet.models.profile import profile
 
     proxy = proxy or Proxy()
@@ -383,6 +412,7 @@ def study_scaling(
     )
     curves: dict[str, list[dict[str, Any]]] = {}
     trained = {p.key for p in points}
+    activations: dict[str, int] = {}  # per point: the baseline is in every curve
     for family, keys in curve_keys.items():
         rows = []
         for key, value in keys:
@@ -399,7 +429,12 @@ def study_scaling(
             records = [
                 TrialRecord.of(standing[seed_key(key, s)], always=RECORDED[:1], present=RECORDED[1:]) for s in seeds
             ]
-            rows.append(point_row(records, lead, number=None))
+            row = point_row(records, lead, number=None)
+            if key not in activations:  # elements written per image, a cost besides multiply-adds (profile)
+                spec = scale_at_proxy(base, proxy, depth=d, width=w, resolution=r)
+                activations[key] = profile(spec, num_classes=row.get("num_classes") or 10).activations
+            row["activations"] = activations[key]
+            rows.append(row)
         curves[family] = rows
     not_learned = _flag_learning(curves)
     csv_file = plot_file = None

@@ -28,8 +28,12 @@ class EmaUpdate:
     @torch.no_grad()
     def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         decay = self.decay_after(int(num_averaged) - 1)  # the starting weights count as the first model
-        for shadow, value in zip(averaged, current, strict=True):
-            if shadow.dtype.is_floating_point:
+        floating = {i for i, shadow in enumerate(averaged) if shadow.dtype.is_floating_point}
+        if len(floating) == len(averaged):  # AveragedModel passes one dtype at a time: one kernel per list
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+            return
+        for i, (shadow, value) in enumerate(zip(averaged, current, strict=True)):
+            if i in floating:
                 shadow.lerp_(value, 1.0 - decay)
             else:
                 shadow.copy_(value)
@@ -46,8 +50,33 @@ class ModelEma(AveragedModel):
         rule = EmaUpdate(decay, warmup)
         super().__init__(model, multi_avg_fn=rule, use_buffers=True)
         self.rule = rule
+        self._pairs: tuple[nn.Module, list[list[torch.Tensor]], list[list[torch.Tensor]]] | None = None
         self.module.eval().requires_grad_(False)
         self.update_parameters(model)  # n_averaged 0 → 1: a copy of what deepcopy already holds
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        """One update from ``model`` (the one this average was made from, or one of the same layout): one
+        foreach kernel for the floating tensors and one for the integer ones, the pairs listed once."""
+        if int(self.n_averaged) == 0:
+            super().update_parameters(model)
+            return
+        if self._pairs is None or self._pairs[0] is not model:
+            shadow = [*self.module.parameters(), *self.module.buffers()]
+            current = [t.detach() for t in (*model.parameters(), *model.buffers())]
+            if len(shadow) != len(current) or any(a.device != b.device for a, b in zip(shadow, current, strict=True)):
+                super().update_parameters(model)
+                return
+            floating = [(a, b) for a, b in zip(shadow, current, strict=True) if a.dtype.is_floating_point]
+            others = [(a, b) for a, b in zip(shadow, current, strict=True) if not a.dtype.is_floating_point]
+            self._pairs = (model, [list(side) for side in zip(*floating)], [list(side) for side in zip(*others)])
+        _, floating, others = self._pairs
+        decay = self.rule.decay_after(self.updates)
+        if floating:
+            torch._foreach_lerp_(floating[0], floating[1], 1.0 - decay)
+        if others:
+            torch._foreach_copy_(others[0], others[1])
+        self.n_averaged += 1
 
     @property
     def updates(self) -> int:

@@ -1,5 +1,5 @@
-"""Fine-tuning pretrained weights on new classes: a fresh classifier, a lower learning rate and an
-optional frozen backbone for the first epochs (the paper's transfer experiments)."""
+"""Fine-tuning pretrained weights on new classes: a fresh classifier, the ``finetune`` recipe (AdamW; its
+choice is measured in benchmarks/FINETUNE.md) and an optional frozen backbone for the first epochs."""
 
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def finetune_model(
 ) -> FinetuneReport:
     """Fine-tune pretrained ``weights`` (a weight file of any format effnet loads, or a pretrained name such
     as ``lite0-imagenet``) on ``data``: the classifier is replaced for the data's classes, the recipe
-    (``finetune``: SGD, low learning rate, cosine) trains everything after ``freeze_epochs`` epochs of
-    training the classifier alone; ``freeze_stages`` keeps the stem and that many first stages as loaded
+    (``finetune``: AdamW at 1e-3 × batch/32, cosine, pretrained BatchNorm statistics kept, no EMA, no
+    augmentation; ``finetune_sgd``: the earlier SGD one) trains everything after ``freeze_epochs`` epochs of training the classifier alone; ``freeze_stages`` keeps the stem and that many first stages as loaded
     throughout (cheaper steps, as for small images).
 
     ``settings`` are those of :func:`~effnet.train.train_model`, here with ``epochs=5`` and

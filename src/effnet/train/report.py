@@ -41,12 +41,15 @@ class TrainReport(Result):
     blocks: list[str]
     history: list[dict[str, Any]]  # one metrics record per epoch
     output: str | None = None  # the run's folder, where it wrote one
+    #: The evaluated weights on the validation split (:meth:`effnet.train.evaluate.EvaluationReport.summary`:
+    #: top-1 with its 95% interval, top-5, ECE, the worst classes), where the caller evaluated them.
+    evaluation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-friendly data; ``output`` last, and only where the run wrote a folder."""
+        """The report as JSON-friendly data; ``evaluation`` and ``output`` last, each only where there is one."""
         data = super().to_dict()
-        output = data.pop("output")
-        return data if output is None else {**data, "output": output}
+        last = {key: data.pop(key) for key in ("evaluation", "output")}
+        return {**data, **{key: value for key, value in last.items() if value is not None}}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from effnet.data import (
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
-from effnet.models.profile import check_memory
+from effnet.models.profile import Profile, check_memory
 from effnet.preprocess import Preprocessing, default_preprocessing, official_crop_pct
 from effnet.train.config import RunConfig
 from effnet.train.distributed import DistContext
@@ -94,6 +94,13 @@ class RunSetup:
         return images, targets.to(self.device, non_blocking=True)
 
 
+def default_channels_last(device: torch.device) -> bool:
+    """Whether a run trains in channels_last when its recipe leaves it open: on CUDA and on the CPU,
+    whose oneDNN depthwise convolutions are several times slower on NCHW tensors (benchmarks/
+    bench_proxy_speed.py, bench_finetune_speed.py)."""
+    return device.type in ("cuda", "cpu")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -140,13 +147,13 @@ def epoch_steps(splits: DataSplits, config: RunConfig, ctx: DistContext) -> int:
     return min(full_steps, config.max_steps_per_epoch or full_steps)
 
 
-def check_fits(spec: NetworkSpec, splits: DataSplits, recipe: Recipe, config: RunConfig, ctx: DistContext) -> None:
+def check_fits(spec: NetworkSpec, splits: DataSplits, recipe: Recipe, config: RunConfig, ctx: DistContext) -> Profile:
     """Refuse, before the network and its first batch are allocated, a batch larger than the training
     split and a run whose training cannot fit in the device's memory at its largest training size (one
-    meta-device forward of ``spec``)."""
+    meta-device forward of ``spec``). Returns the profile at that size (the run's report reuses it)."""
     epoch_steps(splits, config, ctx)
     largest = max(stage.resolution for stage in plan_stages(recipe, config.epochs, spec, config.resolution).stages)
-    check_memory(
+    return check_memory(
         spec,
         batch_size=config.batch_size,
         training=True,
@@ -163,7 +170,7 @@ def set_up(network: RunNetwork, splits: DataSplits, recipe: Recipe, config: RunC
     on_cuda = ctx.device.type == "cuda"
     if ctx.distributed:
         torch.manual_seed(config.seed * 1000 + ctx.rank)  # different dropout per process, same init
-    channels_last = recipe.channels_last if recipe.channels_last is not None else on_cuda
+    channels_last = recipe.channels_last if recipe.channels_last is not None else default_channels_last(ctx.device)
     net = network.net.to(ctx.device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)

@@ -8,7 +8,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -22,12 +21,13 @@ from effnet.data import DataSplits, batch_mixer, load_splits
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
-from effnet.models.profile import profile
+from effnet.models.profile import Profile, profile
 from effnet.progress import progress_bar
 from effnet.runs import claim_folder
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed as dist_utils
 from effnet.train.config import RunConfig, resolve_recipe, spec_changes
+from effnet.train.evaluate import summarize
 from effnet.train.logs import RUN_FILES, RunLog
 from effnet.train.progressive import Stage, stage_difference
 from effnet.train.recipe import Recipe
@@ -43,6 +43,9 @@ from effnet.train.setup import (
 )
 from effnet.train.state import Progress
 from effnet.zoo import resolve_description
+
+#: The most class probabilities (validation images × classes) an evaluation keeps for the report's summary.
+MAX_KEPT = 50_000_000
 
 #: Checks, before anything is allocated, that a description's training fits the data (a batch no larger
 #: than the training split) and the device's memory.
@@ -100,10 +103,16 @@ def run_training(
         ctx = dist_utils.setup(device)
         try:
             seed_everything(config.seed)
-            fits = partial(check_fits, splits=splits, recipe=recipe, config=config, ctx=ctx)
+            checked: dict[NetworkSpec, Profile] = {}
+
+            def fits(spec: NetworkSpec) -> None:
+                checked[spec] = check_fits(spec, splits=splits, recipe=recipe, config=config, ctx=ctx)
+
             network = build(splits, recipe, changes, fits)
             setup = set_up(network, splits, recipe, config, ctx)
-            return Trainer(setup, splits, recipe, config, report, network.epoch_setup).run()
+            trainer = Trainer(setup, splits, recipe, config, report, network.epoch_setup)
+            trainer.counts = checked.get(setup.net.spec)
+            return trainer.run()
         finally:
             dist_utils.cleanup(ctx)
 
@@ -157,6 +166,10 @@ class Trainer(Generic[Report]):
         self.stage: Stage | None = None  # the stage the training loader, dropout and mixer are set for
         self.train_loader: DataLoader | None = None
         self.mixer: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+        #: The description's profile where the fit check has made it (the report's counts, else made anew).
+        self.counts: Profile | None = None
+        #: The last evaluation's class probabilities and true classes (one process only): the report's summary.
+        self.predictions: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def progress(self) -> Progress:
@@ -362,10 +375,16 @@ class Trainer(Generic[Report]):
         model.eval()
         k = min(5, self.splits.num_classes)
         totals = torch.zeros(4, dtype=torch.float64)
+        keep = setup.ctx.world == 1 and len(self.splits.val) * self.splits.num_classes <= MAX_KEPT
+        probs: list[torch.Tensor] = []
+        kept_targets: list[torch.Tensor] = []
         for images, targets in setup.val_loader:
             images, targets = setup.to_device(images, targets)
             with setup.autocast():
                 logits = model(images).float()
+            if keep:
+                probs.append(logits.softmax(dim=1).cpu())
+                kept_targets.append(targets.cpu())
             totals[0] += F.cross_entropy(logits, targets, reduction="sum").item()
             top = logits.topk(k, dim=1).indices
             hits = top.eq(targets[:, None])
@@ -374,6 +393,8 @@ class Trainer(Generic[Report]):
             totals[3] += targets.numel()
         totals = dist_utils.all_reduce_sum(totals, setup.ctx)
         count = max(totals[3].item(), 1.0)
+        if probs:
+            self.predictions = torch.cat(probs), torch.cat(kept_targets)
         return {
             "val_loss": totals[0].item() / count,
             "top1": totals[1].item() / count,
@@ -402,7 +423,17 @@ class Trainer(Generic[Report]):
     def report(self, seconds: float) -> Report:
         done, spec, splits = self.progress, self.spec, self.splits
         last = done.history[-1] if done.history else self.evaluate() | {"train_loss": float("nan")}
-        counts = profile(spec, num_classes=splits.num_classes, resolution=spec.resolution)
+        counts = self.counts
+        if counts is None or counts.resolution != spec.resolution:
+            counts = profile(spec, num_classes=splits.num_classes, resolution=spec.resolution)
+        if self.predictions is None and self.setup.ctx.world == 1:  # a finished run resumed: nothing evaluated yet
+            self.evaluate()
+        evaluation = None
+        if self.predictions is not None:
+            probs, targets = self.predictions
+            evaluation = summarize(
+                probs, targets, splits.class_names, data=splits.name, model=spec.name, resolution=spec.resolution
+            ).summary()
         return self.make_report(
             model=spec.name,
             data=splits.name,
@@ -432,4 +463,5 @@ class Trainer(Generic[Report]):
             blocks=spec.block_strings,
             history=done.history,
             output=str(self.folder) if self.folder is not None else None,
+            evaluation=evaluation,
         )

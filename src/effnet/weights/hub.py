@@ -8,6 +8,9 @@ late: ``HF_HUB_OFFLINE=1`` or ``EFFNET_OFFLINE=1`` read only the caches; ``HF_HO
 ``EFFNET_CACHE`` moves effnet's (default ``~/.cache/effnet``). The libraries write their caches
 their own way (a temporary file renamed when complete, never a partial file under a final name); a
 failure is one :class:`~effnet.errors.UserError` line naming the checkpoint and what to do.
+
+Any Hub repository holding an effnet weight file is named ``hf-hub:OWNER/NAME[@REVISION]`` (timm's
+spelling; :func:`hub_file`): its file is read from huggingface_hub's cache like timm's checkpoints.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -142,19 +146,63 @@ def _quiet(logger: str) -> Iterator[None]:
         log.setLevel(level)
 
 
+#: How weights in any Hub repository are named: ``hf-hub:OWNER/NAME[@REVISION]``.
+HUB_PREFIX = "hf-hub:"
+#: The Hub's rule for repository names (huggingface_hub's validate_repo_id), with the owner required.
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def check_repo_id(repo_id: object, field: str = "repo") -> str:
+    """``repo_id`` if it is a Hub repository name OWNER/NAME, else a UserError naming ``field``."""
+    if (
+        not isinstance(repo_id, str)
+        or not _REPO_ID.fullmatch(repo_id)
+        or any(bad in repo_id for bad in ("--", ".."))
+        or repo_id.endswith(".git")
+    ):
+        raise UserError(
+            f"{field} must name a Hub repository as OWNER/NAME (letters, digits, '-', '_', '.'), got {repo_id!r}",
+            field=field,
+        )
+    return repo_id
+
+
+def is_hub_name(source: object) -> bool:
+    """Whether ``source`` names weights in a Hub repository (``hf-hub:…``)."""
+    return isinstance(source, str) and source.startswith(HUB_PREFIX)
+
+
+def hub_file(name: str, field: str = "weights") -> HubFile:
+    """The model file of ``hf-hub:OWNER/NAME[@REVISION]`` (revision: a branch, tag or commit; default
+    main): ``model.safetensors``, else ``pytorch_model.bin`` (read only as plain tensors)."""
+    repo_id, at, revision = name.removeprefix(HUB_PREFIX).partition("@")
+    try:
+        check_repo_id(repo_id, field)
+    except UserError:
+        raise UserError(
+            f"{name!r} names no Hub repository: hf-hub:OWNER/NAME[@REVISION] (letters, digits, '-', '_', '.')",
+            field=field,
+        ) from None
+    if at and not revision.strip():
+        raise UserError(f"{name!r} names no revision after '@' (hf-hub:OWNER/NAME@REVISION)", field=field)
+    return HubFile(repo_id, revision=revision or "main", published=False)
+
+
 @dataclass(frozen=True)
 class HubFile:
-    """A file in a Hugging Face Hub repository (timm's ``timm/<arch>.<tag>``): ``filename``, or
-    ``fallback`` where the repository (or the cache) has only that one."""
+    """A file in a Hugging Face Hub repository (timm's ``timm/<arch>.<tag>``, or any ``hf-hub:`` name):
+    ``filename``, or ``fallback`` where the repository (or the cache) has only that one. ``published``:
+    a checkpoint of effnet's registry (the messages then point at ``effnet pretrained``)."""
 
     repo_id: str
     filename: str = "model.safetensors"
     fallback: str | None = "pytorch_model.bin"
     revision: str = "main"
+    published: bool = True
     remote: ClassVar[bool] = True
 
     def where(self) -> str:
-        return f"hf-hub:{self.repo_id}"
+        return f"{HUB_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision != "main" else "")
 
     def folder(self) -> Path:
         """The repository's folder in huggingface_hub's cache."""
@@ -165,7 +213,12 @@ class HubFile:
 
     def _download(self, name: str, filename: str) -> Path:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         endpoint = os.environ.get("HF_ENDPOINT") or None
         hub = endpoint or "the Hugging Face Hub"
@@ -190,10 +243,14 @@ class HubFile:
         except EntryNotFoundError:  # the repository has no such file
             raise FileNotFoundError(filename) from None
         except RepositoryNotFoundError:
-            raise UserError(
-                f"the Hugging Face Hub has no repository {self.repo_id} for pretrained weights {name}: "
+            remedy = (
                 "it may have moved (`effnet pretrained` lists where each checkpoint is published)"
-            ) from None
+                if self.published
+                else "check its name, or set HF_TOKEN (or `hf auth login`) where it is private"
+            )
+            raise UserError(f"{hub} has no repository {self.repo_id} for weights {name}: {remedy}") from None
+        except RevisionNotFoundError:
+            raise UserError(f"the Hub repository {self.repo_id} has no revision {self.revision!r} ({name})") from None
         except OSError as err:  # a transfer cut short: huggingface_hub compares the size, keeps nothing
             raise UserError(
                 f"the download of pretrained weights {name} from the Hub failed ({_first_line(err)}): "
@@ -211,9 +268,7 @@ class HubFile:
                 continue
         if offline():
             raise _offline_error(name, self.folder())
-        raise UserError(
-            f"the Hub repository {self.repo_id} has none of {', '.join(files)} for pretrained weights {name}"
-        )
+        raise UserError(f"the Hub repository {self.repo_id} has none of {', '.join(files)} for weights {name}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Fitting a weight source's tensors into an effnet model: the source read (a weight file, a state
-dict, a published checkpoint's file), its format resolved or detected, the model's complete new
-state dict built and every tensor checked before anything is loaded, and a mismatch explained.
+dict, a published checkpoint's file, a Hub repository's file), its format resolved or detected, the
+model's complete new state dict built and every tensor checked before anything is loaded, and a
+mismatch explained.
 
 Building models with weights (:func:`effnet.factory.load_model`, :func:`effnet.factory.load_weights`,
 the converted copies of downloaded checkpoints) is :mod:`effnet.factory`'s, above this package."""
@@ -18,6 +19,7 @@ from effnet.errors import UserError
 from effnet.models.efficientnet import EfficientNet
 from effnet.weights.files import as_state_dict, read_weights
 from effnet.weights.formats import WEIGHT_FORMATS, detect_format, get_format
+from effnet.weights.hub import hub_file, is_hub_name
 from effnet.weights.layout import Layout, Part, WeightFormat, convert_state_dict
 from effnet.weights.native import NATIVE, check_description, info_from_metadata, is_native
 from effnet.weights.pretrained import Pretrained, find_pretrained, named_pretrained
@@ -59,6 +61,18 @@ def pretrained_entry(source: str | Path) -> Pretrained | None:
         raise UserError(f"{source} is no weight file, and {err}") from None
 
 
+def read_hub(name: str, argument: str) -> Source:
+    """The model file of a Hub repository, ``hf-hub:OWNER/NAME[@REVISION]``, read (downloaded into
+    huggingface_hub's cache if need be; offline, from the cache only). A pickle is read only as plain
+    tensors (:func:`~effnet.weights.files.read_torch`); an effnet file describes its own network."""
+    path = hub_file(name, argument).locate(name)
+    try:
+        tensors, metadata = read_weights(path)
+    except UserError as err:
+        raise UserError(f"{name}: {err}") from None
+    return Source(tensors, metadata, name)
+
+
 def read_published(entry: Pretrained) -> tuple[Source, Path]:
     """The checkpoint's file as its publisher lays it out (downloaded if need be), and its path."""
     path = entry.path()
@@ -83,6 +97,8 @@ def read_source(
         )
     if entry is not None:
         return read_published(entry)[0]
+    if is_hub_name(source):
+        return read_hub(str(source), argument)
     tensors, metadata = read_weights(source)
     return Source(tensors, metadata, str(source))
 
