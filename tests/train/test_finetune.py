@@ -86,6 +86,12 @@ def test_frozen_epochs_train_only_the_classifier(tmp_path):
     model, info = load_model(out / "model.safetensors")
     assert info.class_names == ["digit0", "digit1", "digit2"]
     assert info.preprocessing.mean[0] == 127 / 255  # Lite normalisation kept
+    # the file names its data and starting weights without local paths (it is what effnet push shares)
+    assert (info.extra["data"], info.extra["pretrained"], info.extra["recipe"]) == (
+        "data",
+        "lite0-imagenet",
+        "finetune",
+    )
 
 
 def test_cli_finetune_lite0_learns_digits(tmp_path, cli):

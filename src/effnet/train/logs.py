@@ -66,12 +66,17 @@ class RunLog:
             return
         from effnet.weights import save_weights
 
+        # the data folder's and starting weights' names only: a weight file is what users share (effnet push),
+        # and a local path says too much; the starting weights' name lets a model card find their licence
+        extra = {"top1": f"{report.top1:.6f}", "recipe": report.recipe, "data": Path(report.data).name}
+        if getattr(report, "weights", None):
+            extra["pretrained"] = Path(str(report.weights)).name
         save_weights(
             model,
             self.folder / "model.safetensors",
             class_names=report.class_names,
             preprocessing=preprocessing,
-            extra={"top1": f"{report.top1:.6f}", "recipe": report.recipe, "data": report.data},
+            extra=extra,
         )
         spec.save(self.folder / "description.json")
         atomic_write_text(self.folder / "report.json", json.dumps(report.to_dict(), indent=2, default=str) + "\n")
