@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from effnet.atomic import make_folder
 from effnet.describe.blocks import MAX_CHANNELS
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_bool, check_whole_number
@@ -23,7 +24,7 @@ from effnet.models.efficientnet import MAX_CLASSES, EfficientNet
 from effnet.models.profile import available_memory_bytes, profile
 from effnet.preprocess import default_preprocessing
 from effnet.weights.formats import get_format
-from effnet.weights.hub import converted_path, is_hub_name, make_folder
+from effnet.weights.hub import converted_path, is_hub_name
 from effnet.weights.layout import WeightFormat
 from effnet.weights.native import NATIVE, WeightsInfo, info_from_metadata, is_native, save_weights
 from effnet.weights.pretrained import Pretrained, get_pretrained

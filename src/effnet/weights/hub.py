@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from effnet.atomic import make_folder
 from effnet.errors import UserError
 from effnet.progress import progress_bar
 
@@ -86,14 +87,6 @@ def torch_checkpoints() -> Path:
     import torch.hub
 
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def make_folder(folder: Path) -> None:
-    """Create a cache folder (and its parents); a failure is one line."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create the cache folder {folder}: {err.strerror or err}") from None
 
 
 def _show_progress() -> bool:
