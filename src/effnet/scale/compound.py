@@ -64,7 +64,7 @@ def compound_coefficients(phi: float, alpha: float = ALPHA, beta: float = BETA, 
     return Coefficients(**scaled)
 
 
-def _pixels(size: float) -> int:
+def round_pixels(size: float) -> int:
     """A scaled resolution, rounded to a multiple of :data:`RESOLUTION_STEP` pixels."""
     return max(RESOLUTION_STEP, int(round(size / RESOLUTION_STEP)) * RESOLUTION_STEP)
 
@@ -111,7 +111,7 @@ def scale_network(
             )
         )
     if image_size is None:
-        image_size = _pixels(spec.resolution * resolution)
+        image_size = round_pixels(spec.resolution * resolution)
         if resolution == 1.0:
             image_size = spec.resolution
         if spec.max_resolution is not None:
@@ -131,7 +131,9 @@ def scale_network(
         ),
         resolution=image_size,
         train_resolution=(
-            None if spec.train_resolution is None else _pixels(spec.train_resolution * image_size / spec.resolution)
+            None
+            if spec.train_resolution is None
+            else round_pixels(spec.train_resolution * image_size / spec.resolution)
         ),
         width=spec.width * width,
         depth=spec.depth * depth,

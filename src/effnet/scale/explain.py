@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from effnet.describe.network import NetworkSpec
 from effnet.errors import UserError, check_number
-from effnet.scale.compound import ALPHA, BETA, GAMMA, _pixels, scale_network
+from effnet.scale.compound import ALPHA, BETA, GAMMA, round_pixels, scale_network
 from effnet.scale.rounding import round_filters, round_repeats
 
 #: Implied φ that differ by more than this are "not one φ".
@@ -96,7 +96,7 @@ class Explanation:
             "phi": phi,
             "depth": self.alpha**phi,
             "width": self.beta**phi,
-            "image_size": _pixels(self.base_image_size * self.gamma**phi),
+            "image_size": round_pixels(self.base_image_size * self.gamma**phi),
         }
 
     def notes(self) -> list[str]:
