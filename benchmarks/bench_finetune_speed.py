@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import random
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from results import interleaved, save_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -134,22 +135,15 @@ def main() -> None:
                 runners["old finetune"] = finetune_runner(root, *shape, "finetune", "effnet_old")
             runners["plain effnet"] = plain_runner("effnet", root, *shape)
             runners["plain timm"] = plain_runner("timm", root, *shape)
-            for run in runners.values():  # warm-up
-                run()
-            found: dict[str, list[float]] = {name: [] for name in runners}
-            for round_ in range(args.rounds):
-                order = list(runners)
-                random.Random(round_).shuffle(order)
-                for name in order:
-                    found[name].append(runners[name]()["images_per_second"])
-            row = table[str(resolution)] = {name: round(statistics.median(v), 2) for name, v in found.items()}
+            found = interleaved(runners, args.rounds)
+            row = table[str(resolution)] = {
+                name: round(statistics.median(r["images_per_second"] for r in runs), 2) for name, runs in found.items()
+            }
             if resolution == args.resolutions[0]:
                 print(f"{'px':>4} {'':22} {'img/s':>8} {'vs plain effnet':>16}")
             for name, speed in row.items():
                 print(f"{resolution:>4} {name:22} {speed:8.2f} {speed / row['plain effnet']:15.2f}×", flush=True)
     if args.save:
-        from results import save_result
-
         save_result("finetune-speed", {"settings": vars(args), "images_per_second": table})
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import random
 import statistics
 import sys
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from results import interleaved, save_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -152,17 +153,17 @@ def stacked_versus_apart(seeds: int, batch_size: int, resolution: int, rounds: i
 
     runners = {"stacked (vmap)": stacked, "apart NCHW": apart(torch.contiguous_format)}
     runners["apart channels_last"] = apart(torch.channels_last)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for run in runners.values():
-        run()
-    for round_ in range(rounds):
-        order = list(runners)
-        random.Random(round_).shuffle(order)
-        for name in order:
+
+    def milliseconds_per_step(run: Callable[[], None], steps: int = 5) -> Callable[[], float]:
+        def timed() -> float:
             start = time.perf_counter()
-            for _ in range(5):
-                runners[name]()
-            times[name].append((time.perf_counter() - start) / 5 * 1000)
+            for _ in range(steps):
+                run()
+            return (time.perf_counter() - start) / steps * 1000
+
+        return timed
+
+    times = interleaved({name: milliseconds_per_step(run) for name, run in runners.items()}, rounds)
     return {name: round(statistics.median(t), 1) for name, t in times.items()}
 
 
@@ -189,14 +190,7 @@ def main() -> None:
     if not args.no_peers:
         runners["plain effnet"] = plain_runner("effnet", *shape)
         runners["plain timm"] = plain_runner("timm", *shape)
-    for run in runners.values():  # warm-up: data decoded, kernels chosen
-        run()
-    found: dict[str, list[dict]] = {name: [] for name in runners}
-    for round_ in range(args.rounds):
-        order = list(runners)
-        random.Random(round_).shuffle(order)
-        for name in order:
-            found[name].append(runners[name]())
+    found = interleaved(runners, args.rounds)
     summary: dict[str, Any] = {}
     for name, runs in found.items():
         speed = statistics.median(r["images_per_second"] for r in runs)
@@ -231,8 +225,6 @@ def main() -> None:
         for name, ms in steps.items():
             print(f"  {name:20} {ms:8.1f}")
     if args.save:
-        from results import save_result
-
         save_result("proxy-speed", {"settings": vars(args), "summary": summary})
 
 

@@ -12,14 +12,18 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from effnet.atomic import atomic_write_text
+
+T = TypeVar("T")
 
 SCHEMA = 1
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -136,3 +140,18 @@ def save_result(
     path = result_path(bench, machine or machine_slug(info), day, root=root or RESULTS)
     atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n", mkdir=True)
     return path
+
+
+def interleaved(runners: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """Each runner once to warm up (data decoded, kernels chosen), then ``rounds`` rounds of one call each, in
+    an order shuffled per round (seeded by the round), so that the machine's other load falls on every runner
+    alike: what each call returned, per runner."""
+    for run in runners.values():
+        run()
+    found: dict[str, list[T]] = {name: [] for name in runners}
+    for round_ in range(rounds):
+        order = list(runners)
+        random.Random(round_).shuffle(order)
+        for name in order:
+            found[name].append(runners[name]())
+    return found
