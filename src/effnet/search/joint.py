@@ -30,7 +30,7 @@ from effnet.errors import UserError, check_number, check_whole_number
 from effnet.results import Result
 from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_PHI, MIN_PHI
 from effnet.search import stats
-from effnet.search.laws import resample_seeds
+from effnet.search.laws import resample_seeds, shrunk_sigmas, widen
 from effnet.search.stats import learning_threshold
 
 #: The paper's constraint α·β²·γ² ≈ 2.
@@ -45,8 +45,6 @@ RESAMPLES = 500
 #: Past this ratio of the target's ideal cost to the largest measured one, the choice is flagged as
 #: a far extrapolation.
 FAR = 10.0
-#: How many degrees of freedom the variance pooled over all points counts for in each point's weight.
-PRIOR_DOF = 8
 #: Exponent bounds: 0 (the dimension does not help) to 10 (far steeper than any measured curve).
 MAX_EXPONENT = 10.0
 
@@ -302,33 +300,25 @@ def _data(points: Sequence[Mapping[str, Any]], sigma: np.ndarray | None = None) 
 
 
 def _sigma(errors: Sequence[np.ndarray]) -> np.ndarray:
-    """Each point's weight scale: its seeds' variance shrunk towards the variance pooled over all points,
-    the pool counting as :data:`PRIOR_DOF` degrees of freedom. A few seeds estimate a variance poorly (a
-    point whose seeds happen to agree must not dominate the fit) yet a point whose seeds truly scatter
-    (one seed did not learn) still counts less. A point with one seed gets the pooled variance."""
-    dof = np.array([len(e) - 1 for e in errors], dtype=float)
-    variances = np.array([e.var(ddof=1) if len(e) > 1 else 0.0 for e in errors])
-    if not np.any(variances > 0):
+    """Each point's weight scale (:func:`~effnet.search.laws.shrunk_sigmas`): a few seeds estimate a variance
+    poorly (a point whose seeds happen to agree must not dominate the fit), yet a point whose seeds truly
+    scatter (one seed did not learn) still counts less. A point with one seed gets the pooled variance."""
+    if not any(len(e) > 1 and e.var(ddof=1) > 0 for e in errors):
         raise UserError(
             "accuracies: no point's seeds differ (one seed, or identical accuracies): there is no spread to "
             "weight the fit or to bootstrap; train 2 or more seeds per point",
             field="accuracies",
         )
-    pooled = float(np.sum(dof * variances) / np.sum(dof))
-    return np.sqrt((dof * variances + PRIOR_DOF * pooled) / (dof + PRIOR_DOF))
+    return shrunk_sigmas(errors)
 
 
 def _resample(points: Sequence[Mapping[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
-    """One bootstrap draw (:func:`effnet.search.laws.resample_seeds`), each point's drawn seeds moved
-    away from its mean by √(n/(n−1)): a mean of n values drawn from n has (n−1)/n of the sampling
-    variance, too little at the 3–5 seeds a study trains (the usual small-sample correction)."""
-    out = []
-    for point, drawn in zip(points, resample_seeds(points, rng), strict=True):
-        values, n = np.asarray(point["accuracies"], dtype=float), len(point["accuracies"])
-        scale = math.sqrt(n / (n - 1)) if n > 1 else 1.0
-        moved = np.clip(values.mean() + (np.asarray(drawn["accuracies"], dtype=float) - values.mean()) * scale, 0, 1)
-        out.append({**drawn, "accuracies": moved.tolist()})
-    return out
+    """One bootstrap draw (:func:`effnet.search.laws.resample_seeds`), each point's drawn seeds widened by
+    the small-sample correction (:func:`effnet.search.laws.widen`) and kept within [0, 1]."""
+    return [
+        {**drawn, "accuracies": np.clip(widen(point["accuracies"], drawn["accuracies"]), 0, 1).tolist()}
+        for point, drawn in zip(points, resample_seeds(points, rng), strict=True)
+    ]
 
 
 # -- fitting --------------------------------------------------------------------------------------

@@ -141,6 +141,32 @@ def resample_seeds(rows: Sequence[dict[str, Any]], rng: np.random.Generator) -> 
     return out
 
 
+def widen(values: Sequence[float], drawn: Sequence[float]) -> np.ndarray:
+    """A point's ``drawn`` seeds (one bootstrap draw of its ``values``) moved away from the values' mean by
+    √(n/(n−1)): the mean of n values drawn from n has (n−1)/n of the sampling variance, too little at the
+    few seeds a study trains (the usual small-sample correction). Linear, so accuracies or errors alike."""
+    values, drawn = np.asarray(values, dtype=float), np.asarray(drawn, dtype=float)
+    n = len(values)
+    return values.mean() + (drawn - values.mean()) * math.sqrt(n / (n - 1)) if n > 1 else drawn
+
+
+#: How many seeds' worth of the pooled variance each point's own variance is shrunk toward: a variance
+#: from a few seeds is itself noisy (from 8 seeds, ±50%), and weights 1/s² from it would let the points
+#: whose seeds happened to agree take the fit.
+PRIOR_SEEDS = 8.0
+
+
+def shrunk_sigmas(seeds: Sequence[Sequence[float]], prior: float = PRIOR_SEEDS) -> np.ndarray:
+    """Each point's seed standard deviation for a fit's weights: its own sample variance shrunk toward the
+    variance pooled over all ``seeds`` (one sequence per point) by ``prior`` seeds' worth
+    (σᵢ² = ((nᵢ−1)·sᵢ² + ν₀·s²)/(nᵢ−1+ν₀)); a point with one seed, or whose seeds agree exactly, gets
+    (mostly) the pooled spread."""
+    dof = np.array([len(a) - 1 for a in seeds], dtype=float)
+    own = np.array([np.var(a, ddof=1) if len(a) > 1 else 0.0 for a in seeds])
+    pooled = float(np.sum(dof * own) / np.sum(dof))
+    return np.sqrt((dof * own + prior * pooled) / (dof + prior))
+
+
 # -- the fit ----------------------------------------------------------------------------------------
 #: The exponent's bounds: a > 0 makes error fall with cost; past A_MAX the law is a step, not a
 #: power law (published scaling exponents are well below 1).
@@ -199,15 +225,12 @@ class Curve:
 
     def seed_errors(self, rows: Sequence[dict[str, Any]]) -> list[np.ndarray]:
         """The seed errors of this curve's points in ``rows`` (a bootstrap resample of the study), each
-        moved away from the point's own mean by √(n/(n−1)): the mean of n values drawn from n has
-        (n−1)/n of the sampling variance, too little at the few seeds a study trains (the usual
-        small-sample correction, as the joint fit makes)."""
+        widened by the small-sample correction (:func:`widen`)."""
         by_name = {_name(r): r for r in rows if r["family"] == self.family}
-        out = []
-        for name, own in zip(self.names, self.errors):
-            drawn, n = 1.0 - np.asarray(by_name[name]["accuracies"], dtype=float), len(own)
-            out.append(own.mean() + (drawn - own.mean()) * math.sqrt(n / (n - 1)) if n > 1 else drawn)
-        return out
+        return [
+            widen(own, 1.0 - np.asarray(by_name[name]["accuracies"], dtype=float))
+            for name, own in zip(self.names, self.errors)
+        ]
 
     def without_last(self) -> Curve:
         """The curve less its largest-cost point (the holdout fit)."""
@@ -224,22 +247,13 @@ class Curve:
         )
 
 
-#: How many seeds' worth of the curve's pooled variance each point's own variance is shrunk toward:
-#: a variance from a few seeds is itself noisy (from 8 seeds, ±50%), and weights 1/s² from it would
-#: let the points whose seeds happened to agree take the fit.
-PRIOR_SEEDS = 8.0
 #: The smallest seed standard deviation a point is weighted with (0.1 point).
 MIN_SIGMA = 1e-3
 
 
 def _sigmas(accuracies: Sequence[Sequence[float]]) -> np.ndarray:
-    """Each point's seed standard deviation for the weights: its own sample variance shrunk toward
-    the curve's pooled one by :data:`PRIOR_SEEDS` (σᵢ² = ((nᵢ−1)·sᵢ² + ν₀·s²)/(nᵢ−1+ν₀)); a point
-    with one seed, or whose seeds agree exactly, gets (mostly) the pooled spread."""
-    dof = np.array([len(a) - 1 for a in accuracies], dtype=float)
-    own = np.array([np.var(a, ddof=1) if len(a) > 1 else 0.0 for a in accuracies])
-    pooled = float(np.sum(dof * own) / np.sum(dof))
-    return np.maximum(np.sqrt((dof * own + PRIOR_SEEDS * pooled) / (dof + PRIOR_SEEDS)), MIN_SIGMA)
+    """Each point's weight scale on a curve: :func:`shrunk_sigmas`, at least :data:`MIN_SIGMA`."""
+    return np.maximum(shrunk_sigmas(accuracies), MIN_SIGMA)
 
 
 def prepare_curve(rows: Sequence[dict[str, Any]], family: str, cost: str = "macs") -> Curve:
