@@ -30,7 +30,7 @@ from effnet.errors import UserError, check_number, check_whole_number
 from effnet.results import Result
 from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_PHI, MIN_PHI
 from effnet.search import stats
-from effnet.search.laws import resample_seeds, shrunk_sigmas, widen
+from effnet.search.laws import FAR, resample_seeds, shrunk_sigmas, widen
 from effnet.search.stats import learning_threshold
 
 #: The paper's constraint α·β²·γ² ≈ 2.
@@ -42,9 +42,6 @@ PAPER = (ALPHA, BETA, GAMMA)
 MIN_COST_SPAN = 2.0
 #: Bootstrap resamples by default.
 RESAMPLES = 500
-#: Past this ratio of the target's ideal cost to the largest measured one, the choice is flagged as
-#: a far extrapolation.
-FAR = 10.0
 #: Exponent bounds: 0 (the dimension does not help) to 10 (far steeper than any measured curve).
 MAX_EXPONENT = 10.0
 
@@ -579,21 +576,11 @@ def best_on_surface(error: Callable[[np.ndarray], np.ndarray], phi: float, targe
     return float(a), float(b), float(g)
 
 
-def _percentiles(values: Sequence[float]) -> tuple[float | None, float | None]:
-    if not len(values):
-        return None, None
-    low, high = np.percentile(
-        np.asarray(values, dtype=float), [100 * (1 - stats.LEVEL) / 2, 100 * (1 + stats.LEVEL) / 2]
-    )
-    return float(low), float(high)
-
-
 def _verdict(gain: Bounds) -> str:
     """The one rule (:func:`effnet.search.stats.decide`) on a percentile interval."""
     if gain.low is None or gain.high is None:
         return stats.UNKNOWN
-    middle = (gain.low + gain.high) / 2
-    return stats.decide(stats.Estimate(mean=middle, n=2, ci95=(gain.high - gain.low) / 2))
+    return stats.decide(stats.from_interval(gain.low, gain.high))
 
 
 def choose_at_phi(
@@ -659,21 +646,27 @@ def choose_at_phi(
     candidates = {}
     for name, (a, b, g) in fixed.items():
         value = 1.0 - float(form.error(params, fixed_logs[name])[0])
-        gain = Bounds(accuracy - value, *_percentiles(draws[f"{name}_gain"]))
+        gain = Bounds(accuracy - value, *stats.percentile_interval(draws[f"{name}_gain"]))
         label = "the paper's" if name == "paper" else "the grid's φ = 1 choice"
         candidates[name] = Candidate(
-            label, a, b, g, Predicted(value, *_percentiles(draws[f"{name}_accuracy"])), gain, _verdict(gain)
+            label,
+            a,
+            b,
+            g,
+            Predicted(value, *stats.percentile_interval(draws[f"{name}_accuracy"])),
+            gain,
+            _verdict(gain),
         )
     beyond = target**phi / fit.max_cost
     result = CoefficientChoice(
         phi=phi,
         target=target,
         form=fit.form,
-        alpha=Bounds(chosen[0], *_percentiles(draws["alpha"])),
-        beta=Bounds(chosen[1], *_percentiles(draws["beta"])),
-        gamma=Bounds(chosen[2], *_percentiles(draws["gamma"])),
+        alpha=Bounds(chosen[0], *stats.percentile_interval(draws["alpha"])),
+        beta=Bounds(chosen[1], *stats.percentile_interval(draws["beta"])),
+        gamma=Bounds(chosen[2], *stats.percentile_interval(draws["gamma"])),
         multipliers={"depth": chosen[0] ** phi, "width": chosen[1] ** phi, "resolution": chosen[2] ** phi},
-        predicted=Predicted(accuracy, *_percentiles(draws["accuracy"])),
+        predicted=Predicted(accuracy, *stats.percentile_interval(draws["accuracy"])),
         paper=candidates["paper"],
         grid=candidates.get("grid"),
         beyond=beyond,

@@ -24,6 +24,7 @@ import numpy as np
 
 from effnet.errors import UserError, check_number, check_whole_number, read_bounded
 from effnet.results import Result
+from effnet.search.stats import from_interval, percentile_interval
 from effnet.search.study import COMPARE_BY as COSTS  # each cost's row field, as the study compares curves at
 from effnet.search.study import COST_WORDS, CSV_COLUMNS
 from effnet.search.study import FAMILIES as CURVES
@@ -407,11 +408,10 @@ class Interval(Result):
 
 def _interval(value: float, draws: np.ndarray) -> Interval:
     """``value`` and the 95% percentile interval of the finite ``draws``, to 1e-7 (a bound's 1e-16 is 0)."""
-    finite = draws[np.isfinite(draws)]
-    if not len(finite):
+    low, high = percentile_interval(draws)
+    if low is None or high is None:
         return Interval(round(float(value), 7), None, None)
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return Interval(round(float(value), 7), round(float(low), 7), round(float(high), 7))
+    return Interval(round(float(value), 7), round(low, 7), round(high, 7))
 
 
 @dataclass(frozen=True)
@@ -718,7 +718,7 @@ def _verdicts(
     """Compound against each other curve at the target, by :func:`effnet.search.stats.decide` on the
     bootstrap difference of their predictions (paired: one resample of the study feeds both): its
     95% percentile interval containing 0 is a tie."""
-    from effnet.search.stats import Estimate, decide, judge
+    from effnet.search.stats import decide, judge
 
     out: dict[str, dict[str, Any]] = {}
     if "compound" not in fits:
@@ -737,9 +737,8 @@ def _verdicts(
             out[family] = {"verdict": "unknown", "text": "no verdict: no bootstrap resample fitted both curves"}
             continue
         value = fits["compound"].at["predicted"] - fits[family].at["predicted"]  # type: ignore[index]
-        low, high = (float(v) for v in np.percentile(diff, [2.5, 97.5]))
-        # the percentile interval as an Estimate centred on it, so that decide's rule is exactly "contains 0"
-        centred = Estimate(mean=(low + high) / 2, n=len(diff), std=float(np.std(diff)), ci95=(high - low) / 2)
+        low, high = percentile_interval(diff)
+        centred = from_interval(low, high, n=len(diff), std=float(np.std(diff)))  # type: ignore[arg-type]
         out[family] = {
             "difference": {"value": value, "low": low, "high": high},
             "verdict": decide(centred),

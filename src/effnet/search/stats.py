@@ -89,6 +89,24 @@ def difference(a: Estimate, b: Estimate) -> Estimate:
 AHEAD, BEHIND, TIE, UNKNOWN = "ahead", "behind", "tie", "unknown"
 
 
+def percentile_interval(draws: Iterable[float]) -> tuple[float | None, float | None]:
+    """The 95% percentile interval of the finite ``draws`` (a bootstrap's); (None, None) when there are none."""
+    import numpy as np
+
+    finite = np.asarray(list(draws), dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return None, None
+    low, high = np.percentile(finite, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    return float(low), float(high)
+
+
+def from_interval(low: float, high: float, *, n: int = 2, std: float | None = None) -> Estimate:
+    """An interval (a bootstrap's percentiles) as an Estimate centred on it, so that :func:`decide`'s rule is
+    exactly whether the interval contains 0."""
+    return Estimate(mean=(low + high) / 2, n=n, std=std, ci95=(high - low) / 2)
+
+
 def decide(difference: Estimate) -> str:
     """The verdict on a difference a − b: ``"ahead"`` when its 95% interval lies entirely above 0,
     ``"behind"`` entirely below, ``"tie"`` when it contains 0, ``"unknown"`` without an interval (one
