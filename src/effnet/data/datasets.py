@@ -149,7 +149,7 @@ def _check_readable(folder: Path) -> None:
 
 
 @dataclass
-class _Skipped:
+class SkippedFiles:
     """Files a scan left out: not readable as images, and over the pixel limit."""
 
     unreadable: list[str] = field(default_factory=list)
@@ -173,7 +173,7 @@ class _Skipped:
                 warnings.warn(f"skipped {len(paths)} file(s) {what}: {shown}", DataWarning, stacklevel=3)
 
 
-def _is_image(path: str, skipped: _Skipped) -> bool:
+def _is_image(path: str, skipped: SkippedFiles) -> bool:
     """Whether PIL recognises the file's header within the pixel limit (cheap; decoding happens when
     loading); a file that fails is added to ``skipped``."""
     try:
@@ -187,7 +187,7 @@ def _is_image(path: str, skipped: _Skipped) -> bool:
 
 
 def scan_class_folders(
-    root: Path, class_names: list[str], skipped: _Skipped | None = None, *, known: str = "the training split"
+    root: Path, class_names: list[str], skipped: SkippedFiles | None = None, *, known: str = "the training split"
 ) -> tuple[list[Path], list[int]]:
     """The images under ``root/<class>/`` (any depth, in sorted order) by torchvision's ``make_dataset``,
     with the index of their class in ``class_names``; hidden files are ignored, files PIL does not read go
@@ -195,7 +195,7 @@ def scan_class_folders(
     classes were ``known``, and so is a folder that cannot be read."""
     from torchvision.datasets.folder import make_dataset
 
-    skipped = skipped if skipped is not None else _Skipped()
+    skipped = skipped if skipped is not None else SkippedFiles()
     present = class_folders(root)
     extra = [name for name in present if name not in class_names]
     if extra:
@@ -236,7 +236,7 @@ def load_folder_splits(root: str | Path) -> DataSplits:
     if len(class_names) < 2:
         raise UserError(f"{train_dir} needs at least two class folders, found {len(class_names)}")
     max_image_pixels()  # a bad EFFNET_MAX_IMAGE_PIXELS is one error, not every image skipped
-    skipped = _Skipped()
+    skipped = SkippedFiles()
     train_files, train_targets = scan_class_folders(train_dir, class_names, skipped)
     val_files, val_targets = scan_class_folders(val_dir, class_names, skipped)
     for folder, files in ((train_dir, train_files), (val_dir, val_files)):

@@ -30,7 +30,7 @@ from effnet.errors import UserError, check_number, check_whole_number
 from effnet.results import Result
 from effnet.scale.compound import ALPHA, BETA, GAMMA, MAX_PHI, MIN_PHI
 from effnet.search import stats
-from effnet.search.laws import FAR, resample_seeds, shrunk_sigmas, widen
+from effnet.search.laws import FAR, learned, resample_seeds, shrunk_sigmas, widen
 from effnet.search.stats import learning_threshold
 
 #: The paper's constraint α·β²·γ² ≈ 2.
@@ -437,23 +437,17 @@ def _cost_span(points: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
 
 
 def _usable(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
-    """The points a law is fitted to: finished (:func:`prepare_rows`) and learned. A point below the
-    learning threshold (3× chance, :func:`~effnet.search.stats.learning_threshold`, where the rows
-    know the number of classes; else a ``learned`` of False) is left out, as the per-curve fits leave
-    it out: its accuracy measures a training that failed, not capacity. Also how many rows were not
-    finished and how many points did not learn."""
+    """The points a law is fitted to: finished (:func:`prepare_rows`) and learned
+    (:func:`effnet.search.laws.learned`, as the per-curve fits); also how many rows were not finished and how
+    many points did not learn."""
     points, skipped = prepare_rows(rows)
     if not points:
         raise UserError("rows: no finished point to fit", field="rows")
     _cost_span(points)  # a grid's design refused whatever its points learned
-    classes = next((p["num_classes"] for p in points if p.get("num_classes")), None)
-    threshold = learning_threshold(classes) if classes else None
-
-    def learned(p: Mapping[str, Any]) -> bool:
-        return float(np.mean(p["accuracies"])) >= threshold if threshold is not None else p.get("learned") is not False
-
     kept = [p for p in points if learned(p)]
     if not kept:
+        classes = next((p["num_classes"] for p in points if p.get("num_classes")), None)
+        threshold = learning_threshold(classes) if classes else None
         below = (
             f"{stats.points(threshold)}%, {classes} classes" if threshold is not None else "the CSV's learned column"
         )

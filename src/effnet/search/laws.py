@@ -257,6 +257,18 @@ def _sigmas(accuracies: Sequence[Sequence[float]]) -> np.ndarray:
     return np.maximum(shrunk_sigmas(accuracies), MIN_SIGMA)
 
 
+def learned(row: dict[str, Any]) -> bool:
+    """Whether a point learned: its mean accuracy at or above the learning threshold (3× chance,
+    :func:`~effnet.search.stats.learning_threshold`) where the row knows its number of classes, else the CSV's
+    ``learned`` column. A point that did not learn measures training that failed, not capacity: the fits
+    leave it out."""
+    from effnet.search.stats import learning_threshold
+
+    if row.get("num_classes"):
+        return float(np.mean(row["accuracies"])) >= learning_threshold(row["num_classes"])
+    return row.get("learned") is not False
+
+
 def prepare_curve(rows: Sequence[dict[str, Any]], family: str, cost: str = "macs") -> Curve:
     """The curve ``family`` of a study's rows ready to fit, or a UserError (field ``curve``) saying
     in one line why no law can mean anything on it: a cost missing, a missing (NaN) accuracy, one seed
@@ -264,8 +276,6 @@ def prepare_curve(rows: Sequence[dict[str, Any]], family: str, cost: str = "macs
     the learning threshold (3× chance, :func:`~effnet.search.stats.learning_threshold`, where the CSV
     has ``num_classes``; else its ``learned`` column) are left out: their accuracy measures training
     that failed, not capacity."""
-    from effnet.search.stats import learning_threshold
-
     fieldname = check_cost(cost)
     curve = [r for r in rows if r["family"] == family and _finished(r)]
     if not curve:
@@ -292,41 +302,32 @@ def prepare_curve(rows: Sequence[dict[str, Any]], family: str, cost: str = "macs
             f"curve {family}: one seed per point, so no spread to weight or bootstrap; rerun the study with --seeds 3",
             field="curve",
         )
-    learned, left_out = [], []
-    for r in curve:
-        mean = float(np.mean(r["accuracies"]))
-        if r.get("num_classes"):
-            below = mean < learning_threshold(r["num_classes"])
-        else:
-            below = r.get("learned") is False
-        if below:
-            left_out.append(_name(r))
-        else:
-            learned.append(r)
-    if not learned:
+    kept = [r for r in curve if learned(r)]
+    left_out = [_name(r) for r in curve if not learned(r)]
+    if not kept:
         raise UserError(
             f"curve {family}: every point is below the learning threshold (3× chance): nothing to fit",
             field="curve",
         )
-    distinct = len({round(r[fieldname] / base[fieldname], 9) for r in learned})
+    distinct = len({round(r[fieldname] / base[fieldname], 9) for r in kept})
     if distinct < 3:
         raise UserError(
             f"curve {family}: {distinct} distinct {COST_WORDS[cost]} among its learned points; "
             "a law of 3 parameters needs at least 3",
             field="curve",
         )
-    learned.sort(key=lambda r: r[fieldname])
-    if all(len(set(r["accuracies"])) < 2 for r in learned):
+    kept.sort(key=lambda r: r[fieldname])
+    if all(len(set(r["accuracies"])) < 2 for r in kept):
         raise UserError(
             f"curve {family}: the seeds of every point agree exactly: no spread to bootstrap", field="curve"
         )
     return Curve(
         family=family,
-        x=np.array([r[fieldname] / base[fieldname] for r in learned]),
-        errors=[1.0 - np.asarray(r["accuracies"], dtype=float) for r in learned],
-        sigma=_sigmas([r["accuracies"] for r in learned]),
+        x=np.array([r[fieldname] / base[fieldname] for r in kept]),
+        errors=[1.0 - np.asarray(r["accuracies"], dtype=float) for r in kept],
+        sigma=_sigmas([r["accuracies"] for r in kept]),
         base_cost=float(base[fieldname]),
-        names=[_name(r) for r in learned],
+        names=[_name(r) for r in kept],
         left_out=left_out,
     )
 

@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from effnet.data import DataSplits, DataWarning, FileImages, ImageSource, default_workers, load_digits_splits
-from effnet.data.datasets import VAL_FOLDERS, _Skipped, class_folders, scan_class_folders
+from effnet.data.datasets import VAL_FOLDERS, SkippedFiles, class_folders, scan_class_folders
 from effnet.data.images import max_image_pixels
 from effnet.errors import UserError, check_whole_number
 from effnet.preprocess import Preprocessing
@@ -489,7 +489,7 @@ def labelled_images(
             field="data",
         )
     max_image_pixels()  # a bad EFFNET_MAX_IMAGE_PIXELS is one error, not every image skipped
-    skipped = _Skipped()
+    skipped = SkippedFiles()
     files, targets = scan_class_folders(root, names, skipped, known="the weights")
     if not files:
         raise UserError(f"data {root} holds no readable images{skipped.summary(root)}", field="data")
